@@ -1,0 +1,133 @@
+"""`weather-export`: write model.pt, model.onnx, model.optimized.onnx and metadata.json.
+
+    weather-export --out artifacts                     # deterministic demo weights
+    weather-export --out artifacts --state-dict gs://bucket/finetuned.pt
+
+Every ONNX graph is checked against the PyTorch reference on the sample images before
+anything is written; any failure exits non-zero with one line and no traceback.
+"""
+
+import argparse
+import hashlib
+import json
+import sys
+from importlib.metadata import version
+from pathlib import Path
+
+from weather_model import contract
+from weather_model.network import (
+    DEMO_SEED,
+    StateDictError,
+    demo_state_dict,
+    load_network,
+    state_dict_from_bytes,
+    state_dict_to_bytes,
+)
+from weather_model.onnx_graph import build_serving_graph, export_network, optimize_offline
+from weather_model.parity import MIN_DEMO_MARGIN, ImageCheck, ParityError, check_parity
+from weather_model.reference import sample_images
+from weather_model.storage import DOWNLOAD_DEADLINE_SECONDS, ArtifactError, read_artifact
+
+DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "images"
+
+
+def sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def build_metadata(artifacts: dict[str, bytes], weights_source: str) -> dict[str, object]:
+    logits, probabilities = contract.ONNX_OUTPUTS
+    output_spec = {"dtype": "float32", "shape": [contract.NUM_CLASSES]}
+    return {
+        "model": "torchvision mobilenet_v3_small, classifier[-1] = Linear(1024, 11)",
+        "weights": weights_source,
+        "labels": list(contract.LABELS),
+        "input": {"name": contract.ONNX_INPUT, "dtype": "uint8", "shape": ["height", "width", 3]},
+        "outputs": {logits: output_spec, probabilities: output_spec},
+        "preprocessing": {
+            "resize_shorter_side": contract.RESIZE_SIZE,
+            "interpolation": "bilinear, antialiased",
+            "center_crop": contract.CROP_SIZE,
+            "scale": "1/255",
+            "mean": list(contract.MEAN),
+            "std": list(contract.STD),
+        },
+        "artifacts": {
+            name: {"sha256": sha256(data), "bytes": len(data)} for name, data in artifacts.items()
+        },
+        "versions": {pkg: version(pkg) for pkg in ("torch", "torchvision", "onnx", "onnxruntime")},
+    }
+
+
+def export(
+    out: Path, state_dict_uri: str | None, images: Path, deadline: float
+) -> list[ImageCheck]:
+    if state_dict_uri is None:
+        state_dict, source = demo_state_dict(), f"demo (seed {DEMO_SEED}, not trained)"
+    else:
+        state_dict, source = (
+            state_dict_from_bytes(read_artifact(state_dict_uri, deadline)),
+            state_dict_uri,
+        )
+    model = load_network(state_dict)
+    onnx_bytes = build_serving_graph(export_network(model)).SerializeToString()
+    optimized_bytes = optimize_offline(onnx_bytes)
+    checks = check_parity(
+        model,
+        {contract.ONNX_FILE: onnx_bytes, contract.OPTIMIZED_ONNX_FILE: optimized_bytes},
+        sample_images(images),
+    )
+    if state_dict_uri is None:
+        for check in checks:
+            if check.margin < MIN_DEMO_MARGIN:
+                raise ParityError(
+                    f"demo weights not decisive on {check.image}: margin {check.margin:.3f}"
+                )
+    artifacts = {
+        contract.STATE_DICT_FILE: state_dict_to_bytes(state_dict),
+        contract.ONNX_FILE: onnx_bytes,
+        contract.OPTIMIZED_ONNX_FILE: optimized_bytes,
+    }
+    metadata = build_metadata(artifacts, source)
+    out.mkdir(parents=True, exist_ok=True)
+    for name, data in artifacts.items():
+        (out / name).write_bytes(data)
+    (out / contract.METADATA_FILE).write_text(json.dumps(metadata, indent=2) + "\n")
+    return checks
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="weather-export", description=__doc__.split("\n")[0])
+    parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder")
+    parser.add_argument(
+        "--state-dict", help="a user's state_dict: local path or gs://bucket/object"
+    )
+    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="parity images")
+    parser.add_argument(
+        "--download-deadline",
+        type=float,
+        default=DOWNLOAD_DEADLINE_SECONDS,
+        help="seconds to retry transient storage errors",
+    )
+    args = parser.parse_args(argv)
+    try:
+        checks = export(args.out, args.state_dict, args.images, args.download_deadline)
+    except (ArtifactError, StateDictError, ParityError) as exc:
+        print(f"weather-export: error: {exc}", file=sys.stderr)
+        return 1
+    for check in checks:
+        deltas = ", ".join(f"{k} {v:.2e}" for k, v in check.max_delta.items())
+        label = contract.LABELS[check.top1]
+        print(f"parity ok {check.image}: {label}, margin {check.margin:.3f}, max |Δp| {deltas}")
+    for name in (
+        contract.STATE_DICT_FILE,
+        contract.ONNX_FILE,
+        contract.OPTIMIZED_ONNX_FILE,
+        contract.METADATA_FILE,
+    ):
+        print(f"wrote {args.out / name} {sha256((args.out / name).read_bytes())}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

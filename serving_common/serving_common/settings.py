@@ -1,0 +1,46 @@
+"""Service configuration: one typed object read from the environment once, at startup."""
+
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_ENV = ("CLOUDSDK_AUTH_ACCESS_TOKEN",)
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message is one line naming the variable."""
+
+
+class Settings(BaseSettings):
+    """Environment variables shared by all three services (contract/README.md)."""
+
+    model_config = SettingsConfigDict(protected_namespaces=(), extra="ignore")
+
+    model_uri: str = Field(min_length=1, description="gs://bucket/object or a local path")
+    port: int = Field(8080, ge=1, le=65535)
+    workers: int = Field(1, ge=1, le=256)
+    intra_op_threads: int = Field(1, ge=1, le=256)
+    inter_op_threads: int = Field(1, ge=1, le=256)
+    max_body_bytes: int = Field(10_000_000, ge=1)
+    max_image_pixels: int = Field(40_000_000, ge=1)
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+
+    @field_validator("log_level", mode="before")
+    @classmethod
+    def _lowercase(cls, value: object) -> object:
+        return value.lower() if isinstance(value, str) else value
+
+
+def load_settings(default_port: int, **overrides: object) -> Settings:
+    """Settings from the environment, or one ConfigError line saying what is wrong."""
+
+    class ServiceSettings(Settings):
+        port: int = Field(default_port, ge=1, le=65535)
+
+    try:
+        return ServiceSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        variable = str(error["loc"][0]).upper() if error["loc"] else "configuration"
+        raise ConfigError(f"{variable}: {error['msg']} (got {error.get('input')!r})") from None
