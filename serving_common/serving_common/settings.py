@@ -5,8 +5,6 @@ from typing import Literal
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_ENV = ("CLOUDSDK_AUTH_ACCESS_TOKEN",)
-
 
 class ConfigError(ValueError):
     """Invalid configuration; the message is one line naming the variable."""
@@ -43,4 +41,6 @@ def load_settings(default_port: int, **overrides: object) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         variable = str(error["loc"][0]).upper() if error["loc"] else "configuration"
+        if error["type"] == "missing":
+            raise ConfigError(f"{variable} is required and not set") from None
         raise ConfigError(f"{variable}: {error['msg']} (got {error.get('input')!r})") from None

@@ -1,0 +1,63 @@
+"""Fetching a model and its metadata from MODEL_URI, checked against the metadata's sha256."""
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from weather_model.contract import METADATA_FILE
+from weather_model.storage import ArtifactError, is_gcs_uri, read_artifact, sibling_uri
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FetchedModel:
+    uri: str  # as configured
+    path: Path  # local file the runtime loads
+    metadata: dict[str, Any]
+    download_seconds: float
+
+    @property
+    def labels(self) -> tuple[str, ...]:
+        return tuple(self.metadata["labels"])
+
+    @property
+    def sha256(self) -> str:
+        return self.metadata["artifacts"][self.path.name]["sha256"]
+
+
+def fetch_model(uri: str, cache_dir: Path) -> FetchedModel:
+    """Read the model and metadata.json beside it; copy gs:// objects into `cache_dir`."""
+    started = time.perf_counter()
+    metadata_uri = sibling_uri(uri, METADATA_FILE)
+    model_bytes = read_artifact(uri)
+    try:
+        metadata = json.loads(read_artifact(metadata_uri))
+        labels = metadata["labels"]
+        artifacts = metadata["artifacts"]
+    except (ValueError, KeyError, TypeError):
+        raise ArtifactError(
+            f"{metadata_uri}: not the metadata.json written by weather-export"
+        ) from None
+    name = Path(uri).name
+    if name not in artifacts:
+        raise ArtifactError(f"{uri}: {name} is not listed in {metadata_uri}")
+    actual = hashlib.sha256(model_bytes).hexdigest()
+    if actual != artifacts[name]["sha256"]:
+        raise ArtifactError(
+            f"{uri}: sha256 {actual[:12]}… differs from metadata.json (corrupt or mismatched)"
+        )
+    if not labels or not all(isinstance(label, str) for label in labels):
+        raise ArtifactError(f"{metadata_uri}: labels must be a non-empty list of strings")
+    path = Path(uri)
+    if is_gcs_uri(uri):
+        cache_dir.mkdir(parents=True, exist_ok=True)
+        path = cache_dir / name
+        path.write_bytes(model_bytes)
+    seconds = time.perf_counter() - started
+    log.info("model fetched from %s (%d bytes) in %.3f s", uri, len(model_bytes), seconds)
+    return FetchedModel(uri, path, metadata, seconds)

@@ -1,0 +1,42 @@
+"""PyTorch eager strategy, as people usually write it: PIL, torchvision transforms, eager."""
+
+import contextlib
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from serving_common.images import decode_with_pil
+from serving_common.model_source import FetchedModel
+from serving_common.settings import Settings
+from weather_model.network import load_network, state_dict_from_bytes
+from weather_model.reference import reference_transforms
+
+
+class TorchPredictor:
+    def __init__(self, model: FetchedModel, settings: Settings) -> None:
+        # Threads per worker from the settings, so WORKERS x threads does not
+        # oversubscribe the cores (torch would otherwise take every core in each worker).
+        torch.set_num_threads(settings.intra_op_threads)
+        # Settable once per process; tests build several apps in one.
+        with contextlib.suppress(RuntimeError):
+            torch.set_num_interop_threads(settings.inter_op_threads)
+        self.network = load_network(state_dict_from_bytes(model.path.read_bytes()))
+        self.transforms = reference_transforms()
+
+    def decode(self, image: bytes, max_pixels: int) -> Image.Image:
+        return decode_with_pil(image, max_pixels)
+
+    def infer(self, decoded: Image.Image) -> np.ndarray:
+        with torch.inference_mode():
+            logits = self.network(self.transforms(decoded).unsqueeze(0))
+            return logits.softmax(dim=-1)[0].numpy()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "runtime": "pytorch eager",
+            "version": torch.__version__,
+            "threads": torch.get_num_threads(),
+            "interop_threads": torch.get_num_interop_threads(),
+            "decoder": "Pillow",
+        }
