@@ -1,6 +1,8 @@
-"""Fixtures shared by every test suite: exported artifacts and a local GCS emulator."""
+"""Fixtures shared by every test suite: exported artifacts, a local GCS emulator, and every
+service as a real process pulling its model from it."""
 
 import os
+import signal
 import socket
 import subprocess
 import sys
@@ -9,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
+import httpx
 import pytest
 
 ROOT = Path(__file__).parent
@@ -112,3 +115,80 @@ def emulator_env(gcs_emulator: GcsEmulator, **extra: str) -> dict[str, str]:
     env = {**os.environ, "STORAGE_EMULATOR_HOST": gcs_emulator.host, **extra}
     env.pop("GOOGLE_APPLICATION_CREDENTIALS", None)
     return env
+
+
+@dataclass(frozen=True)
+class ServiceSpec:
+    name: str
+    command: tuple[str, ...]
+    model_file: str
+
+
+SERVICES = {
+    "onnx_serving": ServiceSpec(
+        "onnx_serving", (sys.executable, "-m", "onnx_serving"), "model.optimized.onnx"
+    ),
+    "torch_serving": ServiceSpec(
+        "torch_serving", (sys.executable, "-m", "torch_serving"), "model.pt"
+    ),
+}
+
+
+@dataclass
+class RunningService:
+    spec: ServiceSpec
+    url: str
+    process: subprocess.Popen
+
+    def stop(self, timeout: float = 30.0) -> int:
+        self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 180.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"exited with {process.returncode}: {process.stderr.read()}")
+        try:
+            if httpx.get(url + "/", timeout=1.0).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"{url} not healthy after {timeout} s")
+
+
+def start_service(spec: ServiceSpec, env: dict[str, str]) -> RunningService:
+    port = free_port()
+    process = subprocess.Popen(
+        spec.command,
+        env={**env, "PORT": str(port)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    url = f"http://127.0.0.1:{port}"
+    try:
+        wait_until_healthy(url, process)
+    except Exception:
+        process.kill()
+        raise
+    return RunningService(spec, url, process)
+
+
+def run_to_exit(spec: ServiceSpec, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(spec.command, env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.fixture(scope="session", params=sorted(SERVICES))
+def service(request, gcs_emulator, gcs_model) -> Iterator[RunningService]:
+    """Each service as a process with WORKERS=2, its model pulled from gs:// at startup."""
+    spec = SERVICES[request.param]
+    env = emulator_env(gcs_emulator, MODEL_URI=gcs_model[spec.model_file], WORKERS="2")
+    running = start_service(spec, env)
+    try:
+        yield running
+    finally:
+        if running.process.poll() is None:
+            running.process.kill()
