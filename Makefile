@@ -42,5 +42,7 @@ format: setup-python
 test: setup lint
 	$(RUN)pytest
 
-bench: setup export payloads
-	@echo "The benchmark harness is not written yet: artifacts and payloads are ready in $(ARTIFACTS)/"
+# The main job: demo model -> GCS emulator -> each service in turn under ab -> README tables.
+bench: setup export
+	$(RUN)python -m benchmark.runner $(BENCH_ARGS)
+	$(RUN)python -m benchmark.report results/raw/native-full.json

@@ -1,0 +1,46 @@
+"""Apache Bench, as the original study ran it: command line and output parsing."""
+
+import re
+import subprocess
+from pathlib import Path
+
+_NUMBERS = {
+    "complete_requests": r"Complete requests:\s+(\d+)",
+    "failed_requests": r"Failed requests:\s+(\d+)",
+    "non_2xx": r"Non-2xx responses:\s+(\d+)",
+    "requests_per_second": r"Requests per second:\s+([\d.]+)",
+    "time_per_request_ms": r"Time per request:\s+([\d.]+) \[ms\] \(mean\)",
+    "time_taken_s": r"Time taken for tests:\s+([\d.]+) seconds",
+}
+
+
+def ab_command(
+    url: str, payload: Path, requests: int, concurrency: int, seconds: int, content_type: str
+) -> list[str]:
+    # -t first: it implies -n 50000, and the -n after it sets the real cap.
+    return [
+        "ab", "-t", str(seconds), "-n", str(requests), "-c", str(concurrency),
+        "-s", "3600", "-p", str(payload), "-T", content_type, "-q", url,
+    ]  # fmt: skip
+
+
+def parse_ab(output: str) -> dict[str, float]:
+    """ab's summary. NOTE: ab counts responses whose length differs from the first one as
+    "Failed (Length)"; labels differ in length, so errors are judged by non_2xx only."""
+    parsed: dict[str, float] = {}
+    for key, pattern in _NUMBERS.items():
+        match = re.search(pattern, output)
+        parsed[key] = float(match.group(1)) if match else 0.0
+    if "complete_requests" not in parsed or not re.search(_NUMBERS["requests_per_second"], output):
+        raise ValueError("not an ab report")
+    for percent, value in re.findall(r"^\s+(\d+)%\s+(\d+)", output, re.MULTILINE):
+        parsed[f"p{percent}_ms"] = float(value)
+    return parsed
+
+
+def run_ab(command: list[str], cpus: str | None) -> tuple[dict[str, float], str]:
+    full = ["taskset", "-c", cpus, *command] if cpus else command
+    result = subprocess.run(full, capture_output=True, text=True, check=False)
+    if result.returncode != 0:
+        raise RuntimeError(f"ab failed ({result.returncode}): {result.stderr.strip()}")
+    return parse_ab(result.stdout), result.stdout

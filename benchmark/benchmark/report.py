@@ -1,0 +1,163 @@
+"""`python -m benchmark.report`: render raw results into README tables and PNG plots.
+
+It reads only the runner's JSON; nothing here measures.
+"""
+
+import argparse
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[2]
+START, END = "<!-- results:start -->", "<!-- results:end -->"
+BASELINE = "torch_serving"
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
+    """Per-service metrics derived from one raw record."""
+    cores = len(record["machine"]["service_cpus"].split(","))
+    ceiling = record["ceiling"]["requests_per_second"]
+    rows = {}
+    for name, result in record["services"].items():
+        if "failed" in result:
+            continue
+        ab = result["main"]["ab"]
+        per_core = ab["requests_per_second"] / cores
+        startup = result["startup"]
+        rows[name] = {
+            "rps": ab["requests_per_second"],
+            "rps_per_core": per_core,
+            "efficiency": per_core / ceiling,
+            "mean_ms": ab["time_per_request_ms"],
+            "p50_ms": ab.get("p50_ms", 0.0),
+            "p90_ms": ab.get("p90_ms", 0.0),
+            "p99_ms": ab.get("p99_ms", 0.0),
+            "non_2xx": ab["non_2xx"],
+            "requests": ab["complete_requests"],
+            "cpu_percent": result["main"]["resources"]["cpu_percent_mean"],
+            "rss_mb_mean": result["main"]["resources"]["rss_mb_mean"],
+            "rss_mb_peak": result["main"]["resources"]["rss_mb_peak"],
+            "ready_s": _mean([run["ready_seconds"] for run in startup]),
+            "download_s": _mean([run["download_seconds"] for run in startup]),
+            "load_s": _mean([run["load_seconds"] for run in startup]),
+            "startup_runs": len(startup),
+            **{
+                f"sweep_{k}": v["ab"]["requests_per_second"] / cores
+                for k, v in result.get("sweep", {}).items()
+            },
+        }
+    return rows
+
+
+def _ratio(value: float, base: float | None) -> str:
+    return f"{value / base:.1f}x" if base else "-"
+
+
+def render_tables(record: dict[str, Any]) -> str:
+    rows = derive(record)
+    machine, plan, ceiling = record["machine"], record["plan"], record["ceiling"]
+    base = rows.get(BASELINE, {})
+    cmd = " ".join(next(iter(record["services"].values())).get("main", {}).get("command", []))
+    lines = [
+        f"Measured {machine['date']} on {machine['cpu_model']}, "
+        f"commit `{machine['git_commit'][:10]}`: each service on cpu(s) "
+        f"{machine['service_cpus']} (taskset), ab on cpu(s) {machine['load_cpus']}"
+        f"{' (quick mode: smoke numbers only)' if record['quick'] else ''}. Load: `{cmd}`.",
+        "",
+        f"**Ceiling**: {ceiling['requests_per_second']:.1f} requests/s per core — the cheapest "
+        "correct pipeline in-process on one thread (JSON, base64, libjpeg-turbo decode, one "
+        f"ONNX Runtime run with preprocessing in the graph) on `{ceiling['payload']}`. "
+        "Efficiency = a service's requests/s per core ÷ this ceiling.",
+        "",
+        "| service | requests/s | per core | efficiency | vs torch | mean ms (c="
+        f"{plan['concurrency']}) | p50 ms | p90 ms | p99 ms | non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['rps']:.1f} | {r['rps_per_core']:.1f} | {r['efficiency']:.0%} | "
+            f"{_ratio(r['rps'], base.get('rps'))} | {r['mean_ms']:.1f} | {r['p50_ms']:.0f} | "
+            f"{r['p90_ms']:.0f} | {r['p99_ms']:.0f} | {r['non_2xx']:.0f} |"
+        )
+    runs = next(iter(rows.values()))["startup_runs"] if rows else 0
+    lines += [
+        "",
+        f"| service | CPU % (mean) | RSS MB (mean) | RSS MB (peak) | start s (mean of {runs}) "
+        "| download s | load s |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['cpu_percent']:.0f} | {r['rss_mb_mean']:.0f} | "
+            f"{r['rss_mb_peak']:.0f} | {r['ready_s']:.2f} | {r['download_s']:.3f} | "
+            f"{r['load_s']:.3f} |"
+        )
+    if any("sweep_small" in r for r in rows.values()):
+        lines += [
+            "",
+            "Requests/s per core by payload:",
+            "",
+            "| service | small 640x427 | study 1200x727 | large 1748x2006 | study, raw JPEG |",
+            "|---|---|---|---|---|",
+        ]
+        for name, r in rows.items():
+            lines.append(
+                f"| {name} | {r['sweep_small']:.1f} | {r['rps_per_core']:.1f} | "
+                f"{r['sweep_large']:.1f} | {r['sweep_study_raw']:.1f} |"
+            )
+    failed = {n: r["failed"] for n, r in record["services"].items() if "failed" in r}
+    for name, problems in failed.items():
+        lines.append(
+            f"\n**{name} failed verification and was not benchmarked:** {'; '.join(problems)}"
+        )
+    lines += ["", "![throughput per core against the ceiling](results/throughput.png)"]
+    return "\n".join(lines)
+
+
+def plot_throughput(record: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = derive(record)
+    fig, ax = plt.subplots(figsize=(7, 3.5))
+    names = list(rows)
+    ax.barh(names, [rows[n]["rps_per_core"] for n in names], color="#4C72B0")
+    ceiling = record["ceiling"]["requests_per_second"]
+    ax.axvline(ceiling, color="#C44E52", linestyle="--", label=f"ceiling {ceiling:.0f}/s")
+    ax.set_xlabel("requests/s per core")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=110, metadata={"Software": None})
+    plt.close(fig)
+
+
+def render_readme(readme: Path, tables: str) -> None:
+    text = readme.read_text()
+    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
+    if not pattern.search(text):
+        raise ValueError(f"{readme} has no {START} ... {END} markers")
+    readme.write_text(pattern.sub(lambda _: f"{START}\n{tables}\n{END}", text))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("raw", type=Path, help="a raw JSON file written by benchmark.runner")
+    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument("--plots", type=Path, default=ROOT / "results")
+    args = parser.parse_args()
+    record = json.loads(args.raw.read_text())
+    render_readme(args.readme, render_tables(record))
+    plot_throughput(record, args.plots / "throughput.png")
+    print(f"rendered {args.readme} and {args.plots / 'throughput.png'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""`python -m benchmark.runner`: measure every service and write one raw JSON file.
+
+Natively: a local GCS emulator holds the exported model; each service in turn is started
+on the same cores (taskset), pulls the model from gs://, is verified on every payload, is
+loaded with ab from the other cores, and is stopped. The runner never formats results;
+`benchmark.report` renders them.
+"""
+
+import argparse
+import hashlib
+import json
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import httpx
+from weather_model.contract import LABELS, OPTIMIZED_ONNX_FILE, STATE_DICT_FILE
+
+from benchmark.ab import ab_command, run_ab
+from benchmark.ceiling import measure_ceiling
+from benchmark.payloads import write_payloads
+from benchmark.processes import SERVICES, GcsEmulator, RunningService, start_service
+from benchmark.resources import ResourceSampler
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@dataclass(frozen=True)
+class Plan:
+    requests: int  # ab -n
+    concurrency: int  # ab -c
+    seconds: int  # ab -t: a cap so the slowest strategy fits the time budget
+    sweep_seconds: int  # per size-sweep run; 0 skips the sweep
+    startup_runs: int
+    ceiling_seconds: float
+
+
+FULL = Plan(
+    requests=40_000,
+    concurrency=50,
+    seconds=180,
+    sweep_seconds=30,
+    startup_runs=15,
+    ceiling_seconds=20,
+)
+QUICK = Plan(
+    requests=40, concurrency=8, seconds=20, sweep_seconds=0, startup_runs=1, ceiling_seconds=1
+)
+
+
+def log(message: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def machine_metadata(service_cpus: str, load_cpus: str) -> dict[str, Any]:
+    cpu_model = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    commit = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
+    ).stdout.strip()
+    ab_version = subprocess.run(["ab", "-V"], capture_output=True, text=True).stdout.splitlines()[0]
+    return {
+        "git_commit": commit or "unknown",
+        "cpu_model": cpu_model,
+        "cpus_online": os.cpu_count(),
+        "service_cpus": service_cpus,
+        "load_cpus": load_cpus,
+        "python": platform.python_version(),
+        "ab": ab_version,
+        "versions": {
+            pkg: version(pkg)
+            for pkg in ("onnxruntime", "torch", "fastapi", "uvicorn", "simplejpeg", "pillow")
+        },
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+    }
+
+
+def expected_prediction(artifacts: Path, jpeg: Path) -> str:
+    """The PyTorch reference's top-1 for a payload image, with the exported weights."""
+    from weather_model.network import load_network, state_dict_from_bytes
+    from weather_model.reference import decode_rgb, reference_probabilities
+
+    state = state_dict_from_bytes((artifacts / STATE_DICT_FILE).read_bytes())
+    return LABELS[
+        int(reference_probabilities(load_network(state), decode_rgb(jpeg.read_bytes())).argmax())
+    ]
+
+
+def verify(
+    service: RunningService, payloads: dict[str, Path], expected: dict[str, str]
+) -> list[str]:
+    """Problems found; a service with any is reported as failed, not benchmarked."""
+    problems = []
+    for name, path in payloads.items():
+        response = httpx.post(
+            service.url + "/predict/",
+            content=path.read_bytes(),
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        got = response.json().get("prediction") if response.status_code == 200 else response.text
+        if got != expected[name]:
+            problems.append(f"{name}: expected {expected[name]}, got {got}")
+    return problems
+
+
+def load_test(
+    service: RunningService,
+    payload: Path,
+    content_type: str,
+    plan: Plan,
+    seconds: int,
+    load_cpus: str,
+) -> dict[str, Any]:
+    command = ab_command(
+        service.url + "/predict/", payload, plan.requests, plan.concurrency, seconds, content_type
+    )
+    with ResourceSampler(service.process.pid) as sampler:
+        result, _ = run_ab(command, load_cpus)
+    return {
+        "command": command,
+        "payload": payload.name,
+        "payload_sha256": sha256(payload),
+        "ab": result,
+        "resources": sampler.summary(),
+    }
+
+
+def measure_startup(
+    spec_name: str, env: dict[str, str], service_cpus: str, runs: int
+) -> list[dict[str, float]]:
+    results = []
+    for _ in range(runs):
+        service = start_service(SERVICES[spec_name], env, service_cpus)
+        info = httpx.get(service.url + "/info").json()["startup"]
+        results.append({"ready_seconds": service.healthy_at - service.started_at, **info})
+        service.stop()
+    return results
+
+
+def run(args: argparse.Namespace) -> Path:
+    plan = QUICK if args.quick else FULL
+    if args.requests:
+        plan = Plan(**{**plan.__dict__, "requests": args.requests})
+    artifacts = Path(args.artifacts)
+    if not (artifacts / STATE_DICT_FILE).exists():
+        raise RuntimeError(f"no exported model in {artifacts}: run `make export` first")
+    payload_files = write_payloads(artifacts / "payloads")
+    main_payload = Path(args.payload) if args.payload else payload_files["study"]
+    workers = str(len(args.service_cpus.split(",")))
+    log(
+        f"plan {plan}; service on cpus {args.service_cpus} ({workers} workers), "
+        f"ab on cpus {args.load_cpus}"
+    )
+    expected = {
+        name: expected_prediction(artifacts, path.with_suffix(".jpg"))
+        for name, path in payload_files.items()
+    }
+    record: dict[str, Any] = {
+        "mode": "native",
+        "quick": args.quick,
+        "plan": plan.__dict__,
+        "machine": machine_metadata(args.service_cpus, args.load_cpus),
+        "services": {},
+    }
+    log("measuring the ceiling (in-process, one thread)")
+    record["ceiling"] = measure_ceiling(
+        artifacts / OPTIMIZED_ONNX_FILE, main_payload, plan.ceiling_seconds
+    )
+    record["ceiling"]["payload"] = main_payload.name
+    with tempfile.TemporaryDirectory() as gcs_dir:
+        emulator = GcsEmulator.start(Path(gcs_dir))
+        try:
+            uris = {
+                p.name: emulator.upload("models", f"weather/{p.name}", p.read_bytes())
+                for p in artifacts.iterdir()
+                if p.is_file()
+            }
+            for name, spec in SERVICES.items():
+                env = emulator.env(
+                    MODEL_URI=uris[spec.model_file],
+                    WORKERS=workers,
+                    INTRA_OP_THREADS="1",
+                    INTER_OP_THREADS="1",
+                )
+                record["services"][name] = measure_service(
+                    name, env, args, plan, payload_files, main_payload, expected
+                )
+        finally:
+            emulator.stop()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"native-{'quick' if args.quick else 'full'}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    log(f"wrote {path}")
+    return path
+
+
+def measure_service(
+    name: str,
+    env: dict[str, str],
+    args: argparse.Namespace,
+    plan: Plan,
+    payload_files: dict[str, Path],
+    main_payload: Path,
+    expected: dict[str, str],
+) -> dict[str, Any]:
+    log(f"{name}: starting")
+    service = start_service(SERVICES[name], env, args.service_cpus)
+    result: dict[str, Any] = {}
+    try:
+        problems = verify(service, payload_files, expected)
+        check = httpx.post(
+            service.url + "/predict/",
+            content=main_payload.read_bytes(),
+            headers={"Content-Type": "application/json"},
+            timeout=60,
+        )
+        if check.status_code != 200:
+            problems.append(f"{main_payload.name}: {check.status_code} {check.text}")
+        if problems:
+            log(f"{name}: FAILED verification: {problems}")
+            return {"failed": problems}
+        log(f"{name}: verified; ab on {main_payload.name}")
+        result["main"] = load_test(
+            service, main_payload, "application/json", plan, plan.seconds, args.load_cpus
+        )
+        if plan.sweep_seconds:
+            sweep = {}
+            for size in ("small", "large"):
+                log(f"{name}: size sweep {size}")
+                sweep[size] = load_test(
+                    service,
+                    payload_files[size],
+                    "application/json",
+                    plan,
+                    plan.sweep_seconds,
+                    args.load_cpus,
+                )
+            log(f"{name}: raw JPEG body")
+            sweep["study_raw"] = load_test(
+                service,
+                payload_files["study"].with_suffix(".jpg"),
+                "image/jpeg",
+                plan,
+                plan.sweep_seconds,
+                args.load_cpus,
+            )
+            result["sweep"] = sweep
+        result["stages"] = httpx.get(service.url + "/metrics").text
+    finally:
+        service.stop()
+    log(f"{name}: startup x{plan.startup_runs}")
+    result["startup"] = measure_startup(name, env, args.service_cpus, plan.startup_runs)
+    return result
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--quick", action="store_true", help="seconds, not minutes (used by make test)"
+    )
+    parser.add_argument("--service-cpus", default="0", help="cores for the service (taskset list)")
+    parser.add_argument("--load-cpus", default="1", help="cores for the load generator")
+    parser.add_argument("--payload", help="a request body to use instead of the study-sized one")
+    parser.add_argument("-n", "--requests", type=int, help="ab -n")
+    parser.add_argument("--artifacts", default=str(ROOT / "artifacts"), help="exported model")
+    parser.add_argument("--out", default=str(ROOT / "results" / "raw"))
+    args = parser.parse_args()
+    try:
+        run(args)
+    except (RuntimeError, TimeoutError) as exc:
+        print(f"benchmark: error: {exc}", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,106 @@
+"""The harness: ab output parsing on a recorded report, and a quick end-to-end run."""
+
+import json
+import subprocess
+import sys
+
+from benchmark.ab import ab_command, parse_ab
+from benchmark.report import END, START, derive, render_readme, render_tables
+
+RECORDED_AB = """\
+Benchmarking 127.0.0.1 (be patient).....done
+
+Server Software:        uvicorn
+Document Path:          /predict/
+Document Length:        19 bytes
+
+Concurrency Level:      50
+Time taken for tests:   156.535 seconds
+Complete requests:      40000
+Failed requests:        1893
+   (Connect: 0, Receive: 0, Length: 1893, Exceptions: 0)
+Non-2xx responses:      3
+Total transferred:      5893107 bytes
+Total body sent:        12250440000
+HTML transferred:       773107 bytes
+Requests per second:    255.53 [#/sec] (mean)
+Time per request:       195.669 [ms] (mean)
+Time per request:       3.913 [ms] (mean, across all concurrent requests)
+
+Percentage of the requests served within a certain time (ms)
+  50%    195
+  66%    197
+  75%    199
+  80%    200
+  90%    204
+  95%    209
+  98%    217
+  99%    226
+ 100%    412 (longest request)
+"""
+
+
+def test_parse_ab_recorded_output():
+    parsed = parse_ab(RECORDED_AB)
+    assert parsed["requests_per_second"] == 255.53
+    assert parsed["time_per_request_ms"] == 195.669
+    assert parsed["complete_requests"] == 40000
+    assert parsed["non_2xx"] == 3  # length "failures" are not errors
+    assert (parsed["p50_ms"], parsed["p90_ms"], parsed["p99_ms"], parsed["p100_ms"]) == (
+        195,
+        204,
+        226,
+        412,
+    )
+
+
+def test_parse_ab_rejects_other_text():
+    try:
+        parse_ab("ab: invalid option")
+    except ValueError:
+        return
+    raise AssertionError("parse_ab accepted a non-report")
+
+
+def test_ab_command_matches_the_study():
+    command = ab_command("http://h/predict/", "p.json", 40000, 50, 180, "application/json")
+    assert command[command.index("-n") + 1] == "40000"
+    assert command[command.index("-c") + 1] == "50"
+    assert command[command.index("-s") + 1] == "3600"
+    assert command[command.index("-T") + 1] == "application/json"
+    assert command.index("-t") < command.index("-n")  # -t after -n would reset -n to 50000
+
+
+def test_quick_run_end_to_end(tmp_path, artifacts):
+    """Runner (real services, real ab, GCS emulator) then reporter, in quick mode."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "benchmark.runner",
+            "--quick",
+            "--out",
+            str(tmp_path),
+            "--artifacts",
+            str(artifacts),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = json.loads((tmp_path / "native-quick.json").read_text())
+    assert record["machine"]["git_commit"] and record["machine"]["service_cpus"] == "0"
+    assert record["ceiling"]["requests_per_second"] > 0
+    rows = derive(record)
+    assert set(rows) == {"torch_serving", "onnx_serving"}
+    for name, row in rows.items():
+        assert row["requests"] >= 100 and row["non_2xx"] == 0, name
+        assert row["efficiency"] > 0 and row["rss_mb_peak"] > 50 and row["ready_s"] > 0
+        main = record["services"][name]["main"]
+        assert main["resources"]["samples"] >= 2 and len(main["payload_sha256"]) == 64
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n{START}\nold\n{END}\ntail\n")
+    render_readme(readme, render_tables(record))
+    text = readme.read_text()
+    assert "old" not in text and "| onnx_serving |" in text and text.endswith("tail\n")
