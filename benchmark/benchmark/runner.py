@@ -52,7 +52,7 @@ FULL = Plan(
     ceiling_seconds=20,
 )
 QUICK = Plan(
-    requests=40, concurrency=8, seconds=20, sweep_seconds=0, startup_runs=1, ceiling_seconds=1
+    requests=100, concurrency=8, seconds=20, sweep_seconds=0, startup_runs=1, ceiling_seconds=1
 )
 
 
