@@ -56,27 +56,30 @@ def preprocessing_nodes() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]
         _const("pre_zero", np.array([0], np.int64)),
         _const("pre_resize", np.array([RESIZE_SIZE], np.int64)),
         _const("pre_crop", np.array([CROP_SIZE, CROP_SIZE], np.int64)),
-        _const("pre_batch_channels", np.array([1, 3], np.int64)),
+        _const("pre_one", np.array([1], np.int64)),
+        _const("pre_three", np.array([3], np.int64)),
         _const("pre_half", np.array([0.5], np.float32)),
-        _const("pre_crop_axes", np.array([2, 3], np.int64)),
+        _const("pre_crop_axes", np.array([1, 2], np.int64)),
         _const("pre_scale", (1.0 / (255.0 * std)).astype(np.float32)),
         _const("pre_shift", (mean / std).astype(np.float32)),
     ]
     node = helper.make_node
+    # NOTE: resizing channels-last, before any transpose, is what keeps this cheap: ONNX
+    # Runtime's NHWC resize is about twice as fast as NCHW here, and the transpose then
+    # moves 224x224 pixels instead of the full photo.
     nodes = [
-        # [H, W, 3] uint8 -> [1, 3, H, W] float
+        # [H, W, 3] uint8 -> [1, H, W, 3] float
         node("Cast", [ONNX_INPUT], ["pre_float"], to=TensorProto.FLOAT),
-        node("Transpose", ["pre_float"], ["pre_chw"], perm=[2, 0, 1]),
-        node("Unsqueeze", ["pre_chw", "pre_zero"], ["pre_nchw"]),
+        node("Unsqueeze", ["pre_float", "pre_zero"], ["pre_nhwc"]),
         # resized [h, w] = RESIZE_SIZE * [H, W] // min(H, W)
         node("Shape", [ONNX_INPUT], ["pre_hw"], start=0, end=2),
         node("ReduceMin", ["pre_hw"], ["pre_short"], keepdims=1),
         node("Mul", ["pre_hw", "pre_resize"], ["pre_hw_scaled"]),
         node("Div", ["pre_hw_scaled", "pre_short"], ["pre_new_hw"]),
-        node("Concat", ["pre_batch_channels", "pre_new_hw"], ["pre_sizes"], axis=0),
+        node("Concat", ["pre_one", "pre_new_hw", "pre_three"], ["pre_sizes"], axis=0),
         node(
             "Resize",
-            ["pre_nchw", "", "", "pre_sizes"],
+            ["pre_nhwc", "", "", "pre_sizes"],
             ["pre_resized"],
             mode="linear",
             antialias=1,
@@ -92,8 +95,9 @@ def preprocessing_nodes() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]
         node("Cast", ["pre_offset_r"], ["pre_offset"], to=TensorProto.INT64),
         node("Add", ["pre_offset", "pre_crop"], ["pre_end"]),
         node("Slice", ["pre_resized", "pre_offset", "pre_end", "pre_crop_axes"], ["pre_crop_out"]),
+        node("Transpose", ["pre_crop_out"], ["pre_nchw"], perm=[0, 3, 1, 2]),
         # (x / 255 - mean) / std == x * (1 / (255 std)) - mean / std
-        node("Mul", ["pre_crop_out", "pre_scale"], ["pre_scaled"]),
+        node("Mul", ["pre_nchw", "pre_scale"], ["pre_scaled"]),
         node("Sub", ["pre_scaled", "pre_shift"], [_NETWORK_INPUT]),
     ]
     return nodes, constants
