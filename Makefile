@@ -3,12 +3,17 @@ SHELL := /bin/bash
 UV_VERSION := 0.13.8
 VENV := .venv
 RUN := $(VENV)/bin/
+RUST := rust_onnx_serving
+RUST_BIN := $(RUST)/target/release/rust_onnx_serving
+# The ONNX Runtime library of the pinned onnxruntime wheel: the Rust service loads the
+# very build the Python service runs (ort's load-dynamic), found next to its binary.
+ORT_LIB = $(firstword $(wildcard $(VENV)/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*))
 ARTIFACTS := artifacts
 APT_PACKAGES := apache2-utils
 
-.PHONY: setup setup-system setup-python export payloads images lint format test bench
+.PHONY: setup setup-system setup-python setup-rust export payloads images lint format test bench
 
-setup: setup-system setup-python
+setup: setup-system setup-python setup-rust
 
 # Debian packages, installed only when a command is missing (idempotent, fast when done).
 setup-system:
@@ -19,6 +24,11 @@ setup-python:
 	@command -v uv >/dev/null && [ "$$(uv --version | cut -d' ' -f2)" = "$(UV_VERSION)" ] \
 		|| python3 -m pip install -q "uv==$(UV_VERSION)"
 	uv sync --locked --all-packages --python 3.11 -q
+
+# The Rust release binary with libonnxruntime.so beside it (incremental: fast when built).
+setup-rust: setup-python
+	cargo build --release --locked --quiet --manifest-path $(RUST)/Cargo.toml
+	@cmp -s $(ORT_LIB) $(RUST)/target/release/libonnxruntime.so || cp $(ORT_LIB) $(RUST)/target/release/libonnxruntime.so
 
 # Demo model (or WEIGHTS=path|gs://... for a user's state_dict) -> $(ARTIFACTS)/
 export: setup-python
@@ -34,12 +44,16 @@ images: setup-python
 lint: setup-python
 	$(RUN)ruff check .
 	$(RUN)ruff format --check .
+	cargo fmt --manifest-path $(RUST)/Cargo.toml --check
+	cargo clippy --release --locked --quiet --manifest-path $(RUST)/Cargo.toml --all-targets -- -D warnings
 
 format: setup-python
 	$(RUN)ruff format .
 	$(RUN)ruff check --fix .
+	cargo fmt --manifest-path $(RUST)/Cargo.toml
 
-test: setup lint
+test: setup lint export
+	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release --locked --manifest-path $(RUST)/Cargo.toml
 	$(RUN)pytest
 
 # The main job: demo model -> GCS emulator -> each service in turn under ab -> README tables.

@@ -48,6 +48,7 @@ def gcs_model(gcs_emulator: GcsEmulator, artifacts: Path) -> dict[str, str]:
     return {
         path.name: gcs_emulator.upload("models", f"weather/{path.name}", path.read_bytes())
         for path in sorted(artifacts.iterdir())
+        if path.is_file()
     }
 
 

@@ -14,6 +14,12 @@ from pathlib import Path
 
 import httpx
 
+# Built by `make setup`, with libonnxruntime.so next to it.
+RUST_BINARY = (
+    Path(__file__).resolve().parents[2]
+    / "rust_onnx_serving" / "target" / "release" / "rust_onnx_serving"
+)  # fmt: skip
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -115,6 +121,9 @@ SERVICES = {
     ),
     "onnx_serving": ServiceSpec(
         "onnx_serving", (sys.executable, "-m", "onnx_serving"), "model.optimized.onnx"
+    ),
+    "rust_onnx_serving": ServiceSpec(
+        "rust_onnx_serving", (str(RUST_BINARY),), "model.optimized.onnx"
     ),
 }
 

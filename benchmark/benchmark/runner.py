@@ -163,7 +163,7 @@ def run(args: argparse.Namespace) -> Path:
     artifacts = Path(args.artifacts)
     if not (artifacts / STATE_DICT_FILE).exists():
         raise RuntimeError(f"no exported model in {artifacts}: run `make export` first")
-    payload_files = write_payloads(artifacts / "payloads")
+    payload_files = write_payloads(Path(tempfile.mkdtemp(prefix="bench-payloads-")))
     main_payload = Path(args.payload) if args.payload else payload_files["study"]
     workers = str(len(args.service_cpus.split(",")))
     log(

@@ -93,7 +93,7 @@ def test_quick_run_end_to_end(tmp_path, artifacts):
     assert record["machine"]["git_commit"] and record["machine"]["service_cpus"] == "0"
     assert record["ceiling"]["requests_per_second"] > 0
     rows = derive(record)
-    assert set(rows) == {"torch_serving", "onnx_serving"}
+    assert set(rows) == {"torch_serving", "onnx_serving", "rust_onnx_serving"}
     for name, row in rows.items():
         assert row["requests"] >= 100 and row["non_2xx"] == 0, name
         assert row["efficiency"] > 0 and row["rss_mb_peak"] > 50 and row["ready_s"] > 0

@@ -1,0 +1,53 @@
+//! Service configuration: one clap struct, the same environment variables as the Python
+//! services (contract/README.md), read once at startup.
+
+use clap::Parser;
+
+/// actix-web + ONNX Runtime serving the weather classifier.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+pub struct Config {
+    /// gs://bucket/object or a local path; metadata.json must sit in the same folder.
+    #[arg(long, env = "MODEL_URI")]
+    pub model_uri: String,
+
+    /// Listening port, on 0.0.0.0.
+    #[arg(long, env = "PORT", default_value_t = 8082)]
+    pub port: u16,
+
+    /// Worker threads; each owns one ONNX Runtime session.
+    #[arg(long, env = "WORKERS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub workers: u16,
+
+    /// Threads inside one inference.
+    #[arg(long, env = "INTRA_OP_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub intra_op_threads: u16,
+
+    /// Threads across independent operators.
+    #[arg(long, env = "INTER_OP_THREADS", default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=256))]
+    pub inter_op_threads: u16,
+
+    /// Larger request bodies get 413 before they are read whole.
+    #[arg(long, env = "MAX_BODY_BYTES", default_value_t = 10_000_000)]
+    pub max_body_bytes: usize,
+
+    /// Larger images get 413 before they are decoded.
+    #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
+    pub max_image_pixels: u64,
+
+    /// debug, info, warning or error.
+    #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING", "ERROR"])]
+    pub log_level: String,
+}
+
+impl Config {
+    /// The tracing filter for LOG_LEVEL (tracing calls it "warn").
+    pub fn tracing_level(&self) -> &'static str {
+        match self.log_level.to_ascii_lowercase().as_str() {
+            "debug" => "debug",
+            "warning" => "warn",
+            "error" => "error",
+            _ => "info",
+        }
+    }
+}

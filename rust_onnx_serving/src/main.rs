@@ -1,0 +1,174 @@
+//! rust_onnx_serving: actix-web + ONNX Runtime (`ort`, loaded dynamically) on the HTTP
+//! contract of contract/README.md.
+//!
+//! Startup: configuration, the ONNX Runtime library, one model download (sha256-checked),
+//! one session per worker, then the server. Any startup problem ends the process with
+//! status 1 and one line naming the cause.
+
+mod config;
+mod errors;
+mod http;
+mod metrics;
+mod predictor;
+mod storage;
+#[cfg(test)]
+mod tests;
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use actix_web::{App, HttpServer, web};
+use clap::Parser;
+use clap::error::ErrorKind;
+use serde_json::json;
+
+use crate::config::Config;
+use crate::http::{AppState, SERVICE, WorkerSession, routes};
+
+fn fatal(message: impl std::fmt::Display) -> ! {
+    eprintln!("{SERVICE}: fatal: {message}");
+    std::process::exit(1)
+}
+
+fn parse_config() -> Config {
+    match Config::try_parse() {
+        Ok(config) => config,
+        Err(e) if matches!(e.kind(), ErrorKind::DisplayHelp | ErrorKind::DisplayVersion) => e.exit(),
+        Err(e) if e.kind() == ErrorKind::MissingRequiredArgument => {
+            fatal("MODEL_URI is required and not set")
+        }
+        Err(e) => fatal(
+            e.to_string()
+                .lines()
+                .next()
+                .unwrap_or("invalid configuration")
+                .trim_start_matches("error: "),
+        ),
+    }
+}
+
+/// ORT_DYLIB_PATH, else libonnxruntime.so next to the binary: the library from the same
+/// pinned onnxruntime wheel the Python service uses, so both run the identical build.
+fn onnxruntime_library() -> PathBuf {
+    if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
+        return PathBuf::from(path);
+    }
+    let beside = std::env::current_exe()
+        .ok()
+        .and_then(|exe| exe.parent().map(|d| d.join("libonnxruntime.so")));
+    match beside {
+        Some(path) if path.exists() => path,
+        _ => fatal(
+            "ONNX Runtime library not found: set ORT_DYLIB_PATH or put libonnxruntime.so next to the binary",
+        ),
+    }
+}
+
+#[actix_web::main]
+async fn main() {
+    let config = parse_config();
+    tracing_subscriber::fmt()
+        .with_env_filter(config.tracing_level())
+        .with_target(false)
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .init();
+    tracing::info!(
+        "{SERVICE} config: {config:?}; credentials: {}",
+        credentials_source()
+    );
+
+    let library = onnxruntime_library();
+    let environment = match ort::init_from(&library) {
+        Ok(builder) => builder.with_name(SERVICE).build().unwrap_or_else(|e| fatal(e)),
+        Err(e) => fatal(format!("ONNX Runtime library {}: {e}", library.display())),
+    };
+
+    let model = storage::fetch_model(&config.model_uri)
+        .await
+        .unwrap_or_else(|e| fatal(e));
+    let load_started = Instant::now();
+    let workers = usize::from(config.workers);
+    let sessions: Vec<Arc<WorkerSession>> = (0..workers)
+        .map(|_| {
+            predictor::load_session(
+                &environment,
+                &model.bytes,
+                usize::from(config.intra_op_threads),
+                usize::from(config.inter_op_threads),
+            )
+            .map(|session| Arc::new(Mutex::new(session)))
+            .unwrap_or_else(|e| fatal(format!("{}: the runtime cannot load it ({e})", model.uri)))
+        })
+        .collect();
+    let load_seconds = load_started.elapsed().as_secs_f64();
+    tracing::info!("{workers} session(s) loaded in {load_seconds:.3} s");
+
+    let state = web::Data::new(app_state(&config, &model, &library, load_seconds));
+    drop(model);
+
+    // actix calls the factory once per worker: hand each its own session.
+    let next_session = Arc::new(AtomicUsize::new(0));
+    let server = HttpServer::new(move || {
+        let index = next_session.fetch_add(1, Ordering::Relaxed) % sessions.len();
+        App::new()
+            .app_data(state.clone())
+            .app_data(web::Data::from(sessions[index].clone()))
+            .app_data(web::PayloadConfig::new(usize::MAX)) // limits are enforced in read_body
+            .configure(routes)
+    })
+    .workers(workers)
+    .shutdown_timeout(30)
+    .bind(("0.0.0.0", config.port))
+    .unwrap_or_else(|e| fatal(format!("PORT {}: cannot listen ({e})", config.port)));
+    if let Err(e) = server.run().await {
+        fatal(format!("server stopped: {e}"));
+    }
+    tracing::info!("{SERVICE} stopped");
+}
+
+/// Everything the handlers share, with the /info document built once.
+fn app_state(config: &Config, model: &storage::FetchedModel, library: &Path, load_seconds: f64) -> AppState {
+    let info = json!({
+        "service": SERVICE,
+        "model_uri": model.uri,
+        "model_sha256": model.sha256,
+        "labels": model.labels,
+        "metadata": model.metadata,
+        "runtime": {
+            "runtime": "onnxruntime via ort",
+            "ort": "2.0.0-rc.15",
+            "library": library.display().to_string(),
+            "decoder": "image (zune-jpeg, png)",
+        },
+        "workers": config.workers,
+        "intra_op_threads": config.intra_op_threads,
+        "inter_op_threads": config.inter_op_threads,
+        "max_body_bytes": config.max_body_bytes,
+        "max_image_pixels": config.max_image_pixels,
+        "startup": {"download_seconds": model.download_seconds, "load_seconds": load_seconds},
+    });
+    AppState {
+        labels: model.labels.clone(),
+        input_name: model.metadata["input"]["name"]
+            .as_str()
+            .unwrap_or("image")
+            .to_owned(),
+        max_body_bytes: config.max_body_bytes,
+        max_image_pixels: config.max_image_pixels,
+        info,
+        metrics: metrics::Metrics::new(),
+    }
+}
+
+fn credentials_source() -> String {
+    if let Ok(host) = std::env::var("STORAGE_EMULATOR_HOST") {
+        format!("emulator at {host}")
+    } else if std::env::var_os("CLOUDSDK_AUTH_ACCESS_TOKEN").is_some() {
+        "CLOUDSDK_AUTH_ACCESS_TOKEN (redacted)".to_owned()
+    } else {
+        "application default credentials".to_owned()
+    }
+}

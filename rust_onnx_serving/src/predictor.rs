@@ -1,0 +1,173 @@
+//! Decoding to uint8 RGB pixels and running the ONNX graph, which holds the preprocessing.
+
+use std::io::Cursor;
+
+use image::{ImageFormat, ImageReader, RgbImage};
+use ort::environment::Environment;
+use ort::session::Session;
+use ort::session::builder::GraphOptimizationLevel;
+use ort::value::TensorRef;
+use zune_core::bytestream::ZCursor;
+use zune_core::colorspace::ColorSpace;
+use zune_core::options::DecoderOptions;
+use zune_jpeg::JpegDecoder;
+
+use crate::errors::ServiceError;
+
+const JPEG_MAGIC: &[u8] = b"\xff\xd8\xff";
+const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
+pub const PROBABILITIES_OUTPUT: &str = "probabilities";
+
+/// One session; the caller gives each worker its own (see main.rs).
+pub fn load_session(
+    environment: &Environment,
+    model: &[u8],
+    intra_op_threads: usize,
+    inter_op_threads: usize,
+) -> Result<Session, String> {
+    // The saved graph is optimised offline and portable; the layout level (NCHWc for this
+    // machine's vector width) can only be chosen here, at load time.
+    let text = |e: ort::Error<ort::session::builder::SessionBuilder>| e.to_string();
+    Session::builder(environment)
+        .map_err(|e| e.to_string())?
+        .with_optimization_level(GraphOptimizationLevel::All)
+        .map_err(text)?
+        .with_intra_threads(intra_op_threads)
+        .map_err(text)?
+        .with_inter_threads(inter_op_threads)
+        .map_err(text)?
+        .commit_from_memory(model)
+        .map_err(|e| e.to_string())
+}
+
+/// 'jpeg' or 'png' from the leading bytes, whatever Content-Type claimed.
+fn sniff_image_format(data: &[u8]) -> Result<ImageFormat, ServiceError> {
+    if data.starts_with(JPEG_MAGIC) {
+        Ok(ImageFormat::Jpeg)
+    } else if data.starts_with(PNG_MAGIC) {
+        Ok(ImageFormat::Png)
+    } else {
+        Err(ServiceError::new(
+            "unsupported_image",
+            "the image is neither JPEG nor PNG",
+        ))
+    }
+}
+
+fn check_pixels(width: u32, height: u32, max_pixels: u64) -> Result<(), ServiceError> {
+    let pixels = u64::from(width) * u64::from(height);
+    if pixels == 0 {
+        return Err(ServiceError::new(
+            "unsupported_image",
+            format!("the image has no pixels ({width}x{height})"),
+        ));
+    }
+    if pixels > max_pixels {
+        return Err(ServiceError::new(
+            "image_too_large",
+            format!(
+                "the image is {width}x{height} = {pixels} pixels; the limit (MAX_IMAGE_PIXELS) is {max_pixels}"
+            ),
+        ));
+    }
+    Ok(())
+}
+
+/// Decode JPEG/PNG to RGB: greyscale is expanded and alpha dropped, as in every service.
+/// The header is read first so an oversized image is refused before it is decompressed.
+pub fn decode_image(data: &[u8], max_pixels: u64) -> Result<RgbImage, ServiceError> {
+    let unreadable = |e: &dyn std::fmt::Display| {
+        ServiceError::new("unsupported_image", format!("the image cannot be decoded ({e})"))
+    };
+    match sniff_image_format(data)? {
+        ImageFormat::Jpeg => decode_jpeg(data, max_pixels, unreadable),
+        format => {
+            let (width, height) = ImageReader::with_format(Cursor::new(data), format)
+                .into_dimensions()
+                .map_err(|e| unreadable(&e))?;
+            check_pixels(width, height, max_pixels)?;
+            let mut reader = ImageReader::with_format(Cursor::new(data), format);
+            reader.no_limits(); // MAX_IMAGE_PIXELS, checked above, is the limit that counts
+            Ok(reader.decode().map_err(|e| unreadable(&e))?.into_rgb8())
+        }
+    }
+}
+
+/// zune-jpeg straight to RGB, in strict mode: a truncated or corrupt JPEG is refused, as
+/// libjpeg-turbo and Pillow refuse it in the Python services (the `image` crate would fill
+/// the missing part with grey).
+fn decode_jpeg(
+    data: &[u8],
+    max_pixels: u64,
+    unreadable: impl Fn(&dyn std::fmt::Display) -> ServiceError,
+) -> Result<RgbImage, ServiceError> {
+    let options = DecoderOptions::default()
+        .jpeg_set_out_colorspace(ColorSpace::RGB)
+        .set_strict_mode(true)
+        .set_max_width(usize::MAX)
+        .set_max_height(usize::MAX);
+    let mut decoder = JpegDecoder::new_with_options(ZCursor::new(data), options);
+    decoder.decode_headers().map_err(|e| unreadable(&e))?;
+    let (width, height) = decoder.dimensions().unwrap_or((0, 0));
+    let (width, height) = (
+        u32::try_from(width).unwrap_or(u32::MAX),
+        u32::try_from(height).unwrap_or(u32::MAX),
+    );
+    check_pixels(width, height, max_pixels)?;
+    let pixels = decoder.decode().map_err(|e| unreadable(&e))?;
+    RgbImage::from_raw(width, height, pixels).ok_or_else(|| unreadable(&"unexpected pixel buffer size"))
+}
+
+/// Probabilities in label order for one decoded image; the pixels go in without a copy.
+pub fn infer(session: &mut Session, input_name: &str, image: &RgbImage) -> Result<Vec<f32>, String> {
+    let shape = [image.height() as usize, image.width() as usize, 3];
+    let tensor = TensorRef::from_array_view((shape, image.as_raw().as_slice())).map_err(|e| e.to_string())?;
+    let outputs = session
+        .run(ort::inputs![input_name => tensor])
+        .map_err(|e| e.to_string())?;
+    let (_, probabilities) = outputs[PROBABILITIES_OUTPUT]
+        .try_extract_tensor::<f32>()
+        .map_err(|e| e.to_string())?;
+    Ok(probabilities.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sniffing_refuses_other_formats() {
+        assert_eq!(
+            decode_image(b"GIF89a....", 100).unwrap_err().error_type,
+            "unsupported_image"
+        );
+        assert_eq!(
+            decode_image(b"", 100).unwrap_err().error_type,
+            "unsupported_image"
+        );
+    }
+
+    #[test]
+    fn pixel_limit_is_checked_before_decoding() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../images/coffee.jpg");
+        let data = std::fs::read(path).unwrap();
+        assert_eq!(
+            decode_image(&data, 1000).unwrap_err().error_type,
+            "image_too_large"
+        );
+        let image = decode_image(&data, 40_000_000).unwrap();
+        assert_eq!((image.width(), image.height()), (600, 400));
+    }
+
+    #[test]
+    fn greyscale_and_alpha_become_rgb() {
+        for name in ["camera_grey.png", "coffee_alpha.png", "gravel_grey.jpg"] {
+            let path = format!("{}/../images/{name}", env!("CARGO_MANIFEST_DIR"));
+            let image = decode_image(&std::fs::read(path).unwrap(), 40_000_000).unwrap();
+            assert_eq!(
+                image.as_raw().len(),
+                (image.width() * image.height() * 3) as usize
+            );
+        }
+    }
+}
