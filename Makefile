@@ -11,9 +11,9 @@ ORT_LIB = $(firstword $(wildcard $(VENV)/lib/python3.11/site-packages/onnxruntim
 ARTIFACTS := artifacts
 APT_PACKAGES := apache2-utils
 
-.PHONY: setup setup-system setup-python setup-rust export payloads images lint format test bench
+.PHONY: setup setup-system setup-python setup-rust setup-tools export payloads images lint format test bench
 
-setup: setup-system setup-python setup-rust
+setup: setup-system setup-python setup-rust setup-tools
 
 # Debian packages, installed only when a command is missing (idempotent, fast when done).
 setup-system:
@@ -29,6 +29,12 @@ setup-python:
 setup-rust: setup-python
 	cargo build --release --locked --quiet --manifest-path $(RUST)/Cargo.toml
 	@cmp -s $(ORT_LIB) $(RUST)/target/release/libonnxruntime.so || cp $(ORT_LIB) $(RUST)/target/release/libonnxruntime.so
+
+# oha, the open-loop load generator, built from crates.io into .tools/ (once).
+OHA_VERSION := 1.16.0
+setup-tools:
+	@.tools/bin/oha --version 2>/dev/null | grep -q "$(OHA_VERSION)" \
+		|| cargo install --locked --quiet oha --version $(OHA_VERSION) --root .tools
 
 # Demo model (or WEIGHTS=path|gs://... for a user's state_dict) -> $(ARTIFACTS)/
 export: setup-python

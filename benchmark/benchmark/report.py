@@ -18,6 +18,16 @@ def _mean(values: list[float]) -> float:
     return sum(values) / len(values) if values else 0.0
 
 
+def latency_bounded_rps(open_loop: dict[str, Any]) -> float:
+    """The highest achieved rate whose p99 stays within the SLO with no failed request."""
+    good = [
+        step["achieved_rps"]
+        for step in open_loop["steps"]
+        if step["p99_ms"] <= open_loop["slo_ms"] and step["non_2xx"] == step["errors"] == 0
+    ]
+    return max(good, default=0.0)
+
+
 def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
     """Per-service metrics derived from one raw record."""
     cores = len(record["machine"]["service_cpus"].split(","))
@@ -46,6 +56,7 @@ def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
             "download_s": _mean([run["download_seconds"] for run in startup]),
             "load_s": _mean([run["load_seconds"] for run in startup]),
             "startup_runs": len(startup),
+            "bounded_per_core": latency_bounded_rps(result["open_loop"]) / cores,
             **{
                 f"sweep_{k}": v["ab"]["requests_per_second"] / cores
                 for k, v in result.get("sweep", {}).items()
@@ -62,6 +73,9 @@ def render_tables(record: dict[str, Any]) -> str:
     rows = derive(record)
     machine, plan, ceiling = record["machine"], record["plan"], record["ceiling"]
     base = rows.get(BASELINE, {})
+    slo = next(
+        (r["open_loop"]["slo_ms"] for r in record["services"].values() if "open_loop" in r), 100.0
+    )
     cmd = " ".join(next(iter(record["services"].values())).get("main", {}).get("command", []))
     lines = [
         f"Measured {machine['date']} on {machine['cpu_model']}, "
@@ -75,14 +89,16 @@ def render_tables(record: dict[str, Any]) -> str:
         "Efficiency = a service's requests/s per core ÷ this ceiling.",
         "",
         "| service | requests/s | per core | efficiency | vs torch | mean ms (c="
-        f"{plan['concurrency']}) | p50 ms | p90 ms | p99 ms | non-2xx |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        f"{plan['concurrency']}) | p50 ms | p90 ms | p99 ms | non-2xx "
+        f"| per core at p99 ≤ {slo:.0f} ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         lines.append(
             f"| {name} | {r['rps']:.1f} | {r['rps_per_core']:.1f} | {r['efficiency']:.0%} | "
             f"{_ratio(r['rps'], base.get('rps'))} | {r['mean_ms']:.1f} | {r['p50_ms']:.0f} | "
-            f"{r['p90_ms']:.0f} | {r['p99_ms']:.0f} | {r['non_2xx']:.0f} |"
+            f"{r['p90_ms']:.0f} | {r['p99_ms']:.0f} | {r['non_2xx']:.0f} | "
+            f"{r['bounded_per_core']:.1f} |"
         )
     runs = next(iter(rows.values()))["startup_runs"] if rows else 0
     lines += [
@@ -115,28 +131,76 @@ def render_tables(record: dict[str, Any]) -> str:
         lines.append(
             f"\n**{name} failed verification and was not benchmarked:** {'; '.join(problems)}"
         )
-    lines += ["", "![throughput per core against the ceiling](results/throughput.png)"]
+    lines += [
+        "",
+        f"Open loop: oha at fixed rates (fractions of each service's closed-loop throughput, "
+        f"{plan['open_loop_seconds']} s each, latency corrected for coordinated omission); "
+        f"the last column is the highest rate whose p99 stayed within {slo:.0f} ms, no failures.",
+        "",
+        "![throughput per core against the ceiling](results/throughput.png)",
+        "![latency percentiles under the closed loop](results/latency.png)",
+        "![p99 latency against offered rate](results/open_loop.png)",
+    ]
     return "\n".join(lines)
 
 
-def plot_throughput(record: dict[str, Any], path: Path) -> None:
+def _pyplot():  # noqa: ANN202
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    rows = derive(record)
-    fig, ax = plt.subplots(figsize=(7, 3.5))
-    names = list(rows)
-    ax.barh(names, [rows[n]["rps_per_core"] for n in names], color="#4C72B0")
-    ceiling = record["ceiling"]["requests_per_second"]
-    ax.axvline(ceiling, color="#C44E52", linestyle="--", label=f"ceiling {ceiling:.0f}/s")
-    ax.set_xlabel("requests/s per core")
-    ax.legend(loc="lower right")
+    return plt
+
+
+def _save(fig: Any, path: Path) -> None:
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110, metadata={"Software": None})
-    plt.close(fig)
+    fig.clf()
+
+
+def plot_results(record: dict[str, Any], folder: Path) -> list[Path]:
+    """throughput.png, latency.png and open_loop.png, from the raw record only."""
+    plt = _pyplot()
+    rows = derive(record)
+    names = list(rows)
+    ceiling = record["ceiling"]["requests_per_second"]
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    ax.barh(names, [rows[n]["rps_per_core"] for n in names], color="#4C72B0", label="closed loop")
+    ax.barh(names, [rows[n]["bounded_per_core"] for n in names], color="#55A868", height=0.4,
+            label="open loop, p99 within SLO")  # fmt: skip
+    ax.axvline(ceiling, color="#C44E52", linestyle="--", label=f"ceiling {ceiling:.0f}/s")
+    ax.set_xlabel("requests/s per core")
+    ax.legend(loc="lower right", fontsize=8)
+    _save(fig, folder / "throughput.png")
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    width = 0.25
+    for i, pct in enumerate(("p50_ms", "p90_ms", "p99_ms")):
+        ax.bar([x + i * width for x in range(len(names))], [rows[n][pct] for n in names], width,
+               label=pct.removesuffix("_ms"))  # fmt: skip
+    ax.set_xticks([x + width for x in range(len(names))], names)
+    ax.set_ylabel(f"ms at c={record['plan']['concurrency']}")
+    ax.legend(fontsize=8)
+    _save(fig, folder / "latency.png")
+
+    fig, ax = plt.subplots(figsize=(7, 3.2))
+    for name, result in record["services"].items():
+        steps = result.get("open_loop", {}).get("steps", [])
+        ax.plot([s["offered_rps"] for s in steps], [s["p99_ms"] for s in steps], "o-", label=name)
+    slo = next(
+        (r["open_loop"]["slo_ms"] for r in record["services"].values() if "open_loop" in r), 0
+    )
+    ax.axhline(slo, color="#C44E52", linestyle="--", label=f"SLO {slo:.0f} ms")
+    ax.set_yscale("log")
+    ax.set_xlabel("offered requests/s")
+    ax.set_ylabel("p99 ms")
+    ax.legend(fontsize=8)
+    _save(fig, folder / "open_loop.png")
+    plt.close("all")
+    return [folder / n for n in ("throughput.png", "latency.png", "open_loop.png")]
 
 
 def render_readme(readme: Path, tables: str) -> None:
@@ -155,8 +219,8 @@ def main() -> None:
     args = parser.parse_args()
     record = json.loads(args.raw.read_text())
     render_readme(args.readme, render_tables(record))
-    plot_throughput(record, args.plots / "throughput.png")
-    print(f"rendered {args.readme} and {args.plots / 'throughput.png'}")
+    plots = plot_results(record, args.plots)
+    print(f"rendered {args.readme} and {', '.join(str(p) for p in plots)}")
 
 
 if __name__ == "__main__":

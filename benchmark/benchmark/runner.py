@@ -26,6 +26,7 @@ from weather_model.contract import LABELS, OPTIMIZED_ONNX_FILE, STATE_DICT_FILE
 
 from benchmark.ab import ab_command, run_ab
 from benchmark.ceiling import measure_ceiling
+from benchmark.oha import oha_command, run_oha
 from benchmark.payloads import write_payloads
 from benchmark.processes import SERVICES, GcsEmulator, RunningService, start_service
 from benchmark.resources import ResourceSampler
@@ -41,6 +42,8 @@ class Plan:
     sweep_seconds: int  # per size-sweep run; 0 skips the sweep
     startup_runs: int
     ceiling_seconds: float
+    open_loop_seconds: float  # per offered rate
+    open_loop_fractions: tuple[float, ...]  # offered rates, as fractions of closed-loop req/s
 
 
 FULL = Plan(
@@ -50,9 +53,18 @@ FULL = Plan(
     sweep_seconds=30,
     startup_runs=15,
     ceiling_seconds=20,
+    open_loop_seconds=15,
+    open_loop_fractions=(0.5, 0.7, 0.8, 0.9, 1.0, 1.1),
 )
 QUICK = Plan(
-    requests=100, concurrency=8, seconds=20, sweep_seconds=0, startup_runs=1, ceiling_seconds=1
+    requests=100,
+    concurrency=8,
+    seconds=20,
+    sweep_seconds=0,
+    startup_runs=1,
+    ceiling_seconds=1,
+    open_loop_seconds=2,
+    open_loop_fractions=(0.5,),
 )
 
 
@@ -142,6 +154,26 @@ def load_test(
         "ab": result,
         "resources": sampler.summary(),
     }
+
+
+def open_loop_sweep(
+    service: RunningService,
+    payload: Path,
+    closed_loop: dict[str, Any],
+    plan: Plan,
+    args: argparse.Namespace,
+) -> dict[str, Any]:
+    """Offered rates around the closed-loop throughput, each held for a fixed time."""
+    closed_rps = closed_loop["ab"]["requests_per_second"]
+    steps = []
+    for fraction in plan.open_loop_fractions:
+        rate = max(1, round(closed_rps * fraction))
+        log(f"{service.spec.name}: open loop at {rate} req/s")
+        command = oha_command(
+            service.url + "/predict/", payload, rate, plan.open_loop_seconds, "application/json"
+        )
+        steps.append({"offered_rps": rate, "command": command, **run_oha(command, args.load_cpus)})
+    return {"slo_ms": args.slo_ms, "steps": steps}
 
 
 def measure_startup(
@@ -265,6 +297,7 @@ def measure_service(
                 args.load_cpus,
             )
             result["sweep"] = sweep
+        result["open_loop"] = open_loop_sweep(service, main_payload, result["main"], plan, args)
         result["stages"] = httpx.get(service.url + "/metrics").text
     finally:
         service.stop()
@@ -282,6 +315,7 @@ def main() -> None:
     parser.add_argument("--load-cpus", default="1", help="cores for the load generator")
     parser.add_argument("--payload", help="a request body to use instead of the study-sized one")
     parser.add_argument("-n", "--requests", type=int, help="ab -n")
+    parser.add_argument("--slo-ms", type=float, default=100.0, help="p99 bound, open loop")
     parser.add_argument("--artifacts", default=str(ROOT / "artifacts"), help="exported model")
     parser.add_argument("--out", default=str(ROOT / "results" / "raw"))
     args = parser.parse_args()

@@ -5,7 +5,7 @@ import subprocess
 import sys
 
 from benchmark.ab import ab_command, parse_ab
-from benchmark.report import END, START, derive, render_readme, render_tables
+from benchmark.report import END, START, derive, plot_results, render_readme, render_tables
 
 RECORDED_AB = """\
 Benchmarking 127.0.0.1 (be patient).....done
@@ -99,8 +99,37 @@ def test_quick_run_end_to_end(tmp_path, artifacts):
         assert row["efficiency"] > 0 and row["rss_mb_peak"] > 50 and row["ready_s"] > 0
         main = record["services"][name]["main"]
         assert main["resources"]["samples"] >= 2 and len(main["payload_sha256"]) == 64
+        (step,) = record["services"][name]["open_loop"]["steps"]
+        assert step["ok"] > 0 and step["p99_ms"] > 0, step
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{START}\nold\n{END}\ntail\n")
     render_readme(readme, render_tables(record))
+    plots = plot_results(record, tmp_path / "plots")
+    assert all(p.stat().st_size > 5_000 for p in plots)
     text = readme.read_text()
     assert "old" not in text and "| onnx_serving |" in text and text.endswith("tail\n")
+
+
+def test_parse_oha_recorded_output():
+    from pathlib import Path
+
+    from benchmark.oha import parse_oha
+
+    parsed = parse_oha((Path(__file__).parent / "oha_recorded.json").read_text())
+    assert parsed["ok"] == 200 and parsed["non_2xx"] == 0 and parsed["errors"] == 0
+    assert round(parsed["achieved_rps"], 2) == 39.98
+    assert round(parsed["p99_ms"], 2) == 16.63 and parsed["p50_ms"] < parsed["p90_ms"]
+
+
+def test_latency_bounded_throughput_picks_the_best_rate_within_the_slo():
+    from benchmark.report import latency_bounded_rps
+
+    def step(rate, p99, non_2xx=0):
+        return {"achieved_rps": rate, "p99_ms": p99, "non_2xx": non_2xx, "errors": 0}
+
+    open_loop = {
+        "slo_ms": 100,
+        "steps": [step(40, 20), step(60, 80), step(70, 99, non_2xx=1), step(80, 400)],
+    }
+    assert latency_bounded_rps(open_loop) == 60
+    assert latency_bounded_rps({"slo_ms": 100, "steps": [step(40, 200)]}) == 0.0
