@@ -11,7 +11,7 @@ ORT_LIB = $(firstword $(wildcard $(VENV)/lib/python3.11/site-packages/onnxruntim
 ARTIFACTS := artifacts
 APT_PACKAGES := apache2-utils
 
-.PHONY: setup setup-system setup-python setup-rust setup-tools export payloads images lint format test bench
+.PHONY: setup setup-system setup-python setup-rust setup-tools export payloads images lint format test bench bench-compose up down
 
 setup: setup-system setup-python setup-rust setup-tools
 
@@ -66,3 +66,19 @@ test: setup lint export
 bench: setup export
 	$(RUN)python -m benchmark.runner $(BENCH_ARGS)
 	$(RUN)python -m benchmark.report results/raw/native-full.json
+
+# The same measurements on the containers, plus image sizes and container start times.
+bench-compose: setup export
+	$(RUN)python -m benchmark.runner --mode compose $(BENCH_ARGS)
+	$(RUN)python -m benchmark.report results/raw/compose-full.json
+
+# The Compose stack on base images built here from Debian packages (no registry needed).
+# Where PyTorch's CPU index is unreachable: make up TORCH_INDEX_URL=https://pypi.org/simple
+COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
+up:
+	docker/build-base-images.sh
+	env $$(docker/build-base-images.sh --print-build-args) $(COMPOSE) up --build --detach
+	$(COMPOSE) ps
+
+down:
+	$(COMPOSE) down --volumes --remove-orphans

@@ -14,7 +14,8 @@ CONNECTIONS = 64
 def oha_command(url: str, payload: Path, rate: int, seconds: float, content_type: str) -> list[str]:
     return [
         str(OHA), "-z", f"{seconds}s", "-q", str(rate), "-c", str(CONNECTIONS),
-        "--latency-correction", "--no-tui", "--output-format", "json",
+        "--latency-correction", "--wait-ongoing-requests-after-deadline",
+        "--no-tui", "--output-format", "json",
         "-m", "POST", "-T", content_type, "-D", str(payload), url,
     ]  # fmt: skip
 

@@ -136,6 +136,14 @@ class RunningService:
     started_at: float  # monotonic, just before the process was spawned
     healthy_at: float
 
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
     def stop(self, timeout: float = 30.0) -> int:
         self.process.send_signal(signal.SIGTERM)
         try:

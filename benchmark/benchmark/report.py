@@ -11,6 +11,8 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[2]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
+# The compose-mode record renders into its own section.
+DEPLOY_START, DEPLOY_END = "<!-- deployment:start -->", "<!-- deployment:end -->"
 BASELINE = "torch_serving"
 
 
@@ -38,6 +40,10 @@ def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
             continue
         ab = result["main"]["ab"]
         per_core = ab["requests_per_second"] / cores
+        resources = result["main"]["resources"]
+        # CPU time the service's whole process tree spent per request under the closed loop.
+        cpu_ms = resources["cpu_percent_mean"] / 100 * ab["time_taken_s"] * 1000
+        cpu_ms /= max(ab["complete_requests"], 1)
         startup = result["startup"]
         rows[name] = {
             "rps": ab["requests_per_second"],
@@ -49,9 +55,11 @@ def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
             "p99_ms": ab.get("p99_ms", 0.0),
             "non_2xx": ab["non_2xx"],
             "requests": ab["complete_requests"],
-            "cpu_percent": result["main"]["resources"]["cpu_percent_mean"],
-            "rss_mb_mean": result["main"]["resources"]["rss_mb_mean"],
-            "rss_mb_peak": result["main"]["resources"]["rss_mb_peak"],
+            "cpu_percent": resources["cpu_percent_mean"],
+            "cpu_ms_per_request": cpu_ms,
+            "cpu_vs_ceiling": cpu_ms / record["ceiling"]["cpu_ms_per_request"],
+            "rss_mb_mean": resources["rss_mb_mean"],
+            "rss_mb_peak": resources["rss_mb_peak"],
             "ready_s": _mean([run["ready_seconds"] for run in startup]),
             "download_s": _mean([run["download_seconds"] for run in startup]),
             "load_s": _mean([run["load_seconds"] for run in startup]),
@@ -103,13 +111,15 @@ def render_tables(record: dict[str, Any]) -> str:
     runs = next(iter(rows.values()))["startup_runs"] if rows else 0
     lines += [
         "",
-        f"| service | CPU % (mean) | RSS MB (mean) | RSS MB (peak) | start s (mean of {runs}) "
-        "| download s | load s |",
-        "|---|---|---|---|---|---|---|",
+        "| service | CPU % (mean) | CPU ms/request | vs ceiling's "
+        f"{ceiling['cpu_ms_per_request']:.1f} ms | RSS MB (mean) | RSS MB (peak) "
+        f"| start s (mean of {runs}) | download s | load s |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r['cpu_percent']:.0f} | {r['rss_mb_mean']:.0f} | "
+            f"| {name} | {r['cpu_percent']:.0f} | {r['cpu_ms_per_request']:.1f} | "
+            f"{r['cpu_vs_ceiling']:.2f}x | {r['rss_mb_mean']:.0f} | "
             f"{r['rss_mb_peak']:.0f} | {r['ready_s']:.2f} | {r['download_s']:.3f} | "
             f"{r['load_s']:.3f} |"
         )
@@ -203,12 +213,36 @@ def plot_results(record: dict[str, Any], folder: Path) -> list[Path]:
     return [folder / n for n in ("throughput.png", "latency.png", "open_loop.png")]
 
 
-def render_readme(readme: Path, tables: str) -> None:
+def render_deployment(record: dict[str, Any]) -> str:
+    """The study's deployment table: image size and container start, with compose throughput."""
+    rows = derive(record)
+    runs = next(iter(rows.values()))["startup_runs"] if rows else 0
+    lines = [
+        f"Containers measured {record['machine']['date']} on {record['machine']['cpu_model']}, "
+        f"cpuset {record['machine']['service_cpus']} per service, load from cpu(s) "
+        f"{record['machine']['load_cpus']}.",
+        "",
+        f"| service | image MB | start s (compose up → first 200, mean of {runs}) | requests/s "
+        "per core | p99 ms | RSS MB (mean) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, deployment in record["deployment"].items():
+        r = rows.get(name)
+        measured = "failed | - | - | -"
+        if r:
+            measured = f"{r['ready_s']:.2f} | {r['rps_per_core']:.1f} | {r['p99_ms']:.0f} | "
+            measured += f"{r['rss_mb_mean']:.0f}"
+        lines.append(f"| {name} | {deployment['image_mb']:.0f} | {measured} |")
+    return "\n".join(lines)
+
+
+def render_readme(readme: Path, tables: str, markers: tuple[str, str] = (START, END)) -> None:
+    start, end = markers
     text = readme.read_text()
-    pattern = re.compile(re.escape(START) + ".*?" + re.escape(END), re.DOTALL)
+    pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
     if not pattern.search(text):
-        raise ValueError(f"{readme} has no {START} ... {END} markers")
-    readme.write_text(pattern.sub(lambda _: f"{START}\n{tables}\n{END}", text))
+        raise ValueError(f"{readme} has no {start} ... {end} markers")
+    readme.write_text(pattern.sub(lambda _: f"{start}\n{tables}\n{end}", text))
 
 
 def main() -> None:
@@ -218,6 +252,10 @@ def main() -> None:
     parser.add_argument("--plots", type=Path, default=ROOT / "results")
     args = parser.parse_args()
     record = json.loads(args.raw.read_text())
+    if record["mode"] == "compose":
+        render_readme(args.readme, render_deployment(record), (DEPLOY_START, DEPLOY_END))
+        print(f"rendered the deployment table in {args.readme}")
+        return
     render_readme(args.readme, render_tables(record))
     plots = plot_results(record, args.plots)
     print(f"rendered {args.readme} and {', '.join(str(p) for p in plots)}")

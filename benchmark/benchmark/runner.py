@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
@@ -26,12 +27,22 @@ from weather_model.contract import LABELS, OPTIMIZED_ONNX_FILE, STATE_DICT_FILE
 
 from benchmark.ab import ab_command, run_ab
 from benchmark.ceiling import measure_ceiling
+from benchmark.compose import PORTS, ContainerService, Stack, build_environment, start_container
 from benchmark.oha import oha_command, run_oha
 from benchmark.payloads import write_payloads
-from benchmark.processes import SERVICES, GcsEmulator, RunningService, start_service
+from benchmark.processes import (
+    SERVICES,
+    GcsEmulator,
+    RunningService,
+    ServiceSpec,
+    start_service,
+)
 from benchmark.resources import ResourceSampler
 
 ROOT = Path(__file__).resolve().parents[2]
+
+Service = RunningService | ContainerService
+Launch = Callable[[], Service]
 
 
 @dataclass(frozen=True)
@@ -135,7 +146,7 @@ def verify(
 
 
 def load_test(
-    service: RunningService,
+    service: Service,
     payload: Path,
     content_type: str,
     plan: Plan,
@@ -145,7 +156,7 @@ def load_test(
     command = ab_command(
         service.url + "/predict/", payload, plan.requests, plan.concurrency, seconds, content_type
     )
-    with ResourceSampler(service.process.pid) as sampler:
+    with ResourceSampler(service.pid) as sampler:
         result, _ = run_ab(command, load_cpus)
     return {
         "command": command,
@@ -157,7 +168,7 @@ def load_test(
 
 
 def open_loop_sweep(
-    service: RunningService,
+    service: Service,
     payload: Path,
     closed_loop: dict[str, Any],
     plan: Plan,
@@ -165,10 +176,16 @@ def open_loop_sweep(
 ) -> dict[str, Any]:
     """Offered rates around the closed-loop throughput, each held for a fixed time."""
     closed_rps = closed_loop["ab"]["requests_per_second"]
+    # Warm-up, discarded: oha opening its connections would otherwise land in the first
+    # step's tail latency.
+    warm_up = oha_command(
+        service.url + "/predict/", payload, max(1, round(closed_rps / 2)), 2, "application/json"
+    )
+    run_oha(warm_up, args.load_cpus)
     steps = []
     for fraction in plan.open_loop_fractions:
         rate = max(1, round(closed_rps * fraction))
-        log(f"{service.spec.name}: open loop at {rate} req/s")
+        log(f"{service.name}: open loop at {rate} req/s")
         command = oha_command(
             service.url + "/predict/", payload, rate, plan.open_loop_seconds, "application/json"
         )
@@ -176,12 +193,11 @@ def open_loop_sweep(
     return {"slo_ms": args.slo_ms, "steps": steps}
 
 
-def measure_startup(
-    spec_name: str, env: dict[str, str], service_cpus: str, runs: int
-) -> list[dict[str, float]]:
+def measure_startup(launch: "Launch", runs: int) -> list[dict[str, float]]:
+    """Process (or `compose up`) start -> first 200 on GET /, `runs` times."""
     results = []
     for _ in range(runs):
-        service = start_service(SERVICES[spec_name], env, service_cpus)
+        service = launch()
         info = httpx.get(service.url + "/info").json()["startup"]
         results.append({"ready_seconds": service.healthy_at - service.started_at, **info})
         service.stop()
@@ -199,15 +215,15 @@ def run(args: argparse.Namespace) -> Path:
     main_payload = Path(args.payload) if args.payload else payload_files["study"]
     workers = str(len(args.service_cpus.split(",")))
     log(
-        f"plan {plan}; service on cpus {args.service_cpus} ({workers} workers), "
-        f"ab on cpus {args.load_cpus}"
+        f"{args.mode} mode, plan {plan}; service on cpus {args.service_cpus} ({workers} workers), "
+        f"load on cpus {args.load_cpus}"
     )
     expected = {
         name: expected_prediction(artifacts, path.with_suffix(".jpg"))
         for name, path in payload_files.items()
     }
     record: dict[str, Any] = {
-        "mode": "native",
+        "mode": args.mode,
         "quick": args.quick,
         "plan": plan.__dict__,
         "machine": machine_metadata(args.service_cpus, args.load_cpus),
@@ -218,6 +234,24 @@ def run(args: argparse.Namespace) -> Path:
         artifacts / OPTIMIZED_ONNX_FILE, main_payload, plan.ceiling_seconds
     )
     record["ceiling"]["payload"] = main_payload.name
+    runtime = {"WORKERS": workers, "INTRA_OP_THREADS": "1", "INTER_OP_THREADS": "1"}
+    inputs = (args, plan, payload_files, main_payload, expected)
+    if args.mode == "native":
+        record["services"] = run_native(artifacts, runtime, inputs)
+    else:
+        record["services"], record["deployment"] = run_compose(runtime, inputs)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    path = out / f"{args.mode}-{'quick' if args.quick else 'full'}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n")
+    log(f"wrote {path}")
+    return path
+
+
+def run_native(artifacts: Path, runtime: dict[str, str], inputs: tuple) -> dict[str, Any]:
+    """Each service as a local process pinned with taskset, its model from a GCS emulator."""
+    args = inputs[0]
+    results = {}
     with tempfile.TemporaryDirectory() as gcs_dir:
         emulator = GcsEmulator.start(Path(gcs_dir))
         try:
@@ -227,28 +261,42 @@ def run(args: argparse.Namespace) -> Path:
                 if p.is_file()
             }
             for name, spec in SERVICES.items():
-                env = emulator.env(
-                    MODEL_URI=uris[spec.model_file],
-                    WORKERS=workers,
-                    INTRA_OP_THREADS="1",
-                    INTER_OP_THREADS="1",
-                )
-                record["services"][name] = measure_service(
-                    name, env, args, plan, payload_files, main_payload, expected
-                )
+                env = emulator.env(MODEL_URI=uris[spec.model_file], **runtime)
+
+                def launch(spec: ServiceSpec = spec, env: dict[str, str] = env) -> RunningService:
+                    return start_service(spec, env, args.service_cpus)
+
+                results[name] = measure_service(name, launch, *inputs)
         finally:
             emulator.stop()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    path = out / f"native-{'quick' if args.quick else 'full'}.json"
-    path.write_text(json.dumps(record, indent=2) + "\n")
-    log(f"wrote {path}")
-    return path
+    return results
+
+
+def run_compose(runtime: dict[str, str], inputs: tuple) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Each service as its container (cpuset = the service cores), the stack's own GCS
+    emulator and export job providing the model."""
+    args = inputs[0]
+    env = {**build_environment(), **runtime}
+    env |= {"SERVICE_CPUS": runtime["WORKERS"], "SERVICE_CPUSET": args.service_cpus}
+    stack = Stack("model-serving-bench", env)
+    log("compose: building images")
+    stack.check("build")
+    results, deployment = {}, {}
+    try:
+        stack.check("up", "--exit-code-from", "model", "model", timeout=1200)
+        for name in PORTS:
+            deployment[name] = {"image": stack.image(name), "image_mb": stack.image_size_mb(name)}
+            results[name] = measure_service(
+                name, lambda name=name: start_container(stack, name), *inputs
+            )
+    finally:
+        stack.down()
+    return results, deployment
 
 
 def measure_service(
     name: str,
-    env: dict[str, str],
+    launch: "Launch",
     args: argparse.Namespace,
     plan: Plan,
     payload_files: dict[str, Path],
@@ -256,7 +304,7 @@ def measure_service(
     expected: dict[str, str],
 ) -> dict[str, Any]:
     log(f"{name}: starting")
-    service = start_service(SERVICES[name], env, args.service_cpus)
+    service = launch()
     result: dict[str, Any] = {}
     try:
         problems = verify(service, payload_files, expected)
@@ -280,34 +328,27 @@ def measure_service(
             for size in ("small", "large"):
                 log(f"{name}: size sweep {size}")
                 sweep[size] = load_test(
-                    service,
-                    payload_files[size],
-                    "application/json",
-                    plan,
-                    plan.sweep_seconds,
+                    service, payload_files[size], "application/json", plan, plan.sweep_seconds,
                     args.load_cpus,
-                )
+                )  # fmt: skip
             log(f"{name}: raw JPEG body")
             sweep["study_raw"] = load_test(
-                service,
-                payload_files["study"].with_suffix(".jpg"),
-                "image/jpeg",
-                plan,
-                plan.sweep_seconds,
-                args.load_cpus,
-            )
+                service, payload_files["study"].with_suffix(".jpg"), "image/jpeg", plan,
+                plan.sweep_seconds, args.load_cpus,
+            )  # fmt: skip
             result["sweep"] = sweep
         result["open_loop"] = open_loop_sweep(service, main_payload, result["main"], plan, args)
         result["stages"] = httpx.get(service.url + "/metrics").text
     finally:
         service.stop()
     log(f"{name}: startup x{plan.startup_runs}")
-    result["startup"] = measure_startup(name, env, args.service_cpus, plan.startup_runs)
+    result["startup"] = measure_startup(launch, plan.startup_runs)
     return result
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--mode", choices=("native", "compose"), default="native")
     parser.add_argument(
         "--quick", action="store_true", help="seconds, not minutes (used by make test)"
     )

@@ -190,3 +190,20 @@ def test_unreachable_gcs_exits_with_one_line(tmp_path):
         "--out", str(tmp_path), "--state-dict", "gs://b/o.pt", "--download-deadline", "2", env=env
     )
     _assert_one_line_error(result, "gs://b/o.pt")
+
+
+def test_export_uploads_to_gcs(gcs_emulator, tmp_path):
+    gcs_emulator.upload("uploads", "keep", b"")  # the bucket must exist
+    env = emulator_env(gcs_emulator)
+    result = run_export("--out", str(tmp_path), "--upload", "gs://uploads/weather", env=env)
+    assert result.returncode == 0, result.stderr
+    from google.auth.credentials import AnonymousCredentials
+    from google.cloud import storage
+
+    client = storage.Client(
+        credentials=AnonymousCredentials(),
+        project="t",
+        client_options={"api_endpoint": gcs_emulator.host},
+    )
+    blob = client.bucket("uploads").blob("weather/model.optimized.onnx")
+    assert blob.download_as_bytes() == (tmp_path / contract.OPTIMIZED_ONNX_FILE).read_bytes()

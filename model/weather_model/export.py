@@ -2,6 +2,7 @@
 
     weather-export --out artifacts                     # deterministic demo weights
     weather-export --out artifacts --state-dict gs://bucket/finetuned.pt
+    weather-export --out artifacts --upload gs://bucket/weather   # then copy the four files
 
 Every ONNX graph is checked against the PyTorch reference on the sample images before
 anything is written; any failure exits non-zero with one line and no traceback.
@@ -26,7 +27,12 @@ from weather_model.network import (
 from weather_model.onnx_graph import build_serving_graph, export_network, optimize_offline
 from weather_model.parity import MIN_DEMO_MARGIN, ImageCheck, ParityError, check_parity
 from weather_model.reference import sample_images
-from weather_model.storage import DOWNLOAD_DEADLINE_SECONDS, ArtifactError, read_artifact
+from weather_model.storage import (
+    DOWNLOAD_DEADLINE_SECONDS,
+    ArtifactError,
+    read_artifact,
+    write_artifact,
+)
 
 DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "images"
 
@@ -103,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         "--state-dict", help="a user's state_dict: local path or gs://bucket/object"
     )
     parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="parity images")
+    parser.add_argument("--upload", help="also copy the artifacts to this gs:// prefix or folder")
     parser.add_argument(
         "--download-deadline",
         type=float,
@@ -112,6 +119,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         checks = export(args.out, args.state_dict, args.images, args.download_deadline)
+        if args.upload:
+            for path in sorted(args.out.iterdir()):
+                if path.is_file():
+                    write_artifact(f"{args.upload.rstrip('/')}/{path.name}", path.read_bytes())
+                    print(f"uploaded {args.upload.rstrip('/')}/{path.name}")
     except (ArtifactError, StateDictError, ParityError) as exc:
         print(f"weather-export: error: {exc}", file=sys.stderr)
         return 1

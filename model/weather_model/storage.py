@@ -47,6 +47,25 @@ def read_artifact(uri: str, deadline: float = DOWNLOAD_DEADLINE_SECONDS) -> byte
         raise ArtifactError(f"{uri}: cannot read ({exc.strerror})") from None
 
 
+def write_artifact(uri: str, data: bytes) -> None:
+    """Write to gs://bucket/object (creating nothing else) or a local path."""
+    if not is_gcs_uri(uri):
+        Path(uri).parent.mkdir(parents=True, exist_ok=True)
+        Path(uri).write_bytes(data)
+        return
+    from google.api_core import exceptions
+
+    bucket_name, blob_name = split_gcs_uri(uri)
+    try:
+        _client().bucket(bucket_name).blob(blob_name).upload_from_string(data)  # type: ignore[attr-defined]
+    except exceptions.NotFound:
+        raise ArtifactError(f"{uri}: no such bucket") from None
+    except exceptions.Forbidden:
+        raise ArtifactError(f"{uri}: access denied for these credentials") from None
+    except exceptions.GoogleAPICallError as exc:
+        raise ArtifactError(f"{uri}: storage error {exc.code}: {exc.message}") from None
+
+
 def _client() -> "object":
     from google.auth.exceptions import DefaultCredentialsError
     from google.cloud import storage

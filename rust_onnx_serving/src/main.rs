@@ -66,8 +66,28 @@ fn onnxruntime_library() -> PathBuf {
     }
 }
 
+/// `rust_onnx_serving healthcheck`: exit 0 when GET / on PORT answers 200. The container
+/// image has no shell or curl, so the binary checks itself.
+fn healthcheck() -> ! {
+    use std::io::{Read, Write};
+    let port = std::env::var("PORT").unwrap_or_else(|_| "8082".to_owned());
+    let healthy = std::net::TcpStream::connect(("127.0.0.1", port.parse().unwrap_or(8082)))
+        .and_then(|mut stream| {
+            stream.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
+            stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+            let mut head = [0u8; 12];
+            stream.read_exact(&mut head)?;
+            Ok(head.ends_with(b"200"))
+        })
+        .unwrap_or(false);
+    std::process::exit(if healthy { 0 } else { 1 })
+}
+
 #[actix_web::main]
 async fn main() {
+    if std::env::args().nth(1).as_deref() == Some("healthcheck") {
+        healthcheck();
+    }
     let config = parse_config();
     tracing_subscriber::fmt()
         .with_env_filter(config.tracing_level())

@@ -1,0 +1,141 @@
+"""The Compose stack: base images, builds, and each service as a container.
+
+Used by the harness (`--mode compose`) and by the Docker tests, so both drive Docker alike.
+"""
+
+import os
+import shutil
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[2]
+BASE_IMAGES = ROOT / "docker" / "build-base-images.sh"
+PORTS = {"onnx_serving": 8080, "torch_serving": 8081, "rust_onnx_serving": 8082}
+# PyTorch's CPU index is out of reach on machines that only reach PyPI; PyPI's CUDA wheels
+# run on the CPU too, at the cost of a larger image.
+DEFAULT_TORCH_INDEX = "https://pypi.org/simple"
+
+
+def docker_unavailable() -> str | None:
+    """None when a Docker daemon and Compose answer, else why not."""
+    if not shutil.which("docker"):
+        return "no docker client on PATH"
+    if not compose_command():
+        return "neither `docker compose` nor docker-compose is installed"
+    probe = subprocess.run(["docker", "info"], capture_output=True, text=True)
+    if probe.returncode != 0:
+        return f"Docker daemon not reachable: {probe.stderr.strip()[:200]}"
+    return None
+
+
+def compose_command() -> list[str]:
+    if (
+        shutil.which("docker")
+        and subprocess.run(["docker", "compose", "version"], capture_output=True).returncode == 0
+    ):
+        return ["docker", "compose"]
+    return ["docker-compose"] if shutil.which("docker-compose") else []
+
+
+def build_environment() -> dict[str, str]:
+    """Build the local base images (once per machine) and the variables that select them."""
+    built = subprocess.run([str(BASE_IMAGES)], capture_output=True, text=True, timeout=3600)
+    if built.returncode != 0:
+        raise RuntimeError(f"base images: {built.stderr.strip()[-1000:]}")
+    args = subprocess.run(
+        [str(BASE_IMAGES), "--print-build-args"], capture_output=True, text=True, check=True
+    ).stdout.split()
+    return {
+        **os.environ,
+        **dict(arg.split("=", 1) for arg in args),
+        "TORCH_INDEX_URL": os.environ.get("TORCH_INDEX_URL", DEFAULT_TORCH_INDEX),
+    }
+
+
+@dataclass
+class Stack:
+    project: str
+    env: dict[str, str]
+
+    def run(self, *args: str, timeout: float = 3600) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            [*compose_command(), "-p", self.project, *args],
+            cwd=ROOT,
+            env=self.env,
+            capture_output=True,
+            text=True,
+            timeout=timeout,
+        )
+
+    def check(self, *args: str, timeout: float = 3600) -> str:
+        result = self.run(*args, timeout=timeout)
+        if result.returncode != 0:
+            raise RuntimeError(f"compose {' '.join(args)}: {result.stderr.strip()[-2000:]}")
+        return result.stdout
+
+    def image(self, service: str) -> str:
+        return f"model-serving/{service}"
+
+    def image_size_mb(self, service: str) -> float:
+        size = subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{.Size}}", self.image(service)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return int(size) / 1e6
+
+    def container_pid(self, service: str) -> int:
+        container = self.check("ps", "-q", service).strip()
+        pid = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.Pid}}", container],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        return int(pid)
+
+    def down(self) -> None:
+        self.run("down", "--volumes", "--remove-orphans", timeout=600)
+
+
+def wait_for_http(url: str, timeout: float = 300.0) -> float:
+    """Poll GET url until 200; the monotonic time it first answered."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(url, timeout=1.0).status_code == 200:
+                return time.monotonic()
+        except httpx.TransportError:
+            pass
+        time.sleep(0.01)
+    raise TimeoutError(f"{url} not healthy after {timeout} s")
+
+
+@dataclass
+class ContainerService:
+    """A service running as a Compose container; same interface as a native RunningService."""
+
+    name: str
+    stack: Stack
+    url: str
+    pid: int
+    started_at: float
+    healthy_at: float
+
+    def stop(self) -> int:
+        self.stack.check("rm", "--stop", "--force", self.name, timeout=120)
+        return 0
+
+
+def start_container(stack: Stack, name: str) -> ContainerService:
+    """`compose up` one service (its dependencies already done) and wait for its first 200."""
+    started = time.monotonic()
+    stack.check("up", "-d", "--no-deps", name, timeout=600)
+    url = f"http://127.0.0.1:{PORTS[name]}"
+    healthy = wait_for_http(url + "/")
+    return ContainerService(name, stack, url, stack.container_pid(name), started, healthy)

@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Build the base images the Dockerfiles need from Debian packages alone, and tag them.
+#
+# For machines that reach no container registry (air-gapped networks, this project's CI):
+# every image here comes from Debian's package archive through debootstrap or
+# `apt-get download`, then `docker import`. Images that already exist are kept, so this
+# is run once per machine. Each image stands in for a public one users normally pull:
+#
+#   model-serving-base/python:3.11-slim       for python:3.11-slim  (Debian bookworm, python3.11)
+#   model-serving-base/rust:trixie            for rust:1-slim-trixie (Debian trixie, rustc-web)
+#   model-serving-base/cc:trixie              for gcr.io/distroless/cc-debian13 (glibc, libstdc++, CA certificates)
+#
+# Usage: docker/build-base-images.sh [--print-build-args]
+set -euo pipefail
+
+MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+PYTHON_TAG=model-serving-base/python:3.11-slim
+RUST_TAG=model-serving-base/rust:trixie
+CC_TAG=model-serving-base/cc:trixie
+
+if [[ ${1:-} == --print-build-args ]]; then
+    echo "PYTHON_IMAGE=$PYTHON_TAG RUST_IMAGE=$RUST_TAG RUNTIME_IMAGE=$CC_TAG"
+    exit 0
+fi
+
+have() { docker image inspect "$1" >/dev/null 2>&1; }
+log() { echo "[base-images] $*" >&2; }
+
+command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+# A minimal Debian root file system with extra packages, imported as an image.
+debootstrap_image() {
+    local tag=$1 suite=$2 packages=$3 cmd=$4
+    have "$tag" && { log "$tag exists"; return; }
+    log "building $tag from Debian $suite"
+    local root="$work/$suite-root"
+    debootstrap --variant=minbase --include="$packages" "$suite" "$root" "$MIRROR" >"$work/$suite.log" 2>&1 \
+        || { tail -20 "$work/$suite.log" >&2; exit 1; }
+    chroot "$root" apt-get clean
+    rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/*
+    tar -C "$root" -c . | docker import \
+        --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
+        --change 'ENV LANG=C.UTF-8' \
+        --change "CMD [\"$cmd\"]" - "$tag" >/dev/null
+    rm -rf "$root"
+}
+
+# A distroless-style runtime: only the shared libraries a C/C++-linked binary needs and the
+# CA certificates, unpacked from Debian packages (no shell, no package manager).
+distroless_cc_image() {
+    local tag=$1 suite=$2
+    have "$tag" && { log "$tag exists"; return; }
+    log "building $tag from Debian $suite packages"
+    local root="$work/cc-root" debs="$work/debs" lists="$work/apt"
+    mkdir -p "$root" "$debs" "$lists/lists/partial" "$lists/cache/archives/partial"
+    local apt=(apt-get -o Dir::State="$lists" -o Dir::Cache="$lists/cache"
+        -o Dir::Etc::SourceList="$lists/sources.list" -o Dir::Etc::SourceParts=/dev/null
+        -o APT::Get::List-Cleanup=0 -o Debug::NoLocking=1)
+    echo "deb $MIRROR $suite main" >"$lists/sources.list"
+    "${apt[@]}" update -qq
+    (cd "$debs" && "${apt[@]}" download -qq libc6 libgcc-s1 libstdc++6 ca-certificates tzdata netbase)
+    for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$root"; done
+    # ca-certificates ships the certificates; the bundle is normally built by a postinst.
+    mkdir -p "$root/etc/ssl/certs"
+    find "$root/usr/share/ca-certificates" -name '*.crt' -exec cat {} + >"$root/etc/ssl/certs/ca-certificates.crt"
+    rm -rf "$root"/usr/share/doc "$root"/usr/share/man "$root"/usr/share/locale "$root"/usr/share/zoneinfo/right
+    mkdir -p "$root/tmp" && chmod 1777 "$root/tmp"
+    printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
+    printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
+    tar -C "$root" -c . | docker import --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' - "$tag" >/dev/null
+    rm -rf "$root" "$debs"
+}
+
+debootstrap_image "$PYTHON_TAG" bookworm "python3,python3-venv,ca-certificates" python3
+debootstrap_image "$RUST_TAG" trixie "rustc-web,cargo-web,gcc,libc6-dev,ca-certificates" bash
+distroless_cc_image "$CC_TAG" trixie
+log "done: $($0 --print-build-args)"
