@@ -10,10 +10,17 @@
 #   model-serving-base/rust:trixie            for rust:1-slim-trixie (Debian trixie, rustc-web)
 #   model-serving-base/cc:trixie              for gcr.io/distroless/cc-debian13 (glibc, libstdc++, CA certificates)
 #
+# This machine's CA bundle (CA_BUNDLE) replaces the images' own, and SSL_CERT_FILE and
+# PIP_CERT point at it, so builds also work behind a TLS-intercepting proxy whose CA only
+# this machine trusts. Images built from the public bases need none of that.
+#
 # Usage: docker/build-base-images.sh [--print-build-args]
 set -euo pipefail
 
 MIRROR=${DEBIAN_MIRROR:-http://deb.debian.org/debian}
+CA_BUNDLE=${CA_BUNDLE:-/etc/ssl/certs/ca-certificates.crt}
+CERT_ENV=(--change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt'
+    --change 'ENV PIP_CERT=/etc/ssl/certs/ca-certificates.crt')
 PYTHON_TAG=model-serving-base/python:3.11-slim
 RUST_TAG=model-serving-base/rust:trixie
 CC_TAG=model-serving-base/cc:trixie
@@ -26,7 +33,8 @@ fi
 have() { docker image inspect "$1" >/dev/null 2>&1; }
 log() { echo "[base-images] $*" >&2; }
 
-command -v debootstrap >/dev/null || { apt-get update -qq && apt-get install -y -qq debootstrap; }
+command -v debootstrap >/dev/null \
+    || { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq debootstrap >/dev/null; }
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -41,15 +49,16 @@ debootstrap_image() {
         || { tail -20 "$work/$suite.log" >&2; exit 1; }
     chroot "$root" apt-get clean
     rm -rf "$root"/var/lib/apt/lists/* "$root"/usr/share/doc/* "$root"/usr/share/man/*
-    tar -C "$root" -c . | docker import \
+    cp "$CA_BUNDLE" "$root/etc/ssl/certs/ca-certificates.crt"
+    tar -C "$root" -c . | docker import "${CERT_ENV[@]}" \
         --change 'ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin' \
         --change 'ENV LANG=C.UTF-8' \
         --change "CMD [\"$cmd\"]" - "$tag" >/dev/null
     rm -rf "$root"
 }
 
-# A distroless-style runtime: only the shared libraries a C/C++-linked binary needs and the
-# CA certificates, unpacked from Debian packages (no shell, no package manager).
+# A distroless-style runtime: only the shared libraries a C/C++-linked binary needs, unpacked
+# from Debian packages (no shell, no package manager), and the CA bundle.
 distroless_cc_image() {
     local tag=$1 suite=$2
     have "$tag" && { log "$tag exists"; return; }
@@ -58,19 +67,22 @@ distroless_cc_image() {
     mkdir -p "$root" "$debs" "$lists/lists/partial" "$lists/cache/archives/partial"
     local apt=(apt-get -o Dir::State="$lists" -o Dir::Cache="$lists/cache"
         -o Dir::Etc::SourceList="$lists/sources.list" -o Dir::Etc::SourceParts=/dev/null
-        -o APT::Get::List-Cleanup=0 -o Debug::NoLocking=1)
+        -o APT::Get::List-Cleanup=0 -o Debug::NoLocking=1 -o APT::Sandbox::User=root)
     echo "deb $MIRROR $suite main" >"$lists/sources.list"
     "${apt[@]}" update -qq
-    (cd "$debs" && "${apt[@]}" download -qq libc6 libgcc-s1 libstdc++6 ca-certificates tzdata netbase)
+    (cd "$debs" && "${apt[@]}" download -qq libc6 libgcc-s1 libstdc++6 tzdata netbase 2>/dev/null)
+    # Merged /usr, as Debian lays it out: the dynamic loader is found through /lib64.
+    mkdir -p "$root/usr/lib" "$root/usr/lib64" "$root/usr/bin" "$root/usr/sbin"
+    for dir in lib lib64 bin sbin; do ln -s "usr/$dir" "$root/$dir"; done
     for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$root"; done
     # ca-certificates ships the certificates; the bundle is normally built by a postinst.
     mkdir -p "$root/etc/ssl/certs"
-    find "$root/usr/share/ca-certificates" -name '*.crt' -exec cat {} + >"$root/etc/ssl/certs/ca-certificates.crt"
+    cp "$CA_BUNDLE" "$root/etc/ssl/certs/ca-certificates.crt"
     rm -rf "$root"/usr/share/doc "$root"/usr/share/man "$root"/usr/share/locale "$root"/usr/share/zoneinfo/right
     mkdir -p "$root/tmp" && chmod 1777 "$root/tmp"
     printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' >"$root/etc/passwd"
     printf 'root:x:0:\nnonroot:x:65532:\n' >"$root/etc/group"
-    tar -C "$root" -c . | docker import --change 'ENV SSL_CERT_FILE=/etc/ssl/certs/ca-certificates.crt' - "$tag" >/dev/null
+    tar -C "$root" -c . | docker import "${CERT_ENV[@]}" - "$tag" >/dev/null
     rm -rf "$root" "$debs"
 }
 

@@ -1,0 +1,74 @@
+"""The Compose stack, for real: build every image on locally built base images, start it,
+predict on every port, and leave nothing running. Skipped, with the reason, when no
+Docker daemon is reachable."""
+
+import subprocess
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from benchmark.compose import PORTS, Stack, build_environment, docker_unavailable, wait_for_http
+from weather_model.contract import LABELS
+
+from conftest import ROOT
+
+UNAVAILABLE = docker_unavailable()
+pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
+
+
+@pytest.fixture(scope="module")
+def stack() -> Iterator[Stack]:
+    stack = Stack("model-serving-test", build_environment())
+    stack.check("build")
+    try:
+        stack.check("up", "-d", timeout=900)
+        yield stack
+    finally:
+        stack.down()
+
+
+def expected_prediction(image: bytes) -> str:
+    from weather_model.network import demo_state_dict, load_network
+    from weather_model.reference import decode_rgb, reference_probabilities
+
+    probabilities = reference_probabilities(load_network(demo_state_dict()), decode_rgb(image))
+    return LABELS[int(probabilities.argmax())]
+
+
+@pytest.mark.parametrize("service", sorted(PORTS))
+def test_service_answers_on_its_port(stack, service):
+    url = f"http://127.0.0.1:{PORTS[service]}"
+    wait_for_http(url + "/")
+    image = (ROOT / "images" / "coffee.jpg").read_bytes()
+    response = httpx.post(
+        url + "/predict/", content=image, headers={"Content-Type": "image/jpeg"}, timeout=60
+    )
+    assert response.status_code == 200, response.text
+    # The compose job exported the demo weights: the PyTorch reference says what is right.
+    assert response.json()["prediction"] == expected_prediction(image)
+    info = httpx.get(url + "/info", timeout=10).json()
+    assert info["model_uri"].startswith("gs://models/weather/")
+
+
+def test_images_are_small_non_root_and_healthchecked(stack):
+    for service in PORTS:
+        config = subprocess.run(
+            ["docker", "image", "inspect", "-f", "{{json .Config}}", stack.image(service)],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert '"User":"65532:65532"' in config and '"Healthcheck"' in config, service
+    assert stack.image_size_mb("rust_onnx_serving") < 60
+
+
+def test_down_leaves_nothing_running(stack):
+    for port in PORTS.values():
+        wait_for_http(f"http://127.0.0.1:{port}/")
+    stack.down()
+    left = subprocess.run(
+        ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={stack.project}"],
+        capture_output=True,
+        text=True,
+    ).stdout.split()
+    assert left == []
