@@ -7,7 +7,8 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from benchmark.compose import PORTS, Stack, build_environment, docker_unavailable, wait_for_http
+from benchmark.compose import PORTS, Stack, build_environment, docker_unavailable
+from benchmark.processes import wait_until_healthy
 from weather_model.contract import LABELS
 
 from conftest import ROOT
@@ -38,7 +39,7 @@ def expected_prediction(image: bytes) -> str:
 @pytest.mark.parametrize("service", sorted(PORTS))
 def test_service_answers_on_its_port(stack, service):
     url = f"http://127.0.0.1:{PORTS[service]}"
-    wait_for_http(url + "/")
+    wait_until_healthy(url, timeout=300)
     image = (ROOT / "images" / "coffee.jpg").read_bytes()
     response = httpx.post(
         url + "/predict/", content=image, headers={"Content-Type": "image/jpeg"}, timeout=60
@@ -64,7 +65,7 @@ def test_images_are_small_non_root_and_healthchecked(stack):
 
 def test_down_leaves_nothing_running(stack):
     for port in PORTS.values():
-        wait_for_http(f"http://127.0.0.1:{port}/")
+        wait_until_healthy(f"http://127.0.0.1:{port}", timeout=300)
     stack.down()
     left = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={stack.project}"],

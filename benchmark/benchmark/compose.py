@@ -10,7 +10,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import httpx
+from benchmark.processes import wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
 BASE_IMAGES = ROOT / "docker" / "build-base-images.sh"
@@ -103,19 +103,6 @@ class Stack:
         self.run("down", "--volumes", "--remove-orphans", timeout=600)
 
 
-def wait_for_http(url: str, timeout: float = 300.0) -> float:
-    """Poll GET url until 200; the monotonic time it first answered."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            if httpx.get(url, timeout=1.0).status_code == 200:
-                return time.monotonic()
-        except httpx.TransportError:
-            pass
-        time.sleep(0.01)
-    raise TimeoutError(f"{url} not healthy after {timeout} s")
-
-
 @dataclass
 class ContainerService:
     """A service running as a Compose container; same interface as a native RunningService."""
@@ -137,5 +124,5 @@ def start_container(stack: Stack, name: str) -> ContainerService:
     started = time.monotonic()
     stack.check("up", "-d", "--no-deps", name, timeout=600)
     url = f"http://127.0.0.1:{PORTS[name]}"
-    healthy = wait_for_http(url + "/")
+    healthy = wait_until_healthy(url, timeout=300)
     return ContainerService(name, stack, url, stack.container_pid(name), started, healthy)

@@ -39,11 +39,14 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -
     raise TimeoutError(f"nothing listening on port {port} after {timeout} s")
 
 
-def wait_until_healthy(url: str, process: subprocess.Popen, timeout: float = 180.0) -> float:
-    """Poll GET / until 200; returns the monotonic time it first answered."""
+def wait_until_healthy(
+    url: str, process: subprocess.Popen | None = None, timeout: float = 180.0
+) -> float:
+    """Poll GET url/ until 200 (failing early if `process` exits); the monotonic time it
+    first answered."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        if process.poll() is not None:
+        if process is not None and process.poll() is not None:
             stderr = process.stderr.read() if process.stderr else ""
             raise RuntimeError(f"exited with {process.returncode}: {stderr.strip()}")
         try:
