@@ -53,12 +53,7 @@ def test_service_answers_on_its_port(stack, service):
 
 def test_images_are_small_non_root_and_healthchecked(stack):
     for service in PORTS:
-        config = subprocess.run(
-            ["docker", "image", "inspect", "-f", "{{json .Config}}", stack.image(service)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
+        config = stack.inspect_image(service, "{{json .Config}}")
         assert '"User":"65532:65532"' in config and '"Healthcheck"' in config, service
     assert stack.image_size_mb("rust_onnx_serving") < 60
 

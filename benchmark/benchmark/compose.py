@@ -80,14 +80,17 @@ class Stack:
     def image(self, service: str) -> str:
         return f"model-serving/{service}"
 
-    def image_size_mb(self, service: str) -> float:
-        size = subprocess.run(
-            ["docker", "image", "inspect", "-f", "{{.Size}}", self.image(service)],
+    def inspect_image(self, service: str, template: str) -> str:
+        """`docker image inspect -f template` of a service's image."""
+        return subprocess.run(
+            ["docker", "image", "inspect", "-f", template, self.image(service)],
             capture_output=True,
             text=True,
             check=True,
-        ).stdout
-        return int(size) / 1e6
+        ).stdout.strip()
+
+    def image_size_mb(self, service: str) -> float:
+        return int(self.inspect_image(service, "{{.Size}}")) / 1e6
 
     def container_pid(self, service: str) -> int:
         container = self.check("ps", "-q", service).strip()
