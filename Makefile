@@ -9,7 +9,10 @@ RUST_BIN := $(RUST)/target/release/rust_onnx_serving
 # very build the Python service runs (ort's load-dynamic), found next to its binary.
 ORT_LIB = $(firstword $(wildcard $(VENV)/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*))
 ARTIFACTS := artifacts
-APT_PACKAGES := apache2-utils
+# Debian packages and the command each provides: ab (load), cmake and nasm (libjpeg-turbo,
+# built from source into the Rust service).
+APT_PACKAGES := apache2-utils cmake nasm
+APT_COMMANDS := ab cmake nasm
 
 .PHONY: setup setup-system setup-python setup-rust setup-tools export payloads images lint format test bench bench-compose up down
 
@@ -17,7 +20,8 @@ setup: setup-system setup-python setup-rust setup-tools
 
 # Debian packages, installed only when a command is missing (idempotent, fast when done).
 setup-system:
-	@command -v ab >/dev/null || { apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); }
+	@for command in $(APT_COMMANDS); do command -v $$command >/dev/null || missing=1; done; \
+		[ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); }
 
 # uv, then the locked Python environment (a no-op in about a second when nothing changed).
 setup-python:

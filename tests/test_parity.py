@@ -1,9 +1,12 @@
 """Every service against the PyTorch reference, on every sample image, over HTTP."""
 
 import functools
+import os
+from collections.abc import Iterator
 
 import httpx
 import pytest
+from benchmark.processes import SERVICES, RunningService, start_service
 from weather_model.contract import LABELS
 from weather_model.network import demo_state_dict, load_network
 from weather_model.parity import MAX_PROBABILITY_DELTA
@@ -12,6 +15,16 @@ from weather_model.reference import decode_rgb, reference_probabilities, sample_
 from conftest import ROOT
 
 IMAGES = sample_images(ROOT / "images")
+
+
+def predict(service: RunningService, image) -> httpx.Response:
+    media = "image/png" if image.suffix == ".png" else "image/jpeg"
+    return httpx.post(
+        f"{service.url}/predict/?probabilities=true",
+        content=image.read_bytes(),
+        headers={"Content-Type": media},
+        timeout=60,
+    )
 
 
 @functools.cache
@@ -27,16 +40,29 @@ def _reference_model():
 
 @pytest.mark.parametrize("image", IMAGES, ids=lambda p: p.name)
 def test_service_matches_reference(service, image):
-    media = "image/png" if image.suffix == ".png" else "image/jpeg"
-    response = httpx.post(
-        f"{service.url}/predict/?probabilities=true",
-        content=image.read_bytes(),
-        headers={"Content-Type": media},
-        timeout=60,
-    )
+    response = predict(service, image)
     assert response.status_code == 200, response.text
     got = response.json()["probabilities"]
     expected = dict(zip(LABELS, reference(image.name), strict=True))
     assert response.json()["prediction"] == max(expected, key=expected.get)
     worst = max(abs(got[label] - expected[label]) for label in LABELS)
     assert worst <= MAX_PROBABILITY_DELTA, f"{service.spec.name} on {image.name}: {worst:.4f}"
+
+
+@pytest.fixture(scope="module")
+def onnx_services(artifacts) -> Iterator[list[RunningService]]:
+    """Both ONNX strategies on the same exported graph, from a local path."""
+    env = {**os.environ, "MODEL_URI": str(artifacts / "model.optimized.onnx")}
+    running = [start_service(SERVICES[name], env) for name in ("onnx_serving", "rust_onnx_serving")]
+    try:
+        yield running
+    finally:
+        for service in running:
+            service.stop()
+
+
+@pytest.mark.parametrize("image", [p for p in IMAGES if p.suffix == ".jpg"], ids=lambda p: p.name)
+def test_onnx_services_agree_exactly_on_jpeg(onnx_services, image):
+    # Same libjpeg-turbo decode, same ONNX Runtime build, same graph: the same numbers.
+    python, rust = (predict(service, image).json()["probabilities"] for service in onnx_services)
+    assert python == pytest.approx(rust, rel=0, abs=1e-6)

@@ -1,10 +1,15 @@
 """The hardware ceiling: the cheapest correct pipeline, in-process, on one thread.
 
 Parse JSON, base64-decode, decode the JPEG with libjpeg-turbo, one ONNX Runtime run with
-preprocessing in the graph. No HTTP, no framework: what one core can do per second.
+preprocessing in the graph. No HTTP, no framework: what one core can do per second. It runs
+on the services' core, and the runner measures it again next to each service's run, because
+this machine's speed drifts by several percent over minutes.
 """
 
+import os
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import onnxruntime as ort
@@ -13,7 +18,35 @@ import pybase64
 import simplejpeg
 
 
-def measure_ceiling(model: Path, payload: Path, seconds: float) -> dict[str, float]:
+def parse_cpu_list(cpus: str) -> set[int]:
+    """A taskset-style list ("0", "0,2", "0-3") as CPU numbers."""
+    result: set[int] = set()
+    for part in cpus.split(","):
+        first, _, last = part.partition("-")
+        result.update(range(int(first), int(last or first) + 1))
+    return result
+
+
+@contextmanager
+def pinned(cpus: str | None) -> Iterator[None]:
+    """This thread (and the threads it starts) on `cpus` for the duration."""
+    previous = os.sched_getaffinity(0)
+    if cpus:
+        os.sched_setaffinity(0, parse_cpu_list(cpus))
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, previous)
+
+
+def measure_ceiling(
+    model: Path, payload: Path, seconds: float, cpus: str | None = None
+) -> dict[str, float]:
+    with pinned(cpus):
+        return _measure(model, payload, seconds)
+
+
+def _measure(model: Path, payload: Path, seconds: float) -> dict[str, float]:
     options = ort.SessionOptions()
     options.intra_op_num_threads = 1
     options.inter_op_num_threads = 1

@@ -97,6 +97,9 @@ def test_quick_run_end_to_end(tmp_path, artifacts):
     for name, row in rows.items():
         assert row["requests"] >= 100 and row["non_2xx"] == 0, name
         assert row["efficiency"] > 0 and row["rss_mb_peak"] > 50 and row["ready_s"] > 0
+        adjacent = record["services"][name]["ceiling"]
+        assert row["ceiling_ms"] == adjacent["cpu_ms_per_request"] > 0
+        assert row["cpu_vs_ceiling"] == row["cpu_ms_per_request"] / row["ceiling_ms"]
         main = record["services"][name]["main"]
         assert main["resources"]["samples"] >= 2 and len(main["payload_sha256"]) == 64
         (step,) = record["services"][name]["open_loop"]["steps"]
@@ -133,3 +136,11 @@ def test_latency_bounded_throughput_picks_the_best_rate_within_the_slo():
     }
     assert latency_bounded_rps(open_loop) == 60
     assert latency_bounded_rps({"slo_ms": 100, "steps": [step(40, 200)]}) == 0.0
+
+
+def test_cpu_lists_read_like_taskset():
+    from benchmark.ceiling import parse_cpu_list
+
+    assert parse_cpu_list("0") == {0}
+    assert parse_cpu_list("0,2") == {0, 2}
+    assert parse_cpu_list("1-3,5") == {1, 2, 3, 5}

@@ -161,7 +161,7 @@ fn app_state(config: &Config, model: &storage::FetchedModel, library: &Path, loa
             "runtime": "onnxruntime via ort",
             "ort": "2.0.0-rc.15",
             "library": library.display().to_string(),
-            "decoder": "image (zune-jpeg, png)",
+            "decoder": "libjpeg-turbo 3 via turbojpeg (JPEG; zune-jpeg for CMYK), image (PNG)",
         },
         "workers": config.workers,
         "intra_op_threads": config.intra_op_threads,
