@@ -2,13 +2,16 @@
 predict on every port, and leave nothing running. Skipped, with the reason, when no
 Docker daemon is reachable."""
 
+import json
 import subprocess
+import sys
 from collections.abc import Iterator
 
 import httpx
 import pytest
 from benchmark.compose import PORTS, Stack, build_environment, docker_unavailable
 from benchmark.processes import wait_until_healthy
+from benchmark.report import DEPLOY_END, DEPLOY_START, render_deployment, render_readme
 from weather_model.contract import LABELS
 
 from conftest import ROOT
@@ -68,3 +71,22 @@ def test_down_leaves_nothing_running(stack):
         text=True,
     ).stdout.split()
     assert left == []
+
+
+def test_harness_measures_the_containers(tmp_path, artifacts):
+    """`benchmark.runner --mode compose` in quick mode, then the deployment table from it.
+    Runs after the test stack is down: the harness brings up its own on the same ports."""
+    command = [sys.executable, "-m", "benchmark.runner", "--mode", "compose", "--quick"]
+    command += ["--out", str(tmp_path), "--artifacts", str(artifacts)]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((tmp_path / "compose-quick.json").read_text())
+    assert set(record["deployment"]) == set(PORTS)
+    for name, deployment in record["deployment"].items():
+        assert deployment["image_mb"] > 10, name
+        service = record["services"][name]
+        assert service["main"]["ab"]["non_2xx"] == 0 and service["startup"][0]["ready_seconds"] > 0
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{DEPLOY_START}\n{DEPLOY_END}\n")
+    render_readme(readme, render_deployment(record), (DEPLOY_START, DEPLOY_END))
+    assert "| rust_onnx_serving |" in readme.read_text()

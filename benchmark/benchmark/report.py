@@ -221,25 +221,30 @@ def plot_results(record: dict[str, Any], folder: Path) -> list[Path]:
     return [folder / n for n in ("throughput.png", "latency.png", "open_loop.png")]
 
 
-def render_deployment(record: dict[str, Any]) -> str:
-    """The study's deployment table: image size and container start, with compose throughput."""
+def render_deployment(record: dict[str, Any], native: dict[str, Any] | None = None) -> str:
+    """The study's deployment table: image size and container start, with compose throughput
+    next to the native run's (`native`, when there is one)."""
     rows = derive(record)
+    native_rows = derive(native) if native else {}
     runs = next(iter(rows.values()))["startup_runs"] if rows else 0
     lines = [
         f"Containers measured {record['machine']['date']} on {record['machine']['cpu_model']}, "
-        f"cpuset {record['machine']['service_cpus']} per service, load from cpu(s) "
-        f"{record['machine']['load_cpus']}.",
+        f"commit `{record['machine']['git_commit'][:10]}`, cpuset "
+        f"{record['machine']['service_cpus']} per service, load from cpu(s) "
+        f"{record['machine']['load_cpus']}"
+        + (f"; native figures from the run of {native['machine']['date']}." if native else "."),
         "",
         f"| service | image MB | start s (compose up → first 200, mean of {runs}) | requests/s "
-        "per core | p99 ms | RSS MB (mean) |",
-        "|---|---|---|---|---|---|",
+        "per core | native requests/s per core | p99 ms | RSS MB (mean) |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, deployment in record["deployment"].items():
         r = rows.get(name)
-        measured = "failed | - | - | -"
+        native_rps = f"{native_rows[name]['rps_per_core']:.1f}" if name in native_rows else "-"
+        measured = f"failed | {native_rps} | - | -"
         if r:
-            measured = f"{r['ready_s']:.2f} | {r['rps_per_core']:.1f} | {r['p99_ms']:.0f} | "
-            measured += f"{r['rss_mb_mean']:.0f}"
+            measured = f"{r['ready_s']:.2f} | {r['rps_per_core']:.1f} | {native_rps} | "
+            measured += f"{r['p99_ms']:.0f} | {r['rss_mb_mean']:.0f}"
         lines.append(f"| {name} | {deployment['image_mb']:.0f} | {measured} |")
     return "\n".join(lines)
 
@@ -261,7 +266,10 @@ def main() -> None:
     args = parser.parse_args()
     record = json.loads(args.raw.read_text())
     if record["mode"] == "compose":
-        render_readme(args.readme, render_deployment(record), (DEPLOY_START, DEPLOY_END))
+        native_path = args.raw.with_name("native-full.json")
+        native = json.loads(native_path.read_text()) if native_path.exists() else None
+        tables = render_deployment(record, native)
+        render_readme(args.readme, tables, (DEPLOY_START, DEPLOY_END))
         print(f"rendered the deployment table in {args.readme}")
         return
     render_readme(args.readme, render_tables(record))
