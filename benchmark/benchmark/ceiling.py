@@ -2,8 +2,8 @@
 
 Parse JSON, base64-decode, decode the JPEG with libjpeg-turbo, one ONNX Runtime run with
 preprocessing in the graph. No HTTP, no framework: what one core can do per second. It runs
-on the services' core, and the runner measures it again next to each service's run, because
-this machine's speed drifts by several percent over minutes.
+on the services' core, and the runner measures it again before and after each service's main
+run, because this machine's speed drifts by several percent over minutes.
 """
 
 import os
@@ -44,6 +44,20 @@ def measure_ceiling(
 ) -> dict[str, float]:
     with pinned(cpus):
         return _measure(model, payload, seconds)
+
+
+def mean_ceiling(runs: list[dict[str, float]]) -> dict[str, object]:
+    """Several measurements as one: total iterations over total time (and CPU time)."""
+    iterations = sum(run["iterations"] for run in runs)
+    seconds = sum(run["seconds"] for run in runs)
+    cpu_ms = sum(run["cpu_ms_per_request"] * run["iterations"] for run in runs)
+    return {
+        "iterations": iterations,
+        "seconds": seconds,
+        "requests_per_second": iterations / seconds,
+        "cpu_ms_per_request": cpu_ms / iterations,
+        "runs": runs,
+    }
 
 
 def _measure(model: Path, payload: Path, seconds: float) -> dict[str, float]:

@@ -37,7 +37,7 @@ def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
     for name, result in record["services"].items():
         if "failed" in result:
             continue
-        # The ceiling measured next to this service's run (older records: the run's one).
+        # The ceiling measured around this service's run (older records: the run's one).
         ceiling = result.get("ceiling", record["ceiling"])
         ab = result["main"]["ab"]
         per_core = ab["requests_per_second"] / cores
@@ -101,9 +101,9 @@ def render_tables(record: dict[str, Any]) -> str:
         f"**Ceiling**: {ceiling['requests_per_second']:.1f} requests/s per core at the start "
         "— the cheapest correct pipeline in-process on one thread of the service core (JSON, "
         "base64, libjpeg-turbo decode, one ONNX Runtime run with preprocessing in the graph) "
-        f"on `{ceiling['payload']}`, measured again just before each service's run "
-        f"({_span([r['ceiling_rps'] for r in rows.values()])} requests/s). Efficiency and "
-        "CPU cost are judged against that adjacent measurement.",
+        f"on `{ceiling['payload']}`; measured again just before and just after each service's "
+        f"main run ({_span([r['ceiling_rps'] for r in rows.values()])} requests/s, mean of the "
+        "two). Efficiency and CPU cost are judged against that adjacent measurement.",
         "",
         "| service | requests/s | per core | efficiency | vs torch | mean ms (c="
         f"{plan['concurrency']}) | p50 ms | p90 ms | p99 ms | non-2xx "
@@ -189,7 +189,7 @@ def plot_results(record: dict[str, Any], folder: Path) -> list[Path]:
     ax.barh(names, [rows[n]["bounded_per_core"] for n in names], color="#55A868", height=0.4,
             label="open loop, p99 within SLO")  # fmt: skip
     ax.scatter([rows[n]["ceiling_rps"] for n in names], names, marker="|", s=600,
-               color="#C44E52", label="ceiling, measured just before")  # fmt: skip
+               color="#C44E52", label="ceiling, measured around its run")  # fmt: skip
     ax.set_xlabel("requests/s per core")
     ax.legend(loc="lower right", fontsize=8)
     _save(fig, folder / "throughput.png")

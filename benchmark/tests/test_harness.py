@@ -99,6 +99,7 @@ def test_quick_run_end_to_end(tmp_path, artifacts):
         assert row["efficiency"] > 0 and row["rss_mb_peak"] > 50 and row["ready_s"] > 0
         adjacent = record["services"][name]["ceiling"]
         assert row["ceiling_ms"] == adjacent["cpu_ms_per_request"] > 0
+        assert len(adjacent["runs"]) == 2  # before and after the main run
         assert row["cpu_vs_ceiling"] == row["cpu_ms_per_request"] / row["ceiling_ms"]
         main = record["services"][name]["main"]
         assert main["resources"]["samples"] >= 2 and len(main["payload_sha256"]) == 64
@@ -144,3 +145,14 @@ def test_cpu_lists_read_like_taskset():
     assert parse_cpu_list("0") == {0}
     assert parse_cpu_list("0,2") == {0, 2}
     assert parse_cpu_list("1-3,5") == {1, 2, 3, 5}
+
+
+def test_mean_ceiling_weighs_runs_by_iterations():
+    from benchmark.ceiling import mean_ceiling
+
+    fast = {"iterations": 300, "seconds": 3.0, "cpu_ms_per_request": 10.0}
+    slow = {"iterations": 100, "seconds": 2.0, "cpu_ms_per_request": 20.0}
+    both = mean_ceiling([fast, slow])
+    assert both["requests_per_second"] == 80.0
+    assert both["cpu_ms_per_request"] == 12.5
+    assert both["runs"] == [fast, slow]
