@@ -191,7 +191,7 @@ def plot_results(record: dict[str, Any], folder: Path) -> list[Path]:
     ax.scatter([rows[n]["ceiling_rps"] for n in names], names, marker="|", s=600,
                color="#C44E52", label="ceiling, measured around its run")  # fmt: skip
     ax.set_xlabel("requests/s per core")
-    ax.legend(loc="lower right", fontsize=8)
+    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=8, markerscale=0.4)
     _save(fig, folder / "throughput.png")
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
