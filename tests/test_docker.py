@@ -12,7 +12,7 @@ import pytest
 from benchmark.compose import PORTS, Stack, build_environment, docker_unavailable
 from benchmark.processes import wait_until_healthy
 from benchmark.report import DEPLOY_END, DEPLOY_START, render_deployment, render_readme
-from weather_model.contract import LABELS
+from benchmark.runner import expected_prediction
 
 from conftest import ROOT
 
@@ -31,25 +31,21 @@ def stack() -> Iterator[Stack]:
         stack.down()
 
 
-def expected_prediction(image: bytes) -> str:
-    from weather_model.network import demo_state_dict, load_network
-    from weather_model.reference import decode_rgb, reference_probabilities
-
-    probabilities = reference_probabilities(load_network(demo_state_dict()), decode_rgb(image))
-    return LABELS[int(probabilities.argmax())]
-
-
 @pytest.mark.parametrize("service", sorted(PORTS))
-def test_service_answers_on_its_port(stack, service):
+def test_service_answers_on_its_port(stack, service, artifacts):
     url = f"http://127.0.0.1:{PORTS[service]}"
     wait_until_healthy(url, timeout=300)
-    image = (ROOT / "images" / "coffee.jpg").read_bytes()
+    image = ROOT / "images" / "coffee.jpg"
     response = httpx.post(
-        url + "/predict/", content=image, headers={"Content-Type": "image/jpeg"}, timeout=60
+        url + "/predict/",
+        content=image.read_bytes(),
+        headers={"Content-Type": "image/jpeg"},
+        timeout=60,
     )
     assert response.status_code == 200, response.text
-    # The compose job exported the demo weights: the PyTorch reference says what is right.
-    assert response.json()["prediction"] == expected_prediction(image)
+    # The compose job exported the demo weights, as `artifacts` holds them: the PyTorch
+    # reference on those says what is right.
+    assert response.json()["prediction"] == expected_prediction(artifacts, image)
     info = httpx.get(url + "/info", timeout=10).json()
     assert info["model_uri"].startswith("gs://models/weather/")
 

@@ -52,8 +52,11 @@ def test_service_matches_reference(service, image):
 @pytest.fixture(scope="module")
 def onnx_services(artifacts) -> Iterator[list[RunningService]]:
     """Both ONNX strategies on the same exported graph, from a local path."""
-    env = {**os.environ, "MODEL_URI": str(artifacts / "model.optimized.onnx")}
-    running = [start_service(SERVICES[name], env) for name in ("onnx_serving", "rust_onnx_serving")]
+    specs = [SERVICES[name] for name in ("onnx_serving", "rust_onnx_serving")]
+    running = [
+        start_service(spec, {**os.environ, "MODEL_URI": str(artifacts / spec.model_file)})
+        for spec in specs
+    ]
     try:
         yield running
     finally:
