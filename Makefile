@@ -1,6 +1,7 @@
 # The front door. `make bench` and `make test` are all a fresh machine needs.
 SHELL := /bin/bash
-UV_VERSION := 0.13.8
+# uv's one pin is `required-version` in pyproject.toml.
+UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"/\1/p' pyproject.toml)
 VENV := .venv
 RUN := $(VENV)/bin/
 RUST := rust_onnx_serving
@@ -14,7 +15,7 @@ ARTIFACTS := artifacts
 APT_PACKAGES := apache2-utils cmake nasm
 APT_COMMANDS := ab cmake nasm
 
-.PHONY: setup setup-system setup-python setup-rust setup-tools export payloads images lint format test bench bench-compose up down
+.PHONY: readme setup setup-system setup-python setup-rust setup-tools export payloads sample-images images images-if-docker lint format test bench bench-compose up down
 
 setup: setup-system setup-python setup-rust setup-tools
 
@@ -48,12 +49,24 @@ payloads: setup-python
 	$(RUN)python -m benchmark.payloads --out $(ARTIFACTS)/payloads
 
 # Re-derive the committed sample photos from scikit-image (only when changing them).
-images: setup-python
+sample-images: setup-python
 	$(RUN)python images/derive_from_skimage.py
+
+# Every Docker image: base images from Debian packages, the shared Python build image, each
+# Compose service. Set-up, not a test: it prints its progress, and is fast once built.
+images:
+	docker/build-images.sh
+
+# `make test` builds the images only where a Docker daemon answers (the Docker tests skip
+# elsewhere, saying why).
+images-if-docker:
+	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory images; \
+		else echo "no Docker daemon: images not built, the Docker tests will skip"; fi
 
 lint: setup-python
 	$(RUN)ruff check .
 	$(RUN)ruff format --check .
+	$(RUN)mypy
 	cargo fmt --manifest-path $(RUST)/Cargo.toml --check
 	cargo clippy --release --locked --quiet --manifest-path $(RUST)/Cargo.toml --all-targets -- -D warnings
 
@@ -62,9 +75,14 @@ format: setup-python
 	$(RUN)ruff check --fix .
 	cargo fmt --manifest-path $(RUST)/Cargo.toml
 
-test: setup lint export
-	ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release --locked --manifest-path $(RUST)/Cargo.toml
+test: setup lint export images-if-docker
+	MODEL_URI=$(abspath $(ARTIFACTS))/$$($(RUN)python -m serving_common.strategy $(RUST) model_file) \
+		ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release --locked --manifest-path $(RUST)/Cargo.toml
 	$(RUN)pytest
+
+# The README's strategy table, from the strategy.toml manifests.
+readme: setup-python
+	$(RUN)python -m benchmark.report
 
 # The main job: demo model -> GCS emulator -> each service in turn under ab -> README tables.
 bench: setup export
@@ -79,9 +97,8 @@ bench-compose: setup export
 # The Compose stack on base images built here from Debian packages (no registry needed).
 # Where PyTorch's CPU index is unreachable: make up TORCH_INDEX_URL=https://pypi.org/simple
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
-up:
-	docker/build-base-images.sh
-	env $$(docker/build-base-images.sh --print-build-args) $(COMPOSE) up --build --detach
+up: images
+	env $$(docker/build-images.sh --print-build-args) $(COMPOSE) up --detach
 	$(COMPOSE) ps
 
 down:

@@ -1,5 +1,5 @@
-"""Fixtures shared by every test suite: exported artifacts, a local GCS emulator, and every
-service as a real process pulling its model from it."""
+"""Fixtures shared by every test suite: exported artifacts, a local GCS emulator, the study
+payload, and every discovered strategy as a real process pulling its model from it."""
 
 import subprocess
 import sys
@@ -7,17 +7,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from benchmark.processes import (
-    SERVICES,
-    GcsEmulator,
-    RunningService,
-    ServiceSpec,
-    free_port,
-    start_service,
-)
+from benchmark.processes import GcsEmulator, RunningService, free_port, start_service
+from serving_common.strategy import discover_strategies
 
 ROOT = Path(__file__).parent
 REFERENCE = ROOT.parent / "shared" / "reference"
+# Every strategy folder with a strategy.toml (and $MODEL_SERVING_STRATEGY_DIRS).
+STRATEGIES = discover_strategies()
+# Limits of the process-level services: small enough to test over HTTP cheaply, large
+# enough for every sample image and the study payload.
+TEST_LIMITS = {"MAX_BODY_BYTES": "2000000", "MAX_IMAGE_PIXELS": "4000000"}
 
 
 @pytest.fixture(scope="session")
@@ -30,6 +29,15 @@ def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
         capture_output=True,
     )
     return out
+
+
+@pytest.fixture(scope="session")
+def study_payload() -> bytes:
+    """The original study's request body (JSON + base64), read in place from ../shared."""
+    payload = REFERENCE / "rime_5868.json"
+    if not payload.exists():
+        pytest.skip(f"the original study's payload is not at {payload}")
+    return payload.read_bytes()
 
 
 @pytest.fixture(scope="session")
@@ -52,25 +60,16 @@ def gcs_model(gcs_emulator: GcsEmulator, artifacts: Path) -> dict[str, str]:
     }
 
 
-def emulator_env(gcs_emulator: GcsEmulator, **extra: str) -> dict[str, str]:
-    return gcs_emulator.env(**extra)
-
-
-def run_to_exit(spec: ServiceSpec, env: dict[str, str]) -> subprocess.CompletedProcess:
-    return subprocess.run(spec.command, env=env, capture_output=True, text=True, timeout=120)
-
-
-@pytest.fixture(scope="session", params=sorted(SERVICES))
+@pytest.fixture(scope="session", params=sorted(STRATEGIES))
 def service(request, gcs_emulator, gcs_model) -> Iterator[RunningService]:
-    """Each service as a process with WORKERS=2, its model pulled from gs:// at startup."""
-    spec = SERVICES[request.param]
-    env = emulator_env(gcs_emulator, MODEL_URI=gcs_model[spec.model_file], WORKERS="2")
-    running = start_service(spec, env)
+    """Each strategy as a process with WORKERS=2, its model pulled from gs:// at startup."""
+    strategy = STRATEGIES[request.param]
+    env = gcs_emulator.env(MODEL_URI=gcs_model[strategy.model_file], WORKERS="2", **TEST_LIMITS)
+    running = start_service(strategy, env)
     try:
         yield running
     finally:
-        if running.process.poll() is None:
-            running.process.kill()
+        running.kill()
 
 
-__all__ = ["GcsEmulator", "RunningService", "free_port", "run_to_exit", "start_service"]
+__all__ = ["STRATEGIES", "GcsEmulator", "RunningService", "free_port", "start_service"]

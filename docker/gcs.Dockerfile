@@ -1,16 +1,18 @@
 # A local Google Cloud Storage emulator (gcp-storage-emulator, at its locked version) for
 # running everything without a cloud account. Build context: the repository root.
+#
+# Built first: the build stage starts FROM BUILD_IMAGE, model-serving/python-build
+# (docker/python-build.Dockerfile: uv, /opt/venv, the workspace manifests and uv.lock), which
+# docker/build-images.sh builds before the Compose services, from this same PYTHON_IMAGE.
 ARG PYTHON_IMAGE=python:3.11-slim
+ARG BUILD_IMAGE=model-serving/python-build
+
+FROM ${BUILD_IMAGE} AS build
+# The lock's `emulator` dependency group, each wheel checked against uv.lock's hashes.
+RUN install-locked --only-group emulator
 
 FROM ${PYTHON_IMAGE}
-ARG UV_VERSION=0.13.8
-COPY pyproject.toml uv.lock /src/
-# uv in a venv of its own, so the service's venv holds only what the service needs.
-RUN python3 -m venv /opt/uv && /opt/uv/bin/pip install --no-cache-dir --quiet "uv==${UV_VERSION}" \
-    && python3 -m venv /opt/venv \
-    && cd /src && /opt/uv/bin/uv export --frozen --only-group emulator --no-hashes -o requirements.txt --quiet \
-    && /opt/uv/bin/uv pip install --python /opt/venv/bin/python --no-cache --quiet -r requirements.txt \
-    && rm -rf /src /opt/uv
+COPY --from=build /opt/venv /opt/venv
 ENV PATH=/opt/venv/bin:$PATH PYTHONUNBUFFERED=1
 USER 65532:65532
 EXPOSE 9023

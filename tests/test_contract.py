@@ -1,24 +1,29 @@
-"""The HTTP contract (contract/README.md), checked over real HTTP against every service."""
+"""The canonical contract suite (contract/README.md): every route and every row of
+contract/errors.json, over real HTTP, against every discovered strategy."""
 
 import base64
+import io
 import json
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import httpx
 import pytest
+from PIL import Image
 from weather_model.contract import LABELS
 
-from conftest import REFERENCE, ROOT
+from conftest import ROOT, TEST_LIMITS
 
 ERRORS = json.loads((ROOT / "contract" / "errors.json").read_text())
 COFFEE = (ROOT / "images" / "coffee.jpg").read_bytes()
+MAX_BODY_BYTES = int(TEST_LIMITS["MAX_BODY_BYTES"])
+MAX_IMAGE_PIXELS = int(TEST_LIMITS["MAX_IMAGE_PIXELS"])
 
 
-def post(service, content: bytes, content_type: str, query: str = "") -> httpx.Response:
+def post(service, content, content_type: str | None, query: str = "") -> httpx.Response:
+    headers = {"Content-Type": content_type} if content_type else {}
     return httpx.post(
-        f"{service.url}/predict/{query}",
-        content=content,
-        headers={"Content-Type": content_type},
-        timeout=60,
+        f"{service.url}/predict/{query}", content=content, headers=headers, timeout=60
     )
 
 
@@ -26,12 +31,82 @@ def b64_json(data: bytes) -> bytes:
     return json.dumps({"image": base64.b64encode(data).decode()}).encode()
 
 
+def encoded(size: tuple[int, int], image_format: str) -> bytes:
+    """A flat image: compresses to almost nothing whatever its pixel count (a bomb)."""
+    buffer = io.BytesIO()
+    Image.new("RGB", size).save(buffer, image_format)
+    return buffer.getvalue()
+
+
+def chunks(total: int) -> Iterator[bytes]:
+    """A body sent chunked, with no Content-Length to refuse it early."""
+    for _ in range(total // 500_000):
+        yield b"x" * 500_000
+
+
+JSON, JPEG, PNG = "application/json", "image/jpeg", "image/png"
+OVER_LIMIT = (2500, 2000)  # 5 MP > MAX_IMAGE_PIXELS
+
+
+@dataclass(frozen=True)
+class Case:
+    error_type: str
+    content: bytes | str = b""  # "chunked": 3 x MAX_BODY_BYTES, without Content-Length
+    content_type: str | None = JSON
+    query: str = ""  # after /predict/, or the whole path for a GET
+    method: str = "POST"
+
+
+# One row per way to get each error; every row of errors.json but `internal` appears.
+ERROR_CASES = {
+    "truncated JSON": Case("invalid_json", b"{"),
+    "not JSON": Case("invalid_json", b"{not json"),
+    "bad base64": Case("invalid_base64", b'{"image": "***"}'),
+    "no image field": Case("invalid_request", b'{"picture": ""}'),
+    "image not a string": Case("invalid_request", b'{"image": 42}'),
+    "JSON array": Case("invalid_request", b'["image"]'),
+    "query flag": Case("invalid_request", COFFEE, JPEG, "?probabilities=maybe"),
+    "declared body": Case("body_too_large", b"0" * (MAX_BODY_BYTES + 1), JPEG),
+    "chunked body": Case("body_too_large", "chunked", JPEG),
+    "PNG bomb": Case("image_too_large", encoded(OVER_LIMIT, "PNG"), PNG),
+    "JPEG bomb in JSON": Case("image_too_large", b64_json(encoded(OVER_LIMIT, "JPEG"))),
+    "GIF": Case("unsupported_image", b64_json(b"GIF89a not a photo")),
+    "empty image": Case("unsupported_image", b64_json(b"")),
+    "truncated JPEG": Case("unsupported_image", COFFEE[: len(COFFEE) // 3], JPEG),
+    "PNG header only": Case("unsupported_image", b"\x89PNG\r\n\x1a\n" + b"\0" * 64, PNG),
+    "octet-stream": Case("unsupported_media_type", COFFEE, "application/octet-stream"),
+    "no Content-Type": Case("unsupported_media_type", COFFEE, None),
+    "unknown route": Case("not_found", query="/nope", method="GET"),
+    "GET /predict/": Case("method_not_allowed", query="/predict/", method="GET"),
+}
+
+
+def test_every_error_row_has_a_case():
+    assert {case.error_type for case in ERROR_CASES.values()} == set(ERRORS) - {"internal"}
+
+
+@pytest.mark.parametrize("name", ERROR_CASES)
+def test_error_rows(service, name):
+    case = ERROR_CASES[name]
+    if case.method == "GET":
+        response = httpx.get(service.url + case.query, timeout=10)
+    else:
+        body = chunks(3 * MAX_BODY_BYTES) if case.content == "chunked" else case.content
+        response = post(service, body, case.content_type, case.query)
+    assert response.status_code == ERRORS[case.error_type]["status"], response.text
+    assert response.json()["error_type"] == case.error_type and response.json()["error"]
+    assert set(response.json()) == {"error", "error_type"}
+    assert service.process.poll() is None
+    assert post(service, COFFEE, "image/jpeg").status_code == 200  # the worker lives on
+
+
 def test_health_answers(service):
-    body = httpx.get(service.url + "/").json()
-    assert body["status"] == "healthy" and body["message"]
+    response = httpx.get(service.url + "/")
+    assert response.status_code == 200
+    assert response.json()["status"] == "healthy" and service.name in response.json()["message"]
 
 
-def test_json_raw_and_no_trailing_slash(service):
+def test_json_raw_and_no_trailing_slash_agree(service):
     by_json = post(service, b64_json(COFFEE), "application/json")
     raw = post(service, COFFEE, "image/jpeg")
     bare = httpx.post(
@@ -39,52 +114,63 @@ def test_json_raw_and_no_trailing_slash(service):
     )
     assert by_json.status_code == raw.status_code == bare.status_code == 200
     assert by_json.json() == raw.json() == bare.json()
-    assert by_json.json()["prediction"] in LABELS
+    assert set(by_json.json()) == {"prediction"} and by_json.json()["prediction"] in LABELS
 
 
-def test_study_payload(service):
-    payload = REFERENCE / "rime_5868.json"
-    if not payload.exists():
-        pytest.skip(f"the original study's payload is not at {payload}")
-    response = post(service, payload.read_bytes(), "application/json")
-    assert response.status_code == 200 and response.json()["prediction"] in LABELS
+@pytest.mark.parametrize("flag", ["true", "1", "yes", "false", "0"])
+def test_probabilities_flag(service, flag):
+    body = post(service, COFFEE, "image/jpeg", f"?probabilities={flag}").json()
+    if flag in ("false", "0"):
+        assert set(body) == {"prediction"}
+        return
+    assert list(body["probabilities"]) == list(LABELS)
+    assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+    assert body["prediction"] == max(body["probabilities"], key=body["probabilities"].get)
 
 
 @pytest.mark.parametrize(
-    ("content", "content_type", "error_type"),
-    [
-        (b"{", "application/json", "invalid_json"),
-        (b'{"image": "***"}', "application/json", "invalid_base64"),
-        (b'{"picture": ""}', "application/json", "invalid_request"),
-        (b64_json(b"definitely not an image"), "application/json", "unsupported_image"),
-        (COFFEE, "application/octet-stream", "unsupported_media_type"),
-        (b"0" * 10_000_001, "image/jpeg", "body_too_large"),
-    ],
-    ids=lambda value: value if isinstance(value, str) else None,
-)
-def test_error_rows(service, content, content_type, error_type):
-    response = post(service, content, content_type)
-    assert response.status_code == ERRORS[error_type]["status"], response.text
-    assert response.json()["error_type"] == error_type and response.json()["error"]
-    assert service.process.poll() is None
-    assert post(service, COFFEE, "image/jpeg").status_code == 200
+    ("name", "media"),
+    [("coffee_alpha.png", "image/png"), ("camera_grey.png", "image/png"),
+     ("gravel_grey.jpg", "image/jpeg")],
+)  # fmt: skip
+def test_alpha_and_greyscale_are_decoded(service, name, media):
+    response = post(service, (ROOT / "images" / name).read_bytes(), media)
+    assert response.status_code == 200, response.text
 
 
-def test_info_reports_workers_and_startup(service):
+def test_image_at_the_pixel_limit_is_served(service):
+    side = int(MAX_IMAGE_PIXELS**0.5)
+    response = post(service, encoded((side, side), "PNG"), "image/png")
+    assert response.status_code == 200, response.text
+
+
+def test_study_payload(service, study_payload):
+    response = post(service, study_payload, "application/json")
+    assert response.status_code == 200 and response.json()["prediction"] in LABELS
+
+
+def test_info_reports_model_workers_and_startup(service):
     info = httpx.get(service.url + "/info").json()
+    assert info["service"] == service.name
     assert info["workers"] == 2
     assert info["labels"] == list(LABELS)
     assert info["model_uri"].startswith("gs://")
+    assert info["model_uri"].endswith(service.strategy.model_file)
+    assert len(info["model_sha256"]) == 64
+    assert info["max_body_bytes"] == MAX_BODY_BYTES
+    assert info["max_image_pixels"] == MAX_IMAGE_PIXELS
+    assert info["runtime"]["runtime"] and info["runtime"]["decoder"]
     assert info["startup"]["download_seconds"] > 0 and info["startup"]["load_seconds"] > 0
 
 
 def test_metrics_sum_over_workers(service):
     for _ in range(6):
         assert post(service, COFFEE, "image/jpeg").status_code == 200
+    assert post(service, b"{", "application/json").status_code == 400
     text = httpx.get(service.url + "/metrics").text
-    counts = [
-        line
-        for line in text.splitlines()
-        if line.startswith('predict_requests_total{status="200"}')
-    ]
-    assert counts and float(counts[0].split()[-1]) >= 6
+    samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1].isalpha())
+    assert float(samples['predict_requests_total{status="200"}']) >= 6
+    assert float(samples['predict_requests_total{status="400"}']) >= 1
+    for stage in ("parse", "decode", "inference"):
+        assert float(samples[f'predict_stage_duration_seconds_count{{stage="{stage}"}}']) >= 6
+    assert float(samples["predict_request_duration_seconds_count"]) >= 7

@@ -1,6 +1,6 @@
-"""The Compose stack, for real: build every image on locally built base images, start it,
-predict on every port, and leave nothing running. Skipped, with the reason, when no
-Docker daemon is reachable."""
+"""The Compose stack, for real: start it from the images `make images` built (on base images
+built here from Debian packages), predict on every strategy's port, and leave nothing
+running, on every way out. Skipped, with the reason, when no Docker daemon is reachable."""
 
 import json
 import subprocess
@@ -9,31 +9,44 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from benchmark.compose import PORTS, Stack, build_environment, docker_unavailable
+from benchmark.compose import (
+    Stack,
+    build_environment,
+    containerised_strategies,
+    docker_unavailable,
+)
 from benchmark.processes import wait_until_healthy
 from benchmark.report import DEPLOY_END, DEPLOY_START, render_deployment, render_readme
-from benchmark.runner import expected_prediction
+from benchmark.runner import COMPOSE_PROJECT, expected_prediction
 
 from conftest import ROOT
 
 UNAVAILABLE = docker_unavailable()
 pytestmark = pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE))
+STRATEGIES = containerised_strategies()
+
+
+def missing_images(stack: Stack) -> list[str]:
+    images = [stack.image(name) for name in STRATEGIES]
+    return [i for i in images if subprocess.run(["docker", "image", "inspect", i],
+                                                capture_output=True).returncode != 0]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
 def stack() -> Iterator[Stack]:
     stack = Stack("model-serving-test", build_environment())
-    stack.check("build")
+    missing = missing_images(stack)
+    assert not missing, f"{missing} not built: `make images` builds them (make test does)"
     try:
-        stack.check("up", "-d", timeout=900)
+        stack.check("up", "-d", "--no-build", timeout=900)
         yield stack
     finally:
         stack.down()
 
 
-@pytest.mark.parametrize("service", sorted(PORTS))
+@pytest.mark.parametrize("service", sorted(STRATEGIES))
 def test_service_answers_on_its_port(stack, service, artifacts):
-    url = f"http://127.0.0.1:{PORTS[service]}"
+    url = f"http://127.0.0.1:{STRATEGIES[service].port}"
     wait_until_healthy(url, timeout=300)
     image = ROOT / "images" / "coffee.jpg"
     response = httpx.post(
@@ -51,15 +64,15 @@ def test_service_answers_on_its_port(stack, service, artifacts):
 
 
 def test_images_are_small_non_root_and_healthchecked(stack):
-    for service in PORTS:
+    for service in STRATEGIES:
         config = stack.inspect_image(service, "{{json .Config}}")
         assert '"User":"65532:65532"' in config and '"Healthcheck"' in config, service
     assert stack.image_size_mb("rust_onnx_serving") < 60
 
 
 def test_down_leaves_nothing_running(stack):
-    for port in PORTS.values():
-        wait_until_healthy(f"http://127.0.0.1:{port}", timeout=300)
+    for strategy in STRATEGIES.values():
+        wait_until_healthy(f"http://127.0.0.1:{strategy.port}", timeout=300)
     stack.down()
     left = subprocess.run(
         ["docker", "ps", "-aq", "--filter", f"label=com.docker.compose.project={stack.project}"],
@@ -69,19 +82,25 @@ def test_down_leaves_nothing_running(stack):
     assert left == []
 
 
+@pytest.mark.timeout(1500)
 def test_harness_measures_the_containers(tmp_path, artifacts):
     """`benchmark.runner --mode compose` in quick mode, then the deployment table from it.
     Runs after the test stack is down: the harness brings up its own on the same ports."""
     command = [sys.executable, "-m", "benchmark.runner", "--mode", "compose", "--quick"]
     command += ["--out", str(tmp_path), "--artifacts", str(artifacts)]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    try:
+        result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
+    finally:
+        # Whatever happened to the harness, its stack goes (it removes it itself on SIGTERM).
+        Stack(COMPOSE_PROJECT, build_environment()).down()
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     record = json.loads((tmp_path / "compose-quick.json").read_text())
-    assert set(record["deployment"]) == set(PORTS)
+    assert set(record["deployment"]) == set(STRATEGIES)
     for name, deployment in record["deployment"].items():
         assert deployment["image_mb"] > 10, name
         service = record["services"][name]
         assert service["main"]["ab"]["non_2xx"] == 0 and service["startup"][0]["ready_seconds"] > 0
+        assert service["runtime"]["runtime"], name
     readme = tmp_path / "README.md"
     readme.write_text(f"{DEPLOY_START}\n{DEPLOY_END}\n")
     render_readme(readme, render_deployment(record), (DEPLOY_START, DEPLOY_END))

@@ -1,10 +1,12 @@
 """Process lifecycle: one-line fatal errors at startup, clean shutdown on SIGTERM."""
 
+import psutil
 import pytest
+from benchmark.processes import run_to_exit
 
-from conftest import SERVICES, emulator_env, free_port, run_to_exit, start_service
+from conftest import STRATEGIES, free_port, start_service
 
-SPECS = sorted(SERVICES)
+NAMES = sorted(STRATEGIES)
 
 
 def assert_fatal_line(result, service: str, *fragments: str) -> None:
@@ -16,41 +18,55 @@ def assert_fatal_line(result, service: str, *fragments: str) -> None:
         assert fragment in lines[-1]
 
 
-@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("name", NAMES)
 def test_missing_object_exits_with_one_line(name, gcs_emulator, gcs_model):
     uri = "gs://models/weather/absent.onnx"
-    env = emulator_env(gcs_emulator, MODEL_URI=uri, PORT=str(free_port()))
-    assert_fatal_line(run_to_exit(SERVICES[name], env), name, uri, "no such object")
+    env = gcs_emulator.env(MODEL_URI=uri, PORT=str(free_port()))
+    assert_fatal_line(run_to_exit(STRATEGIES[name], env), name, uri, "no such object")
 
 
-@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("name", NAMES)
 def test_missing_bucket_exits_with_one_line(name, gcs_emulator):
     uri = "gs://no-such-bucket/model.onnx"
-    env = emulator_env(gcs_emulator, MODEL_URI=uri, PORT=str(free_port()))
-    assert_fatal_line(run_to_exit(SERVICES[name], env), name, uri)
+    env = gcs_emulator.env(MODEL_URI=uri, PORT=str(free_port()))
+    assert_fatal_line(run_to_exit(STRATEGIES[name], env), name, uri)
 
 
-@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("name", NAMES)
 def test_missing_model_uri_exits_with_one_line(name, gcs_emulator):
-    env = emulator_env(gcs_emulator, PORT=str(free_port()))
+    env = gcs_emulator.env(PORT=str(free_port()))
     env.pop("MODEL_URI", None)
-    assert_fatal_line(run_to_exit(SERVICES[name], env), name, "MODEL_URI is required")
+    assert_fatal_line(run_to_exit(STRATEGIES[name], env), name, "MODEL_URI is required")
 
 
-@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("name", NAMES)
 def test_corrupt_model_exits_with_one_line(name, gcs_emulator, gcs_model, artifacts):
-    spec = SERVICES[name]
-    corrupt = gcs_emulator.upload("models", f"corrupt/{spec.model_file}", b"garbage")
+    strategy = STRATEGIES[name]
+    corrupt = gcs_emulator.upload("models", f"corrupt/{strategy.model_file}", b"garbage")
     gcs_emulator.upload(
         "models", "corrupt/metadata.json", (artifacts / "metadata.json").read_bytes()
     )
-    env = emulator_env(gcs_emulator, MODEL_URI=corrupt, PORT=str(free_port()))
-    assert_fatal_line(run_to_exit(spec, env), name, corrupt, "sha256")
+    env = gcs_emulator.env(MODEL_URI=corrupt, PORT=str(free_port()))
+    assert_fatal_line(run_to_exit(strategy, env), name, corrupt, "sha256")
 
 
-@pytest.mark.parametrize("name", SPECS)
+@pytest.mark.parametrize("name", NAMES)
 def test_sigterm_shuts_down_cleanly(name, gcs_emulator, gcs_model):
-    spec = SERVICES[name]
-    env = emulator_env(gcs_emulator, MODEL_URI=gcs_model[spec.model_file], WORKERS="2")
-    running = start_service(spec, env)
+    strategy = STRATEGIES[name]
+    env = gcs_emulator.env(MODEL_URI=gcs_model[strategy.model_file], WORKERS="2")
+    running = start_service(strategy, env)
     assert running.stop() == 0
+
+
+def test_workers_end_with_a_killed_supervisor(gcs_emulator, gcs_model):
+    """SIGKILL to the supervisor of a WORKERS=2 Python service: its workers exit too."""
+    strategy = STRATEGIES["onnx_serving"]
+    env = gcs_emulator.env(MODEL_URI=gcs_model[strategy.model_file], WORKERS="2")
+    running = start_service(strategy, env)
+    workers = psutil.Process(running.pid).children(recursive=True)
+    assert len(workers) >= 2
+    running.process.kill()
+    running.process.wait()
+    _, alive = psutil.wait_procs(workers, timeout=15)
+    running.kill()
+    assert alive == []

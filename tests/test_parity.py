@@ -6,13 +6,13 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from benchmark.processes import SERVICES, RunningService, start_service
+from benchmark.processes import RunningService, start_service
 from weather_model.contract import LABELS
 from weather_model.network import demo_state_dict, load_network
 from weather_model.parity import MAX_PROBABILITY_DELTA
 from weather_model.reference import decode_rgb, reference_probabilities, sample_images
 
-from conftest import ROOT
+from conftest import ROOT, STRATEGIES
 
 IMAGES = sample_images(ROOT / "images")
 
@@ -46,22 +46,23 @@ def test_service_matches_reference(service, image):
     expected = dict(zip(LABELS, reference(image.name), strict=True))
     assert response.json()["prediction"] == max(expected, key=expected.get)
     worst = max(abs(got[label] - expected[label]) for label in LABELS)
-    assert worst <= MAX_PROBABILITY_DELTA, f"{service.spec.name} on {image.name}: {worst:.4f}"
+    assert worst <= MAX_PROBABILITY_DELTA, f"{service.name} on {image.name}: {worst:.4f}"
 
 
 @pytest.fixture(scope="module")
 def onnx_services(artifacts) -> Iterator[list[RunningService]]:
     """Both ONNX strategies on the same exported graph, from a local path."""
-    specs = [SERVICES[name] for name in ("onnx_serving", "rust_onnx_serving")]
-    running = [
-        start_service(spec, {**os.environ, "MODEL_URI": str(artifacts / spec.model_file)})
-        for spec in specs
-    ]
+    strategies = [STRATEGIES[name] for name in ("onnx_serving", "rust_onnx_serving")]
+    running = []
     try:
+        for s in strategies:
+            running.append(
+                start_service(s, {**os.environ, "MODEL_URI": str(artifacts / s.model_file)})
+            )
         yield running
     finally:
         for service in running:
-            service.stop()
+            service.kill()
 
 
 @pytest.mark.parametrize("image", [p for p in IMAGES if p.suffix == ".jpg"], ids=lambda p: p.name)

@@ -16,6 +16,7 @@ import onnxruntime as ort
 import orjson
 import pybase64
 import simplejpeg
+from weather_model.contract import ONNX_INPUT, PROBABILITIES_OUTPUT
 
 
 def parse_cpu_list(cpus: str) -> set[int]:
@@ -70,7 +71,7 @@ def _measure(model: Path, payload: Path, seconds: float) -> dict[str, float]:
 
     def once() -> None:
         pixels = simplejpeg.decode_jpeg(pybase64.b64decode(orjson.loads(body)["image"]), "RGB")
-        session.run(["probabilities"], {"image": pixels})
+        session.run([PROBABILITIES_OUTPUT], {ONNX_INPUT: pixels})
 
     once()  # warm-up: first run allocates
     count, started = 0, time.perf_counter()

@@ -10,14 +10,22 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from serving_common.strategy import Strategy, discover_strategies
+
 from benchmark.processes import wait_until_healthy
 
 ROOT = Path(__file__).resolve().parents[2]
-BASE_IMAGES = ROOT / "docker" / "build-base-images.sh"
-PORTS = {"onnx_serving": 8080, "torch_serving": 8081, "rust_onnx_serving": 8082}
+# Builds base images, the shared Python build image and every Compose service's image,
+# printing its progress; fast when all are built (`make images` runs it).
+BUILD_IMAGES = ROOT / "docker" / "build-images.sh"
 # PyTorch's CPU index is out of reach on machines that only reach PyPI; PyPI's CUDA wheels
 # run on the CPU too, at the cost of a larger image.
 DEFAULT_TORCH_INDEX = "https://pypi.org/simple"
+
+
+def containerised_strategies() -> dict[str, Strategy]:
+    """The strategies with a [docker] table in their manifest: Compose services too."""
+    return {name: s for name, s in discover_strategies().items() if s.docker is not None}
 
 
 def docker_unavailable() -> str | None:
@@ -41,18 +49,21 @@ def compose_command() -> list[str]:
     return ["docker-compose"] if shutil.which("docker-compose") else []
 
 
+def build_images() -> None:
+    """Every image the stack needs (its progress goes to this process's output)."""
+    if subprocess.run([str(BUILD_IMAGES)], timeout=5400).returncode != 0:
+        raise RuntimeError(f"{BUILD_IMAGES.relative_to(ROOT)} failed (its output above)")
+
+
 def build_environment() -> dict[str, str]:
-    """Build the local base images (once per machine) and the variables that select them."""
-    built = subprocess.run([str(BASE_IMAGES)], capture_output=True, text=True, timeout=3600)
-    if built.returncode != 0:
-        raise RuntimeError(f"base images: {built.stderr.strip()[-1000:]}")
+    """The variables that select the locally built images (docker/build-images.sh)."""
     args = subprocess.run(
-        [str(BASE_IMAGES), "--print-build-args"], capture_output=True, text=True, check=True
+        [str(BUILD_IMAGES), "--print-build-args"], capture_output=True, text=True, check=True
     ).stdout.split()
     return {
+        "TORCH_INDEX_URL": DEFAULT_TORCH_INDEX,
         **os.environ,
         **dict(arg.split("=", 1) for arg in args),
-        "TORCH_INDEX_URL": os.environ.get("TORCH_INDEX_URL", DEFAULT_TORCH_INDEX),
     }
 
 
@@ -78,7 +89,9 @@ class Stack:
         return result.stdout
 
     def image(self, service: str) -> str:
-        return f"model-serving/{service}"
+        docker = discover_strategies()[service].docker
+        assert docker is not None, f"{service} has no [docker] table"
+        return docker.image
 
     def inspect_image(self, service: str, template: str) -> str:
         """`docker image inspect -f template` of a service's image."""
@@ -126,6 +139,6 @@ def start_container(stack: Stack, name: str) -> ContainerService:
     """`compose up` one service (its dependencies already done) and wait for its first 200."""
     started = time.monotonic()
     stack.check("up", "-d", "--no-deps", name, timeout=600)
-    url = f"http://127.0.0.1:{PORTS[name]}"
+    url = f"http://127.0.0.1:{discover_strategies()[name].port}"
     healthy = wait_until_healthy(url, timeout=300)
     return ContainerService(name, stack, url, stack.container_pid(name), started, healthy)

@@ -3,6 +3,7 @@
 Shared by the benchmark runner and the test fixtures, so both start things the same way.
 """
 
+import contextlib
 import os
 import signal
 import socket
@@ -13,12 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
-
-# Built by `make setup`, with libonnxruntime.so next to it.
-RUST_BINARY = (
-    Path(__file__).resolve().parents[2]
-    / "rust_onnx_serving" / "target" / "release" / "rust_onnx_serving"
-)  # fmt: skip
+from serving_common.strategy import Strategy
 
 
 def free_port() -> int:
@@ -111,29 +107,9 @@ class GcsEmulator:
         return env
 
 
-@dataclass(frozen=True)
-class ServiceSpec:
-    name: str
-    command: tuple[str, ...]
-    model_file: str
-
-
-SERVICES = {
-    "torch_serving": ServiceSpec(
-        "torch_serving", (sys.executable, "-m", "torch_serving"), "model.pt"
-    ),
-    "onnx_serving": ServiceSpec(
-        "onnx_serving", (sys.executable, "-m", "onnx_serving"), "model.optimized.onnx"
-    ),
-    "rust_onnx_serving": ServiceSpec(
-        "rust_onnx_serving", (str(RUST_BINARY),), "model.optimized.onnx"
-    ),
-}
-
-
 @dataclass
 class RunningService:
-    spec: ServiceSpec
+    strategy: Strategy
     url: str
     process: subprocess.Popen
     started_at: float  # monotonic, just before the process was spawned
@@ -141,39 +117,61 @@ class RunningService:
 
     @property
     def name(self) -> str:
-        return self.spec.name
+        return self.strategy.name
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM and wait; the exit status. Past `timeout`, the whole group is killed."""
         self.process.send_signal(signal.SIGTERM)
         try:
             return self.process.wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            raise
+        finally:
+            self.kill()
+
+    def kill(self) -> None:
+        """SIGKILL the service's whole process group (its workers too); idempotent."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.process.pid, signal.SIGKILL)
+        self.process.wait()
 
 
 def start_service(
-    spec: ServiceSpec, env: dict[str, str], cpus: str | None = None
+    strategy: Strategy, env: dict[str, str], cpus: str | None = None
 ) -> RunningService:
-    """Start a service (pinned to `cpus` with taskset if given) and wait until healthy."""
+    """Start a strategy natively, in a process group of its own (pinned to `cpus` with
+    taskset if given), and wait until healthy."""
     port = free_port()
-    command = (*(("taskset", "-c", cpus) if cpus else ()), *spec.command)
+    command = (*(("taskset", "-c", cpus) if cpus else ()), *strategy.command())
     started = time.monotonic()
     process = subprocess.Popen(
         command,
+        cwd=strategy.folder,
         env={**env, "PORT": str(port)},
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
+    running = RunningService(strategy, url, process, started, started)
     try:
-        healthy = wait_until_healthy(url, process)
-    except Exception:
-        process.kill()
+        running.healthy_at = wait_until_healthy(url, process)
+    except BaseException:
+        running.kill()
         raise
-    return RunningService(spec, url, process, started, healthy)
+    return running
+
+
+def run_to_exit(strategy: Strategy, env: dict[str, str]) -> subprocess.CompletedProcess:
+    """Run a strategy that is expected to stop by itself (startup failures)."""
+    return subprocess.run(
+        strategy.command(),
+        cwd=strategy.folder,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )

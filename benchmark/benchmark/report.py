@@ -9,11 +9,24 @@ import re
 from pathlib import Path
 from typing import Any
 
+from serving_common.strategy import Strategy, discover_strategies
+
 ROOT = Path(__file__).resolve().parents[2]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
 # The compose-mode record renders into its own section.
 DEPLOY_START, DEPLOY_END = "<!-- deployment:start -->", "<!-- deployment:end -->"
+# The strategy table, from the manifests (strategy.toml) alone.
+STRATEGIES_START, STRATEGIES_END = "<!-- strategies:start -->", "<!-- strategies:end -->"
 BASELINE = "torch_serving"
+
+
+def render_strategies(strategies: dict[str, Strategy]) -> str:
+    lines = ["| strategy | folder | port | stack |", "|---|---|---|---|"]
+    lines += [
+        f"| {s.title} | `{s.name}/` | {s.port} | {s.stack} |"
+        for s in sorted(strategies.values(), key=lambda s: s.port)
+    ]
+    return "\n".join(lines)
 
 
 def _mean(values: list[float]) -> float:
@@ -260,10 +273,17 @@ def render_readme(readme: Path, tables: str, markers: tuple[str, str] = (START, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("raw", type=Path, help="a raw JSON file written by benchmark.runner")
+    parser.add_argument(
+        "raw", type=Path, nargs="?", help="a raw JSON file written by benchmark.runner"
+    )
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--plots", type=Path, default=ROOT / "results")
     args = parser.parse_args()
+    strategies = render_strategies(discover_strategies([ROOT]))
+    render_readme(args.readme, strategies, (STRATEGIES_START, STRATEGIES_END))
+    if args.raw is None:
+        print(f"rendered the strategy table in {args.readme}")
+        return
     record = json.loads(args.raw.read_text())
     if record["mode"] == "compose":
         native_path = args.raw.with_name("native-full.json")

@@ -11,6 +11,7 @@ import hashlib
 import json
 import os
 import platform
+import signal
 import subprocess
 import sys
 import tempfile
@@ -23,20 +24,22 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from serving_common.strategy import Strategy, discover_strategies
 from weather_model.contract import LABELS, OPTIMIZED_ONNX_FILE, STATE_DICT_FILE
 
 from benchmark.ab import ab_command, run_ab
 from benchmark.ceiling import mean_ceiling, measure_ceiling
-from benchmark.compose import PORTS, ContainerService, Stack, build_environment, start_container
+from benchmark.compose import (
+    ContainerService,
+    Stack,
+    build_environment,
+    build_images,
+    containerised_strategies,
+    start_container,
+)
 from benchmark.oha import oha_command, run_oha
 from benchmark.payloads import write_payloads
-from benchmark.processes import (
-    SERVICES,
-    GcsEmulator,
-    RunningService,
-    ServiceSpec,
-    start_service,
-)
+from benchmark.processes import GcsEmulator, RunningService, start_service
 from benchmark.resources import ResourceSampler
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -56,6 +59,9 @@ class Plan:
     open_loop_seconds: float  # per offered rate
     open_loop_fractions: tuple[float, ...]  # offered rates, as fractions of closed-loop req/s
 
+
+# The Compose project of `--mode compose`; its containers are removed on every way out.
+COMPOSE_PROJECT = "model-serving-bench"
 
 FULL = Plan(
     requests=40_000,
@@ -127,9 +133,7 @@ def expected_prediction(artifacts: Path, jpeg: Path) -> str:
     ]
 
 
-def verify(
-    service: RunningService, payloads: dict[str, Path], expected: dict[str, str]
-) -> list[str]:
+def verify(service: "Service", payloads: dict[str, Path], expected: dict[str, str]) -> list[str]:
     """Problems found; a service with any is reported as failed, not benchmarked."""
     problems = []
     for name, path in payloads.items():
@@ -206,6 +210,7 @@ def measure_startup(launch: "Launch", runs: int) -> list[dict[str, float]]:
 
 def run(args: argparse.Namespace) -> Path:
     plan = QUICK if args.quick else FULL
+    selected = select_strategies(args.mode, args.services)
     if args.requests:
         plan = Plan(**{**plan.__dict__, "requests": args.requests})
     artifacts = Path(args.artifacts)
@@ -226,6 +231,10 @@ def run(args: argparse.Namespace) -> Path:
         "mode": args.mode,
         "quick": args.quick,
         "plan": plan.__dict__,
+        "strategies": {
+            name: {"title": s.title, "stack": s.stack, "port": s.port, "model": s.model_file}
+            for name, s in selected.items()
+        },
         "machine": machine_metadata(args.service_cpus, args.load_cpus),
         "services": {},
     }
@@ -237,9 +246,9 @@ def run(args: argparse.Namespace) -> Path:
     runtime = {"WORKERS": workers, "INTRA_OP_THREADS": "1", "INTER_OP_THREADS": "1"}
     inputs = (args, plan, payload_files, main_payload, expected)
     if args.mode == "native":
-        record["services"] = run_native(artifacts, runtime, inputs)
+        record["services"] = run_native(artifacts, runtime, selected, inputs)
     else:
-        record["services"], record["deployment"] = run_compose(runtime, inputs)
+        record["services"], record["deployment"] = run_compose(runtime, selected, inputs)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     path = out / f"{args.mode}-{'quick' if args.quick else 'full'}.json"
@@ -248,7 +257,24 @@ def run(args: argparse.Namespace) -> Path:
     return path
 
 
-def run_native(artifacts: Path, runtime: dict[str, str], inputs: tuple) -> dict[str, Any]:
+def select_strategies(mode: str, names: str | None) -> dict[str, Strategy]:
+    """The strategies to measure: every discovered one (with a Dockerfile, in compose
+    mode), or those named in `names` ("a,b")."""
+    available = discover_strategies() if mode == "native" else containerised_strategies()
+    if not names:
+        return available
+    wanted = [name.strip() for name in names.split(",") if name.strip()]
+    unknown = [name for name in wanted if name not in available]
+    if unknown:
+        raise RuntimeError(
+            f"--services: unknown {unknown}; known in {mode} mode: {list(available)}"
+        )
+    return {name: available[name] for name in wanted}
+
+
+def run_native(
+    artifacts: Path, runtime: dict[str, str], strategies: dict[str, Strategy], inputs: tuple
+) -> dict[str, Any]:
     """Each service as a local process pinned with taskset, its model from a GCS emulator."""
     args = inputs[0]
     results = {}
@@ -260,11 +286,11 @@ def run_native(artifacts: Path, runtime: dict[str, str], inputs: tuple) -> dict[
                 for p in artifacts.iterdir()
                 if p.is_file()
             }
-            for name, spec in SERVICES.items():
-                env = emulator.env(MODEL_URI=uris[spec.model_file], **runtime)
+            for name, strategy in strategies.items():
+                env = emulator.env(MODEL_URI=uris[strategy.model_file], **runtime)
 
-                def launch(spec: ServiceSpec = spec, env: dict[str, str] = env) -> RunningService:
-                    return start_service(spec, env, args.service_cpus)
+                def launch(s: Strategy = strategy, env: dict[str, str] = env) -> RunningService:
+                    return start_service(s, env, args.service_cpus)
 
                 results[name] = measure_service(name, launch, *inputs)
         finally:
@@ -272,23 +298,27 @@ def run_native(artifacts: Path, runtime: dict[str, str], inputs: tuple) -> dict[
     return results
 
 
-def run_compose(runtime: dict[str, str], inputs: tuple) -> tuple[dict[str, Any], dict[str, Any]]:
+def run_compose(
+    runtime: dict[str, str], strategies: dict[str, Strategy], inputs: tuple
+) -> tuple[dict[str, Any], dict[str, Any]]:
     """Each service as its container (cpuset = the service cores), the stack's own GCS
     emulator and export job providing the model."""
     args = inputs[0]
+    log("compose: images (docker/build-images.sh)")
+    build_images()
     env = {**build_environment(), **runtime}
     env |= {"SERVICE_CPUS": runtime["WORKERS"], "SERVICE_CPUSET": args.service_cpus}
-    stack = Stack("model-serving-bench", env)
-    log("compose: building images")
-    stack.check("build")
+    stack = Stack(COMPOSE_PROJECT, env)
     results, deployment = {}, {}
     try:
         stack.check("up", "--exit-code-from", "model", "model", timeout=1200)
-        for name in PORTS:
+        for name in strategies:
             deployment[name] = {"image": stack.image(name), "image_mb": stack.image_size_mb(name)}
-            results[name] = measure_service(
-                name, lambda name=name: start_container(stack, name), *inputs
-            )
+
+            def launch(name: str = name) -> ContainerService:
+                return start_container(stack, name)
+
+            results[name] = measure_service(name, launch, *inputs)
     finally:
         stack.down()
     return results, deployment
@@ -328,6 +358,7 @@ def measure_service(
                 args.service_cpus,
             )  # fmt: skip
 
+        result["runtime"] = httpx.get(service.url + "/info", timeout=10).json()["runtime"]
         log(f"{name}: verified; ceiling, ab on {main_payload.name}, ceiling")
         before = ceiling()
         result["main"] = load_test(
@@ -367,10 +398,14 @@ def main() -> None:
     parser.add_argument("--load-cpus", default="1", help="cores for the load generator")
     parser.add_argument("--payload", help="a request body to use instead of the study-sized one")
     parser.add_argument("-n", "--requests", type=int, help="ab -n")
+    parser.add_argument("--services", help="measure only these strategies: a,b (default: all)")
     parser.add_argument("--slo-ms", type=float, default=100.0, help="p99 bound, open loop")
     parser.add_argument("--artifacts", default=str(ROOT / "artifacts"), help="exported model")
     parser.add_argument("--out", default=str(ROOT / "results" / "raw"))
     args = parser.parse_args()
+    # SIGTERM (a CI timeout, a test's kill) unwinds like Ctrl-C: services and containers
+    # are stopped by the `finally` blocks on the way out.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     try:
         run(args)
     except (RuntimeError, TimeoutError) as exc:

@@ -6,6 +6,7 @@ import sys
 
 from benchmark.ab import ab_command, parse_ab
 from benchmark.report import END, START, derive, plot_results, render_readme, render_tables
+from serving_common.strategy import discover_strategies
 
 RECORDED_AB = """\
 Benchmarking 127.0.0.1 (be patient).....done
@@ -93,7 +94,7 @@ def test_quick_run_end_to_end(tmp_path, artifacts):
     assert record["machine"]["git_commit"] and record["machine"]["service_cpus"] == "0"
     assert record["ceiling"]["requests_per_second"] > 0
     rows = derive(record)
-    assert set(rows) == {"torch_serving", "onnx_serving", "rust_onnx_serving"}
+    assert set(rows) == set(discover_strategies()) == set(record["strategies"])
     for name, row in rows.items():
         assert row["requests"] >= 100 and row["non_2xx"] == 0, name
         assert row["efficiency"] > 0 and row["rss_mb_peak"] > 50 and row["ready_s"] > 0
@@ -103,6 +104,7 @@ def test_quick_run_end_to_end(tmp_path, artifacts):
         assert row["cpu_vs_ceiling"] == row["cpu_ms_per_request"] / row["ceiling_ms"]
         main = record["services"][name]["main"]
         assert main["resources"]["samples"] >= 2 and len(main["payload_sha256"]) == 64
+        assert record["services"][name]["runtime"]["decoder"], name
         (step,) = record["services"][name]["open_loop"]["steps"]
         assert step["ok"] > 0 and step["p99_ms"] > 0, step
     readme = tmp_path / "README.md"

@@ -32,13 +32,19 @@ STD: Final = (0.229, 0.224, 0.225)
 # The head replaced on torchvision's mobilenet_v3_small: classifier[-1] = Linear(1024, 11).
 HEAD_IN_FEATURES: Final = 1024
 
-# ONNX graph interface: decoded RGB pixels in, logits and probabilities out.
+# ONNX graph interface: uint8 RGB pixels in, logits and probabilities out. Each graph's
+# exact input and output are written into metadata.json under "graphs".
 ONNX_INPUT: Final = "image"
-ONNX_OUTPUTS: Final = ("logits", "probabilities")
+LOGITS_OUTPUT: Final = "logits"
+PROBABILITIES_OUTPUT: Final = "probabilities"
+ONNX_OUTPUTS: Final = (LOGITS_OUTPUT, PROBABILITIES_OUTPUT)
 
 # Artifact file names, written side by side. A MODEL_URI names the model file; the
 # services find `metadata.json` in the same folder (or gs:// prefix).
 STATE_DICT_FILE: Final = "model.pt"
 ONNX_FILE: Final = "model.onnx"
 OPTIMIZED_ONNX_FILE: Final = "model.optimized.onnx"
+# Fixed-size, batch-shaped graph: [N, CROP_SIZE, CROP_SIZE, 3] uint8 -> probabilities
+# [N, 11]; normalisation inside, resize and centre crop done before it.
+FIXED_ONNX_FILE: Final = "model.fixed.onnx"
 METADATA_FILE: Final = "metadata.json"

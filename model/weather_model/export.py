@@ -1,8 +1,13 @@
-"""`weather-export`: write model.pt, model.onnx, model.optimized.onnx and metadata.json.
+"""`weather-export`: write model.pt, the ONNX graphs and metadata.json.
 
     weather-export --out artifacts                     # deterministic demo weights
     weather-export --out artifacts --state-dict gs://bucket/finetuned.pt
-    weather-export --out artifacts --upload gs://bucket/weather   # then copy the four files
+    weather-export --out artifacts --upload gs://bucket/weather   # then copy the five files
+
+The graphs: model.onnx (any-size image, preprocessing inside), model.optimized.onnx (the
+same after ONNX Runtime's offline optimisations, the default for the ONNX services) and
+model.fixed.onnx (a batch of resized and centre-cropped images, normalisation inside,
+optimised likewise).
 
 Every ONNX graph is checked against the PyTorch reference on the sample images before
 anything is written; any failure exits non-zero with one line and no traceback.
@@ -15,6 +20,8 @@ import sys
 from importlib.metadata import version
 from pathlib import Path
 
+from torch import Tensor, nn
+
 from weather_model import contract
 from weather_model.network import (
     DEMO_SEED,
@@ -24,9 +31,18 @@ from weather_model.network import (
     state_dict_from_bytes,
     state_dict_to_bytes,
 )
-from weather_model.onnx_graph import build_serving_graph, export_network, optimize_offline
+from weather_model.onnx_graph import (
+    ANY_SIZE_INPUT_SHAPE,
+    ANY_SIZE_OUTPUT_SHAPE,
+    FIXED_INPUT_SHAPE,
+    FIXED_OUTPUT_SHAPE,
+    build_fixed_graph,
+    build_serving_graph,
+    export_network,
+    optimize_offline,
+)
 from weather_model.parity import MIN_DEMO_MARGIN, ImageCheck, ParityError, check_parity
-from weather_model.reference import sample_images
+from weather_model.reference import preprocessing_metadata, sample_images
 from weather_model.storage import (
     DOWNLOAD_DEADLINE_SECONDS,
     ArtifactError,
@@ -41,23 +57,45 @@ def sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def graph_spec(
+    input_shape: tuple[str | int, ...], output_shape: tuple[str | int, ...], preprocessing: str
+) -> dict[str, object]:
+    """One graph's entry in metadata["graphs"]: what a service feeds it and reads back."""
+    return {
+        "input": {"name": contract.ONNX_INPUT, "dtype": "uint8", "shape": list(input_shape)},
+        "output": {
+            "name": contract.PROBABILITIES_OUTPUT,
+            "dtype": "float32",
+            "shape": list(output_shape),
+        },
+        "preprocessing": preprocessing,
+    }
+
+
+def graphs_metadata() -> dict[str, dict[str, object]]:
+    """metadata["graphs"], keyed by ONNX file name."""
+    any_size = graph_spec(
+        ANY_SIZE_INPUT_SHAPE, ANY_SIZE_OUTPUT_SHAPE, "in graph: resize, centre crop, normalisation"
+    )
+    fixed = graph_spec(
+        FIXED_INPUT_SHAPE,
+        FIXED_OUTPUT_SHAPE,
+        "in graph: normalisation; resize and centre crop before (uint8, as the reference)",
+    )
+    return {
+        contract.ONNX_FILE: any_size,
+        contract.OPTIMIZED_ONNX_FILE: any_size,
+        contract.FIXED_ONNX_FILE: fixed,
+    }
+
+
 def build_metadata(artifacts: dict[str, bytes], weights_source: str) -> dict[str, object]:
-    logits, probabilities = contract.ONNX_OUTPUTS
-    output_spec = {"dtype": "float32", "shape": [contract.NUM_CLASSES]}
     return {
         "model": "torchvision mobilenet_v3_small, classifier[-1] = Linear(1024, 11)",
         "weights": weights_source,
         "labels": list(contract.LABELS),
-        "input": {"name": contract.ONNX_INPUT, "dtype": "uint8", "shape": ["height", "width", 3]},
-        "outputs": {logits: output_spec, probabilities: output_spec},
-        "preprocessing": {
-            "resize_shorter_side": contract.RESIZE_SIZE,
-            "interpolation": "bilinear, antialiased",
-            "center_crop": contract.CROP_SIZE,
-            "scale": "1/255",
-            "mean": list(contract.MEAN),
-            "std": list(contract.STD),
-        },
+        "graphs": graphs_metadata(),
+        "preprocessing": preprocessing_metadata(),
         "artifacts": {
             name: {"sha256": sha256(data), "bytes": len(data)} for name, data in artifacts.items()
         },
@@ -65,9 +103,21 @@ def build_metadata(artifacts: dict[str, bytes], weights_source: str) -> dict[str
     }
 
 
+def build_graphs(model: nn.Module) -> dict[str, bytes]:
+    """Every ONNX artifact, by file name, from one export of the network."""
+    network = export_network(model)
+    onnx_bytes = build_serving_graph(network).SerializeToString()
+    return {
+        contract.ONNX_FILE: onnx_bytes,
+        contract.OPTIMIZED_ONNX_FILE: optimize_offline(onnx_bytes),
+        contract.FIXED_ONNX_FILE: optimize_offline(build_fixed_graph(network).SerializeToString()),
+    }
+
+
 def export(
     out: Path, state_dict_uri: str | None, images: Path, deadline: float
 ) -> list[ImageCheck]:
+    state_dict: dict[str, Tensor]
     if state_dict_uri is None:
         state_dict, source = demo_state_dict(), f"demo (seed {DEMO_SEED}, not trained)"
     else:
@@ -76,24 +126,15 @@ def export(
             state_dict_uri,
         )
     model = load_network(state_dict)
-    onnx_bytes = build_serving_graph(export_network(model)).SerializeToString()
-    optimized_bytes = optimize_offline(onnx_bytes)
-    checks = check_parity(
-        model,
-        {contract.ONNX_FILE: onnx_bytes, contract.OPTIMIZED_ONNX_FILE: optimized_bytes},
-        sample_images(images),
-    )
+    graphs = build_graphs(model)
+    checks = check_parity(model, graphs, sample_images(images))
     if state_dict_uri is None:
         for check in checks:
             if check.margin < MIN_DEMO_MARGIN:
                 raise ParityError(
                     f"demo weights not decisive on {check.image}: margin {check.margin:.3f}"
                 )
-    artifacts = {
-        contract.STATE_DICT_FILE: state_dict_to_bytes(state_dict),
-        contract.ONNX_FILE: onnx_bytes,
-        contract.OPTIMIZED_ONNX_FILE: optimized_bytes,
-    }
+    artifacts = {contract.STATE_DICT_FILE: state_dict_to_bytes(state_dict), **graphs}
     metadata = build_metadata(artifacts, source)
     out.mkdir(parents=True, exist_ok=True)
     for name, data in artifacts.items():
@@ -135,6 +176,7 @@ def main(argv: list[str] | None = None) -> int:
         contract.STATE_DICT_FILE,
         contract.ONNX_FILE,
         contract.OPTIMIZED_ONNX_FILE,
+        contract.FIXED_ONNX_FILE,
         contract.METADATA_FILE,
     ):
         print(f"wrote {args.out / name} {sha256((args.out / name).read_bytes())}")

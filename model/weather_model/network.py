@@ -67,7 +67,9 @@ def demo_state_dict(seed: int = DEMO_SEED) -> "OrderedDict[str, torch.Tensor]":
     weights: OrderedDict[str, torch.Tensor] = OrderedDict()
     for name, tensor in template.items():
         weights[name] = torch.from_numpy(_demo_value(rng, name, tensor)).to(tensor.dtype)
-    head = f"classifier.{len(build_network().classifier) - 1}.weight"
+    classifier = build_network().classifier
+    assert isinstance(classifier, nn.Sequential)
+    head = f"classifier.{len(classifier) - 1}.weight"
     weights[head] = weights[head] * DEMO_HEAD_GAIN
     return weights
 

@@ -1,4 +1,11 @@
-"""The ONNX graph: decoded uint8 pixels in, preprocessing and network inside, logits out.
+"""The ONNX graphs: uint8 pixels in, preprocessing and network inside, logits and
+probabilities out.
+
+* The any-size graph (model.onnx): one decoded image [height, width, 3], resize, centre crop
+  and normalisation inside.
+* The fixed graph (model.fixed.onnx): a batch of already resized and centre-cropped images
+  [batch, CROP_SIZE, CROP_SIZE, 3] (as `reference.reference_crop` gives them), normalisation
+  inside.
 
 Preprocessing is written with onnx.helper rather than traced from torch so that the
 dynamic-shape arithmetic is explicit and identical to torchvision's:
@@ -9,8 +16,10 @@ dynamic-shape arithmetic is explicit and identical to torchvision's:
   * scale to [0, 1] and normalise with ImageNet mean/std.
 """
 
-import io
+import tempfile
 import warnings
+from pathlib import Path
+from typing import Final
 
 import numpy as np
 import onnx
@@ -19,39 +28,77 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from weather_model.contract import CROP_SIZE, MEAN, ONNX_INPUT, ONNX_OUTPUTS, RESIZE_SIZE, STD
+from weather_model.contract import (
+    CROP_SIZE,
+    LOGITS_OUTPUT,
+    MEAN,
+    NUM_CLASSES,
+    ONNX_INPUT,
+    ONNX_OUTPUTS,
+    PROBABILITIES_OUTPUT,
+    RESIZE_SIZE,
+    STD,
+)
 
 OPSET = 18  # Resize gained `antialias` in opset 18.
 IR_VERSION = 9
 _NETWORK_INPUT = "normalized"
+_NETWORK_OUTPUT = "network_logits"
+BATCH: Final = "batch"
+CHANNELS: Final = 3  # RGB, channels-last in both graphs' inputs
+
+# Each graph's interface; metadata.json is written from these.
+ANY_SIZE_INPUT_SHAPE: Final = ("height", "width", CHANNELS)
+ANY_SIZE_OUTPUT_SHAPE: Final = (NUM_CLASSES,)
+FIXED_INPUT_SHAPE: Final = (BATCH, CROP_SIZE, CROP_SIZE, CHANNELS)
+FIXED_OUTPUT_SHAPE: Final = (BATCH, NUM_CLASSES)
 
 
 def export_network(model: nn.Module) -> onnx.ModelProto:
-    """The eager network as ONNX: float [1, 3, 224, 224] -> logits [1, 11]."""
-    buffer = io.BytesIO()
-    with warnings.catch_warnings():
+    """The eager network as ONNX: float [batch, 3, 224, 224] -> logits [batch, 11]."""
+    with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
+        path = Path(tmp) / "network.onnx"
         # NOTE: the TorchScript exporter is deprecated but deterministic and needs no
-        # onnxscript; the network has static shapes, which it handles fully.
+        # onnxscript; apart from the batch axis the network has static shapes.
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
             (torch.zeros(1, 3, CROP_SIZE, CROP_SIZE),),
-            buffer,
+            path,
             dynamo=False,
             input_names=[_NETWORK_INPUT],
-            output_names=["network_logits"],
+            output_names=[_NETWORK_OUTPUT],
+            dynamic_axes={_NETWORK_INPUT: {0: BATCH}, _NETWORK_OUTPUT: {0: BATCH}},
             opset_version=OPSET,
         )
-    return onnx.load_from_string(buffer.getvalue())
+        return onnx.load(path)
 
 
 def _const(name: str, value: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(value, name)
 
 
-def preprocessing_nodes() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+def normalisation_constants() -> list[onnx.TensorProto]:
+    """1 / (255 std) and mean / std, shaped [1, 3, 1, 1] for NCHW."""
     mean = np.array(MEAN, np.float32).reshape(1, 3, 1, 1)
     std = np.array(STD, np.float32).reshape(1, 3, 1, 1)
+    return [
+        _const("pre_scale", (1.0 / (255.0 * std)).astype(np.float32)),
+        _const("pre_shift", (mean / std).astype(np.float32)),
+    ]
+
+
+def normalisation_nodes(nchw: str) -> list[onnx.NodeProto]:
+    """float pixels in [0, 255], NCHW -> the network's input."""
+    return [
+        # (x / 255 - mean) / std == x * (1 / (255 std)) - mean / std
+        helper.make_node("Mul", [nchw, "pre_scale"], ["pre_scaled"]),
+        helper.make_node("Sub", ["pre_scaled", "pre_shift"], [_NETWORK_INPUT]),
+    ]
+
+
+def preprocessing_nodes() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Resize, centre crop and normalisation of one [H, W, 3] uint8 image."""
     constants = [
         _const("pre_zero", np.array([0], np.int64)),
         _const("pre_resize", np.array([RESIZE_SIZE], np.int64)),
@@ -60,8 +107,7 @@ def preprocessing_nodes() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]
         _const("pre_three", np.array([3], np.int64)),
         _const("pre_half", np.array([0.5], np.float32)),
         _const("pre_crop_axes", np.array([1, 2], np.int64)),
-        _const("pre_scale", (1.0 / (255.0 * std)).astype(np.float32)),
-        _const("pre_shift", (mean / std).astype(np.float32)),
+        *normalisation_constants(),
     ]
     node = helper.make_node
     # NOTE: resizing channels-last, before any transpose, is what keeps this cheap: ONNX
@@ -96,35 +142,69 @@ def preprocessing_nodes() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]
         node("Add", ["pre_offset", "pre_crop"], ["pre_end"]),
         node("Slice", ["pre_resized", "pre_offset", "pre_end", "pre_crop_axes"], ["pre_crop_out"]),
         node("Transpose", ["pre_crop_out"], ["pre_nchw"], perm=[0, 3, 1, 2]),
-        # (x / 255 - mean) / std == x * (1 / (255 std)) - mean / std
-        node("Mul", ["pre_nchw", "pre_scale"], ["pre_scaled"]),
-        node("Sub", ["pre_scaled", "pre_shift"], [_NETWORK_INPUT]),
+        *normalisation_nodes("pre_nchw"),
     ]
     return nodes, constants
+
+
+def fixed_preprocessing_nodes() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Normalisation of a [N, CROP_SIZE, CROP_SIZE, 3] uint8 batch, already cropped."""
+    nodes = [
+        helper.make_node("Cast", [ONNX_INPUT], ["pre_float"], to=TensorProto.FLOAT),
+        helper.make_node("Transpose", ["pre_float"], ["pre_nchw"], perm=[0, 3, 1, 2]),
+        *normalisation_nodes("pre_nchw"),
+    ]
+    return nodes, normalisation_constants()
 
 
 def build_serving_graph(network: onnx.ModelProto) -> onnx.ModelProto:
     """Preprocessing + network + softmax in one graph with a dynamic-size uint8 input."""
     pre_nodes, pre_constants = preprocessing_nodes()
-    logits, probabilities = ONNX_OUTPUTS
     post_nodes = [
-        helper.make_node("Flatten", ["network_logits"], ["logits_2d"], axis=0),
-        helper.make_node("Squeeze", ["logits_2d", "pre_zero"], [logits]),
-        helper.make_node("Softmax", [logits], [probabilities], axis=0),
+        helper.make_node("Flatten", [_NETWORK_OUTPUT], ["logits_2d"], axis=0),
+        helper.make_node("Squeeze", ["logits_2d", "pre_zero"], [LOGITS_OUTPUT]),
+        helper.make_node("Softmax", [LOGITS_OUTPUT], [PROBABILITIES_OUTPUT], axis=0),
     ]
-    num_classes = network.graph.output[0].type.tensor_type.shape.dim[1].dim_value
-    graph = helper.make_graph(
-        pre_nodes + list(network.graph.node) + post_nodes,
-        "mobilenet_v3_small_weather",
-        inputs=[
-            helper.make_tensor_value_info(ONNX_INPUT, TensorProto.UINT8, ["height", "width", 3])
-        ],
-        outputs=[
-            helper.make_tensor_value_info(name, TensorProto.FLOAT, [num_classes])
-            for name in ONNX_OUTPUTS
-        ],
-        initializer=pre_constants + list(network.graph.initializer),
+    return _checked_model(
+        helper.make_graph(
+            pre_nodes + list(network.graph.node) + post_nodes,
+            "mobilenet_v3_small_weather",
+            inputs=[_uint8_input(ANY_SIZE_INPUT_SHAPE)],
+            outputs=_float_outputs(ANY_SIZE_OUTPUT_SHAPE),
+            initializer=pre_constants + list(network.graph.initializer),
+        )
     )
+
+
+def build_fixed_graph(network: onnx.ModelProto) -> onnx.ModelProto:
+    """Normalisation + network + softmax for a batch of cropped uint8 images."""
+    pre_nodes, pre_constants = fixed_preprocessing_nodes()
+    post_nodes = [
+        helper.make_node("Identity", [_NETWORK_OUTPUT], [LOGITS_OUTPUT]),
+        helper.make_node("Softmax", [LOGITS_OUTPUT], [PROBABILITIES_OUTPUT], axis=1),
+    ]
+    return _checked_model(
+        helper.make_graph(
+            pre_nodes + list(network.graph.node) + post_nodes,
+            "mobilenet_v3_small_weather_fixed",
+            inputs=[_uint8_input(FIXED_INPUT_SHAPE)],
+            outputs=_float_outputs(FIXED_OUTPUT_SHAPE),
+            initializer=pre_constants + list(network.graph.initializer),
+        )
+    )
+
+
+def _uint8_input(shape: tuple[str | int, ...]) -> onnx.ValueInfoProto:
+    return helper.make_tensor_value_info(ONNX_INPUT, TensorProto.UINT8, list(shape))
+
+
+def _float_outputs(shape: tuple[str | int, ...]) -> list[onnx.ValueInfoProto]:
+    return [
+        helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)) for name in ONNX_OUTPUTS
+    ]
+
+
+def _checked_model(graph: onnx.GraphProto) -> onnx.ModelProto:
     model = helper.make_model(
         graph,
         opset_imports=[helper.make_opsetid("", OPSET)],
@@ -141,9 +221,6 @@ def optimize_offline(model_bytes: bytes) -> bytes:
     ORT_ENABLE_EXTENDED stops short of the layout level (NCHWc blocking chosen for this
     machine's vector width), so the saved graph stays portable between x86-64 machines.
     """
-    import tempfile
-    from pathlib import Path
-
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "optimized.onnx"
         options = ort.SessionOptions()
@@ -154,6 +231,12 @@ def optimize_offline(model_bytes: bytes) -> bytes:
         return out.read_bytes()
 
 
+def takes_batches(session: ort.InferenceSession) -> bool:
+    """Whether the session runs the fixed graph ([batch, 224, 224, 3] in)."""
+    return len(session.get_inputs()[0].shape) == len(FIXED_INPUT_SHAPE)
+
+
 def run_onnx(session: ort.InferenceSession, pixels: np.ndarray) -> np.ndarray:
-    """Probabilities for one decoded RGB image (uint8, [H, W, 3])."""
-    return session.run([ONNX_OUTPUTS[1]], {ONNX_INPUT: pixels})[0]
+    """Probabilities: [11] for one decoded RGB image (uint8, [H, W, 3]) on the any-size
+    graph, [N, 11] for a batch of cropped images (uint8, [N, 224, 224, 3]) on the fixed one."""
+    return session.run([PROBABILITIES_OUTPUT], {ONNX_INPUT: pixels})[0]

@@ -1,6 +1,8 @@
-"""`python -m onnx_serving`: FastAPI + ONNX Runtime on PORT (default 8080)."""
+"""`python -m onnx_serving`: the strategy described by ../strategy.toml."""
+
+from pathlib import Path
 
 from serving_common.serve import run_service
 
 if __name__ == "__main__":
-    run_service("onnx_serving", 8080, "onnx_serving.predictor:OnnxPredictor")
+    run_service(Path(__file__).resolve().parents[1])

@@ -3,6 +3,10 @@
 
 use clap::Parser;
 
+/// The port this strategy listens on unless PORT says otherwise (contract/README.md), shared
+/// by the clap default and the `healthcheck` subcommand.
+pub const DEFAULT_PORT: u16 = 8082;
+
 /// actix-web + ONNX Runtime serving the weather classifier.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about)]
@@ -12,7 +16,7 @@ pub struct Config {
     pub model_uri: String,
 
     /// Listening port, on 0.0.0.0.
-    #[arg(long, env = "PORT", default_value_t = 8082)]
+    #[arg(long, env = "PORT", default_value_t = DEFAULT_PORT)]
     pub port: u16,
 
     /// Worker threads; each owns one ONNX Runtime session.

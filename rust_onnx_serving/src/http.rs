@@ -9,29 +9,27 @@ use actix_web::{HttpRequest, HttpResponse, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::StreamExt;
-use ort::session::Session;
 use serde_json::{Value, json};
 
 use crate::errors::ServiceError;
 use crate::metrics::Metrics;
-use crate::predictor::{decode_image, infer};
+use crate::predictor::{Predictor, decode_image};
 
 pub const SERVICE: &str = "rust_onnx_serving";
 
 /// What every worker shares, read-only (the metrics are internally synchronised).
 pub struct AppState {
     pub labels: Vec<String>,
-    pub input_name: String,
     pub max_body_bytes: usize,
     pub max_image_pixels: u64,
     pub info: Value,
     pub metrics: Metrics,
 }
 
-/// This worker's own session. NOTE: `Session::run` takes `&mut self`, so each actix worker
-/// gets a session of its own (see main.rs) and this mutex is never contended: workers never
-/// queue behind each other, unlike one global session behind one lock.
-pub type WorkerSession = Mutex<Session>;
+/// This worker's own predictor (its own session). NOTE: `Session::run` takes `&mut self`, so
+/// each actix worker gets a session of its own (see main.rs) and this mutex is never
+/// contended: workers never queue behind each other, unlike one global session behind one lock.
+pub type WorkerPredictor = Mutex<Predictor>;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     config
@@ -73,10 +71,10 @@ async fn predict(
     request: HttpRequest,
     payload: web::Payload,
     state: web::Data<AppState>,
-    session: web::Data<WorkerSession>,
+    predictor: web::Data<WorkerPredictor>,
 ) -> Result<HttpResponse, ServiceError> {
     let started = Instant::now();
-    let result = predict_inner(&request, payload, &state, &session, started).await;
+    let result = predict_inner(&request, payload, &state, &predictor, started).await;
     let status = match &result {
         Ok(_) => "200".to_owned(),
         Err(error) => actix_web::ResponseError::status_code(error).as_u16().to_string(),
@@ -93,7 +91,7 @@ async fn predict_inner(
     request: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-    session: &WorkerSession,
+    predictor: &WorkerPredictor,
     started: Instant,
 ) -> Result<HttpResponse, ServiceError> {
     let with_probabilities = probabilities_requested(request.query_string())?;
@@ -117,13 +115,21 @@ async fn predict_inner(
     let parsed = Instant::now();
     let pixels = decode_image(image, state.max_image_pixels)?;
     let decoded = Instant::now();
+    // Decoding is per request; this request is a batch of one for the predictor.
     let probabilities = {
-        let mut session = session.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        infer(&mut session, &state.input_name, &pixels).map_err(|e| {
-            tracing::error!("inference failed: {e}");
-            ServiceError::new("internal", "internal error")
-        })?
-    };
+        let mut predictor = predictor.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        predictor.infer(std::slice::from_ref(&pixels))
+    }
+    .and_then(|batch| {
+        batch
+            .into_iter()
+            .next()
+            .ok_or_else(|| "no output for the image".to_owned())
+    })
+    .map_err(|e| {
+        tracing::error!("inference failed: {e}");
+        ServiceError::new("internal", "internal error")
+    })?;
     let done = Instant::now();
     let stage = &state.metrics.stage;
     stage
@@ -217,7 +223,7 @@ async fn read_body(
 
 /// `{"image": "<base64>"}` to image bytes. Only a JSON object counts as a request body
 /// (serde would also accept `["..."]` for a struct), as in the Python services.
-fn image_from_json(body: &[u8]) -> Result<Vec<u8>, ServiceError> {
+pub(crate) fn image_from_json(body: &[u8]) -> Result<Vec<u8>, ServiceError> {
     let invalid_request = || {
         ServiceError::new(
             "invalid_request",

@@ -24,8 +24,9 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use serde_json::json;
 
-use crate::config::Config;
-use crate::http::{AppState, SERVICE, WorkerSession, routes};
+use crate::config::{Config, DEFAULT_PORT};
+use crate::http::{AppState, SERVICE, WorkerPredictor, routes};
+use crate::predictor::Predictor;
 
 fn fatal(message: impl std::fmt::Display) -> ! {
     eprintln!("{SERVICE}: fatal: {message}");
@@ -70,8 +71,11 @@ fn onnxruntime_library() -> PathBuf {
 /// image has no shell or curl, so the binary checks itself.
 fn healthcheck() -> ! {
     use std::io::{Read, Write};
-    let port = std::env::var("PORT").unwrap_or_else(|_| "8082".to_owned());
-    let healthy = std::net::TcpStream::connect(("127.0.0.1", port.parse().unwrap_or(8082)))
+    let port = std::env::var("PORT")
+        .ok()
+        .and_then(|port| port.parse().ok())
+        .unwrap_or(DEFAULT_PORT);
+    let healthy = std::net::TcpStream::connect(("127.0.0.1", port))
         .and_then(|mut stream| {
             stream.set_read_timeout(Some(std::time::Duration::from_secs(2)))?;
             stream.write_all(b"GET / HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
@@ -111,31 +115,37 @@ async fn main() {
         .unwrap_or_else(|e| fatal(e));
     let load_started = Instant::now();
     let workers = usize::from(config.workers);
-    let sessions: Vec<Arc<WorkerSession>> = (0..workers)
+    let predictors: Vec<Arc<WorkerPredictor>> = (0..workers)
         .map(|_| {
-            predictor::load_session(
+            let session = predictor::load_session(
                 &environment,
                 &model.bytes,
                 usize::from(config.intra_op_threads),
                 usize::from(config.inter_op_threads),
             )
-            .map(|session| Arc::new(Mutex::new(session)))
-            .unwrap_or_else(|e| fatal(format!("{}: the runtime cannot load it ({e})", model.uri)))
+            .unwrap_or_else(|e| fatal(format!("{}: the runtime cannot load it ({e})", model.uri)));
+            let predictor = Predictor::new(session, &model.graph)
+                .unwrap_or_else(|e| fatal(format!("{}: {e}", model.uri)));
+            Arc::new(Mutex::new(predictor))
         })
         .collect();
     let load_seconds = load_started.elapsed().as_secs_f64();
-    tracing::info!("{workers} session(s) loaded in {load_seconds:.3} s");
+    tracing::info!(
+        "{workers} session(s) loaded in {load_seconds:.3} s; input {:?}, output {:?}",
+        model.graph.input.name,
+        model.graph.output.name
+    );
 
     let state = web::Data::new(app_state(&config, &model, &library, load_seconds));
     drop(model);
 
-    // actix calls the factory once per worker: hand each its own session.
-    let next_session = Arc::new(AtomicUsize::new(0));
+    // actix calls the factory once per worker: hand each its own predictor (its own session).
+    let next_predictor = Arc::new(AtomicUsize::new(0));
     let server = HttpServer::new(move || {
-        let index = next_session.fetch_add(1, Ordering::Relaxed) % sessions.len();
+        let index = next_predictor.fetch_add(1, Ordering::Relaxed) % predictors.len();
         App::new()
             .app_data(state.clone())
-            .app_data(web::Data::from(sessions[index].clone()))
+            .app_data(web::Data::from(predictors[index].clone()))
             .app_data(web::PayloadConfig::new(usize::MAX)) // limits are enforced in read_body
             .configure(routes)
     })
@@ -172,10 +182,6 @@ fn app_state(config: &Config, model: &storage::FetchedModel, library: &Path, loa
     });
     AppState {
         labels: model.labels.clone(),
-        input_name: model.metadata["input"]["name"]
-            .as_str()
-            .unwrap_or("image")
-            .to_owned(),
         max_body_bytes: config.max_body_bytes,
         max_image_pixels: config.max_image_pixels,
         info,

@@ -1,4 +1,9 @@
 //! Decoding to uint8 RGB pixels and running the ONNX graph, which holds the preprocessing.
+//!
+//! The predictor contract is batch-shaped, as TEI's `predict(batch)` or LitServe's
+//! decode → batch → predict → unbatch: each request decodes its own image, and
+//! [`Predictor::infer`] takes a slice of decoded images and returns one probability vector
+//! per image. A single request is a batch of one.
 
 use std::io::Cursor;
 
@@ -6,7 +11,8 @@ use image::{ImageFormat, ImageReader, RgbImage};
 use ort::environment::Environment;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
-use ort::value::TensorRef;
+use ort::value::{TensorElementType, TensorRef};
+use serde::Deserialize;
 use turbojpeg::{Colorspace, Decompressor, PixelFormat};
 use zune_core::bytestream::ZCursor;
 use zune_core::colorspace::ColorSpace;
@@ -17,7 +23,21 @@ use crate::errors::ServiceError;
 
 const JPEG_MAGIC: &[u8] = b"\xff\xd8\xff";
 const PNG_MAGIC: &[u8] = b"\x89PNG\r\n\x1a\n";
-pub const PROBABILITIES_OUTPUT: &str = "probabilities";
+
+/// One input or output of a graph, as metadata.json's "graphs" entry names it (its dtype and
+/// shape there are descriptive; the session's own types are checked in [`Predictor::new`]).
+#[derive(Debug, Clone, Deserialize)]
+pub struct TensorSpec {
+    pub name: String,
+}
+
+/// metadata.json's `graphs["<onnx file>"]`: the tensor the predictor feeds and the one it
+/// reads back (the probabilities, in label order).
+#[derive(Debug, Clone, Deserialize)]
+pub struct GraphSpec {
+    pub input: TensorSpec,
+    pub output: TensorSpec,
+}
 
 /// One session; the caller gives each worker its own (see main.rs).
 pub fn load_session(
@@ -145,17 +165,73 @@ fn decode_jpeg_zune(
     RgbImage::from_raw(width, height, pixels).ok_or_else(|| unreadable(&"unexpected pixel buffer size"))
 }
 
-/// Probabilities in label order for one decoded image; the pixels go in without a copy.
-pub fn infer(session: &mut Session, input_name: &str, image: &RgbImage) -> Result<Vec<f32>, String> {
-    let shape = [image.height() as usize, image.width() as usize, 3];
-    let tensor = TensorRef::from_array_view((shape, image.as_raw().as_slice())).map_err(|e| e.to_string())?;
-    let outputs = session
-        .run(ort::inputs![input_name => tensor])
-        .map_err(|e| e.to_string())?;
-    let (_, probabilities) = outputs[PROBABILITIES_OUTPUT]
-        .try_extract_tensor::<f32>()
-        .map_err(|e| e.to_string())?;
-    Ok(probabilities.to_vec())
+/// A session and the names of its input and output. `Session::run` takes `&mut self`, so
+/// each worker owns one (see main.rs).
+pub struct Predictor {
+    session: Session,
+    input: String,
+    output: String,
+}
+
+impl Predictor {
+    /// Checks the session against its metadata entry: the named input must be the
+    /// any-size image this service feeds (uint8 [height, width, 3]), the named output a
+    /// float32 tensor. A mismatch is a startup error, not a 500 on every request.
+    pub fn new(session: Session, graph: &GraphSpec) -> Result<Self, String> {
+        let (input, output) = (&graph.input.name, &graph.output.name);
+        let input_type = session
+            .inputs()
+            .iter()
+            .find(|i| i.name() == input.as_str())
+            .map(|i| i.dtype())
+            .ok_or_else(|| format!("the graph has no input {input:?}, which metadata.json names"))?;
+        let any_size_rgb = input_type.tensor_type() == Some(TensorElementType::Uint8)
+            && input_type
+                .tensor_shape()
+                .is_some_and(|shape| matches!(**shape, [h, w, 3] if h < 0 && w < 0));
+        if !any_size_rgb {
+            return Err(format!(
+                "input {input:?} is {input_type}; this service feeds one uint8 [height, width, 3] image per run"
+            ));
+        }
+        let output_type = session
+            .outputs()
+            .iter()
+            .find(|o| o.name() == output.as_str())
+            .map(|o| o.dtype())
+            .ok_or_else(|| format!("the graph has no output {output:?}, which metadata.json names"))?;
+        if output_type.tensor_type() != Some(TensorElementType::Float32) {
+            return Err(format!(
+                "output {output:?} is {output_type}, not float32 probabilities"
+            ));
+        }
+        Ok(Self {
+            input: input.clone(),
+            output: output.clone(),
+            session,
+        })
+    }
+
+    /// Probabilities in label order, one vector per image, in the order given. The graph
+    /// takes one any-size image per run, so the batch runs image by image.
+    pub fn infer(&mut self, images: &[RgbImage]) -> Result<Vec<Vec<f32>>, String> {
+        images.iter().map(|image| self.infer_one(image)).collect()
+    }
+
+    /// One image; the pixels go in without a copy.
+    fn infer_one(&mut self, image: &RgbImage) -> Result<Vec<f32>, String> {
+        let shape = [image.height() as usize, image.width() as usize, 3];
+        let tensor =
+            TensorRef::from_array_view((shape, image.as_raw().as_slice())).map_err(|e| e.to_string())?;
+        let outputs = self
+            .session
+            .run(ort::inputs![self.input.as_str() => tensor])
+            .map_err(|e| e.to_string())?;
+        let (_, probabilities) = outputs[self.output.as_str()]
+            .try_extract_tensor::<f32>()
+            .map_err(|e| e.to_string())?;
+        Ok(probabilities.to_vec())
+    }
 }
 
 #[cfg(test)]

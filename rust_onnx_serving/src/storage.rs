@@ -18,15 +18,19 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use token_source::{TokenSource, TokenSourceProvider};
 
+use crate::predictor::GraphSpec;
+
 /// Transient errors (connection failures, 429, 5xx) are retried with backoff this long.
 const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(30);
 const METADATA_FILE: &str = "metadata.json";
 
-/// A fetched model: its bytes, its metadata, and how long the download took.
+/// A fetched model: its bytes, its metadata (with the graph's own entry), and how long the
+/// download took.
 pub struct FetchedModel {
     pub uri: String,
     pub bytes: Vec<u8>,
     pub metadata: Value,
+    pub graph: GraphSpec,
     pub labels: Vec<String>,
     pub sha256: String,
     pub download_seconds: f64,
@@ -53,6 +57,7 @@ pub async fn fetch_model(uri: &str) -> Result<FetchedModel, FetchError> {
         .as_str()
         .ok_or_else(|| format!("{uri}: {name} is not listed in {metadata_uri}"))?
         .to_owned();
+    let graph = graph_entry(&metadata, &name, uri, &metadata_uri)?;
     let actual = hex::encode(Sha256::digest(&bytes));
     if actual != expected {
         return Err(format!(
@@ -69,9 +74,21 @@ pub async fn fetch_model(uri: &str) -> Result<FetchedModel, FetchError> {
         uri: uri.to_owned(),
         bytes,
         metadata,
+        graph,
         labels,
         sha256: actual,
         download_seconds,
+    })
+}
+
+/// `metadata["graphs"][name]`: the input and output names of the ONNX file `name`.
+fn graph_entry(metadata: &Value, name: &str, uri: &str, metadata_uri: &str) -> Result<GraphSpec, FetchError> {
+    let entry = metadata
+        .get("graphs")
+        .and_then(|graphs| graphs.get(name))
+        .ok_or_else(|| format!("{uri}: {name} has no graph entry in {metadata_uri}"))?;
+    serde_json::from_value(entry.clone()).map_err(|e| {
+        format!("{uri}: the graph entry of {name} in {metadata_uri} needs input.name and output.name ({e})")
     })
 }
 
@@ -257,6 +274,47 @@ mod tests {
     fn gcs_uri_needs_bucket_and_object() {
         assert!(split_gcs_uri("gs://bucket").is_err());
         assert_eq!(split_gcs_uri("gs://b/o/p").unwrap(), ("b".into(), "o/p".into()));
+    }
+
+    #[test]
+    fn graph_entry_is_read_by_file_name() {
+        let metadata = serde_json::json!({"graphs": {"model.optimized.onnx": {
+            "input": {"name": "pixels", "dtype": "uint8", "shape": ["height", "width", 3]},
+            "output": {"name": "scores", "dtype": "float32", "shape": [11]},
+        }}});
+        let graph = graph_entry(&metadata, "model.optimized.onnx", "m", "meta").unwrap();
+        assert_eq!(
+            (graph.input.name.as_str(), graph.output.name.as_str()),
+            ("pixels", "scores")
+        );
+        let malformed = serde_json::json!({"graphs": {"model.onnx": {"input": {"name": "image"}}}});
+        let error = graph_entry(&malformed, "model.onnx", "m", "meta").err().unwrap();
+        assert!(
+            error.starts_with("m: the graph entry of model.onnx in meta needs"),
+            "{error}"
+        );
+    }
+
+    #[actix_rt::test]
+    async fn missing_graph_entry_fails_in_one_line() {
+        let dir = std::env::temp_dir().join(format!("rust_onnx_serving-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let model = dir.join("model.optimized.onnx");
+        std::fs::write(&model, b"not really a graph").unwrap();
+        let metadata = serde_json::json!({
+            "labels": ["a", "b"],
+            "artifacts": {"model.optimized.onnx": {"sha256": hex::encode(Sha256::digest(b"not really a graph"))}},
+            "graphs": {"model.onnx": {"input": {"name": "image"}, "output": {"name": "probabilities"}}},
+        });
+        std::fs::write(dir.join(METADATA_FILE), metadata.to_string()).unwrap();
+        let uri = model.display().to_string();
+        let error = fetch_model(&uri).await.err().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        let metadata_uri = sibling_uri(&uri, METADATA_FILE);
+        assert_eq!(
+            error,
+            format!("{uri}: model.optimized.onnx has no graph entry in {metadata_uri}")
+        );
     }
 
     #[actix_rt::test]

@@ -1,8 +1,14 @@
-//! In-process tests of every contract route and error row (actix_web::test), on the model
-//! `make export` writes to ../artifacts and the ONNX Runtime library named by ORT_DYLIB_PATH
-//! (the Makefile sets both).
+//! In-process tests of what is specific to this service (actix_web::test): a smoke test of
+//! each route, the batch-shaped predictor, the JSON body parser and the streamed body limit.
+//! The contract itself (every error row, 404/405, query errors, limits) is checked over real
+//! HTTP against every service by tests/test_contract.py; the decoder tests are in
+//! predictor.rs.
+//!
+//! The model is MODEL_URI (a local path or gs://, with metadata.json beside it; a relative
+//! path is read from the repository root, where make runs) and the ONNX Runtime library
+//! ORT_DYLIB_PATH; the Makefile sets both.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use actix_web::body::MessageBody;
@@ -11,27 +17,40 @@ use actix_web::{App, test, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use clap::Parser;
+use ort::environment::Environment;
 use serde_json::{Value, json};
 
 use crate::config::Config;
-use crate::http::{AppState, WorkerSession, routes};
+use crate::http::{AppState, WorkerPredictor, image_from_json, routes};
+use crate::predictor::{GraphSpec, Predictor, TensorSpec, decode_image, load_session};
+use crate::storage::FetchedModel;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
 struct Fixture {
+    environment: Environment,
+    model: FetchedModel,
     state: web::Data<AppState>,
-    session: Arc<WorkerSession>,
+    predictor: Arc<WorkerPredictor>,
 }
 
-fn model_path() -> PathBuf {
-    let dir = std::env::var("MODEL_DIR").unwrap_or_else(|_| format!("{ROOT}/artifacts"));
-    let path = Path::new(&dir).join("model.optimized.onnx");
-    assert!(
-        path.exists(),
-        "{} is missing: run `make export` first",
-        path.display()
-    );
-    path
+/// MODEL_URI as given when it exists from here (the crate folder, cargo's working
+/// directory) or is gs://, else relative to the repository root.
+fn model_uri() -> String {
+    let uri = std::env::var("MODEL_URI")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .unwrap_or_else(|| {
+            panic!(
+                "MODEL_URI is not set: name the ONNX model to test (`make test` sets it to the graph \
+             `make export` writes)"
+            )
+        });
+    if uri.starts_with("gs://") || Path::new(&uri).exists() {
+        uri
+    } else {
+        Path::new(ROOT).join(&uri).display().to_string()
+    }
 }
 
 fn fixture() -> &'static Fixture {
@@ -42,7 +61,7 @@ fn fixture() -> &'static Fixture {
             .expect("ONNX Runtime loads")
             .build()
             .expect("environment");
-        let uri = model_path().display().to_string();
+        let uri = model_uri();
         let config = Config::parse_from([
             "test",
             "--model-uri",
@@ -61,12 +80,15 @@ fn fixture() -> &'static Fixture {
         })
         .join()
         .unwrap()
-        .unwrap();
-        let session = crate::predictor::load_session(&environment, &model.bytes, 1, 1).unwrap();
+        .unwrap_or_else(|e| panic!("MODEL_URI={uri}: {e}"));
+        let session = load_session(&environment, &model.bytes, 1, 1).unwrap();
+        let predictor = Predictor::new(session, &model.graph).unwrap();
         let state = crate::app_state(&config, &model, Path::new(&library), 0.0);
         Fixture {
+            environment,
+            model,
             state: web::Data::new(state),
-            session: Arc::new(Mutex::new(session)),
+            predictor: Arc::new(Mutex::new(predictor)),
         }
     })
 }
@@ -77,7 +99,7 @@ async fn app()
     test::init_service(
         App::new()
             .app_data(f.state.clone())
-            .app_data(web::Data::from(f.session.clone()))
+            .app_data(web::Data::from(f.predictor.clone()))
             .configure(routes),
     )
     .await
@@ -107,16 +129,6 @@ async fn call(request: actix_http::Request) -> (u16, Value) {
     (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
 }
 
-async fn assert_error(request: actix_http::Request, status: u16, error_type: &str) {
-    let (got, body) = call(request).await;
-    assert_eq!(
-        (got, body["error_type"].as_str()),
-        (status, Some(error_type)),
-        "{body}"
-    );
-    assert!(!body["error"].as_str().unwrap_or("").is_empty());
-}
-
 #[actix_web::test]
 async fn health_answers() {
     let (status, body) = call(test::TestRequest::get().uri("/").to_request()).await;
@@ -124,7 +136,7 @@ async fn health_answers() {
 }
 
 #[actix_web::test]
-async fn json_raw_and_both_paths_agree() {
+async fn json_and_raw_agree() {
     let coffee = image("coffee.jpg");
     let (s1, by_json) = call(post("/predict/", "application/json", as_json(&coffee))).await;
     let (s2, raw) = call(post("/predict", "image/jpeg", coffee)).await;
@@ -143,33 +155,24 @@ async fn probabilities_cover_every_label() {
     .await;
     assert_eq!(status, 200);
     let probabilities = body["probabilities"].as_object().unwrap();
-    let labels: Vec<&String> = probabilities.keys().collect();
-    assert_eq!(labels.len(), 11);
+    let mut labels: Vec<&String> = probabilities.keys().collect();
+    let mut expected: Vec<&String> = fixture().state.labels.iter().collect();
+    labels.sort();
+    expected.sort();
+    assert_eq!(labels, expected);
     let total: f64 = probabilities.values().map(|p| p.as_f64().unwrap()).sum();
     assert!((total - 1.0).abs() < 1e-4, "{total}");
 }
 
 #[actix_web::test]
-async fn png_alpha_and_greyscale_decode() {
-    for (name, media) in [
-        ("coffee_alpha.png", "image/png"),
-        ("camera_grey.png", "image/png"),
-        ("gravel_grey.jpg", "image/jpeg"),
-    ] {
-        let (status, _) = call(post("/predict/", media, image(name))).await;
-        assert_eq!(status, 200, "{name}");
-    }
-}
-
-#[actix_web::test]
-async fn study_payload_unchanged() {
-    let path = format!("{ROOT}/../shared/reference/rime_5868.json");
-    let Ok(payload) = std::fs::read(&path) else {
-        eprintln!("skipped: the original study's payload is not at {path}");
-        return;
-    };
-    let (status, body) = call(post("/predict/", "application/json", payload)).await;
-    assert_eq!(status, 200, "{body}");
+async fn an_error_maps_to_its_status_and_body() {
+    let (status, body) = call(post("/predict/", "application/json", b"{".to_vec())).await;
+    assert_eq!(
+        (status, body["error_type"].as_str()),
+        (400, Some("invalid_json")),
+        "{body}"
+    );
+    assert!(!body["error"].as_str().unwrap_or("").is_empty());
 }
 
 #[actix_web::test]
@@ -195,100 +198,82 @@ async fn info_and_metrics() {
     }
 }
 
+/// decode → batch → predict → unbatch: one vector per image, in order, each what the image
+/// gets alone.
 #[actix_web::test]
-async fn every_error_row() {
-    let coffee = image("coffee.jpg");
-    let cases: Vec<(&str, Vec<u8>, u16, &str)> = vec![
-        ("application/json", b"{not json".to_vec(), 400, "invalid_json"),
-        (
-            "application/json",
-            br#"{"image": "%%%"}"#.to_vec(),
-            400,
-            "invalid_base64",
-        ),
-        (
-            "application/json",
-            br#"{"img": "AAAA"}"#.to_vec(),
-            422,
-            "invalid_request",
-        ),
-        (
-            "application/json",
-            br#"{"image": 42}"#.to_vec(),
-            422,
-            "invalid_request",
-        ),
-        (
-            "application/json",
-            br#"["image"]"#.to_vec(),
-            422,
-            "invalid_request",
-        ),
-        (
-            "application/json",
-            as_json(b"GIF89a not a photo"),
-            415,
-            "unsupported_image",
-        ),
-        ("application/json", as_json(b""), 415, "unsupported_image"),
-        (
-            "image/jpeg",
-            coffee[..coffee.len() / 3].to_vec(),
-            415,
-            "unsupported_image",
-        ),
-        (
-            "image/png",
-            [b"\x89PNG\r\n\x1a\n".as_slice(), &[0u8; 64]].concat(),
-            415,
-            "unsupported_image",
-        ),
-        ("text/plain", coffee.clone(), 415, "unsupported_media_type"),
-        ("application/json", vec![b'x'; 2_000_001], 413, "body_too_large"),
+async fn a_batch_gives_one_vector_per_image() {
+    let decode = |name: &str| decode_image(&image(name), 40_000_000).unwrap();
+    let (coffee, grey) = (decode("coffee.jpg"), decode("camera_grey.png"));
+    let mut predictor = fixture().predictor.lock().unwrap();
+    let alone = [
+        predictor.infer(std::slice::from_ref(&coffee)).unwrap(),
+        predictor.infer(std::slice::from_ref(&grey)).unwrap(),
     ];
-    for (media, body, status, error_type) in cases {
-        assert_error(post("/predict/", media, body), status, error_type).await;
-    }
-    let (status, _) = call(post("/predict/", "image/jpeg", coffee.clone())).await;
-    assert_eq!(status, 200, "the worker lives on");
+    let batch = predictor.infer(&[coffee, grey]).unwrap();
+    assert_eq!(batch, [alone[0][0].clone(), alone[1][0].clone()]);
+    assert_eq!(batch[0].len(), fixture().state.labels.len());
+    assert!(predictor.infer(&[]).unwrap().is_empty());
 }
 
+#[actix_web::test]
+async fn names_missing_from_the_graph_fail_at_load() {
+    let f = fixture();
+    let load = |input: &str, output: &str| {
+        let session = load_session(&f.environment, &f.model.bytes, 1, 1).unwrap();
+        let graph = GraphSpec {
+            input: TensorSpec { name: input.into() },
+            output: TensorSpec { name: output.into() },
+        };
+        Predictor::new(session, &graph).err()
+    };
+    let (input, output) = (&f.model.graph.input.name, &f.model.graph.output.name);
+    assert!(load(input, output).is_none());
+    assert!(load("pixels", output).unwrap().contains("no input \"pixels\""));
+    assert!(load(input, "scores").unwrap().contains("no output \"scores\""));
+}
+
+/// serde's specifics: a struct would also accept an array, a missing field and a
+/// non-string are data errors (422), not syntax errors (400).
+#[actix_web::test]
+async fn json_body_parser() {
+    let error_type = |body: &[u8]| image_from_json(body).err().map(|e| e.error_type);
+    assert_eq!(image_from_json(br#"{"image": "AAAA"}"#).unwrap(), [0, 0, 0]);
+    for body in [
+        &br#"["AAAA"]"#[..],
+        br#"["image"]"#,
+        br#""image""#,
+        b"null",
+        br#"{"img": "AAAA"}"#,
+        br#"{"image": 42}"#,
+        br#"{"image": null}"#,
+    ] {
+        assert_eq!(
+            error_type(body),
+            Some("invalid_request"),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    for body in [&b"{not json"[..], b"", br#"{"image": "AAAA"} trailing"#] {
+        assert_eq!(
+            error_type(body),
+            Some("invalid_json"),
+            "{}",
+            String::from_utf8_lossy(body)
+        );
+    }
+    assert_eq!(error_type(br#"{"image": "%%%"}"#), Some("invalid_base64"));
+}
+
+/// The limit is enforced while streaming, too, when no Content-Length announces the size.
 #[actix_web::test]
 async fn body_limit_applies_without_content_length() {
     let mut request = post("/predict/", "image/jpeg", vec![b'x'; 3_000_000]);
     request.headers_mut().remove("content-length");
-    assert_error(request, 413, "body_too_large").await;
-}
-
-#[actix_web::test]
-async fn image_over_pixel_limit_is_refused() {
-    // 2500x2000 = 5 MP > 4 MP: a flat image compresses to almost nothing (a bomb).
-    let flat = image::RgbImage::new(2500, 2000);
-    let mut png = Vec::new();
-    flat.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-        .unwrap();
-    assert!(png.len() < 100_000);
-    assert_error(post("/predict/", "image/png", png), 413, "image_too_large").await;
-}
-
-#[actix_web::test]
-async fn unknown_route_method_and_query() {
-    assert_error(
-        test::TestRequest::get().uri("/nope").to_request(),
-        404,
-        "not_found",
-    )
-    .await;
-    assert_error(
-        test::TestRequest::get().uri("/predict/").to_request(),
-        405,
-        "method_not_allowed",
-    )
-    .await;
-    assert_error(
-        post("/predict/?probabilities=maybe", "image/jpeg", image("coffee.jpg")),
-        422,
-        "invalid_request",
-    )
-    .await;
+    let (status, body) = call(request).await;
+    assert_eq!(
+        (status, body["error_type"].as_str()),
+        (413, Some("body_too_large")),
+        "{body}"
+    );
 }

@@ -26,6 +26,11 @@ class FetchedModel:
         return tuple(self.metadata["labels"])
 
     @property
+    def graph(self) -> dict[str, Any]:
+        """An ONNX model's interface from metadata.json: input and output names and shapes."""
+        return self.metadata["graphs"][self.path.name]  # type: ignore[no-any-return]
+
+    @property
     def sha256(self) -> str:
         return self.metadata["artifacts"][self.path.name]["sha256"]
 
@@ -51,6 +56,8 @@ def fetch_model(uri: str, cache_dir: Path) -> FetchedModel:
         raise ArtifactError(
             f"{uri}: sha256 {actual[:12]}… differs from metadata.json (corrupt or mismatched)"
         )
+    if name.endswith(".onnx") and name not in metadata.get("graphs", {}):
+        raise ArtifactError(f"{uri}: {name} has no graph entry in {metadata_uri}")
     if not labels or not all(isinstance(label, str) for label in labels):
         raise ArtifactError(f"{metadata_uri}: labels must be a non-empty list of strings")
     path = Path(uri)

@@ -1,6 +1,8 @@
-"""`python -m torch_serving`: FastAPI + PyTorch eager on PORT (default 8081)."""
+"""`python -m torch_serving`: the strategy described by ../strategy.toml."""
+
+from pathlib import Path
 
 from serving_common.serve import run_service
 
 if __name__ == "__main__":
-    run_service("torch_serving", 8081, "torch_serving.predictor:TorchPredictor")
+    run_service(Path(__file__).resolve().parents[1])

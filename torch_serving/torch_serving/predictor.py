@@ -1,6 +1,7 @@
 """PyTorch eager strategy, as people usually write it: PIL, torchvision transforms, eager."""
 
 import contextlib
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -10,7 +11,7 @@ from serving_common.images import decode_with_pil
 from serving_common.model_source import FetchedModel
 from serving_common.settings import Settings
 from weather_model.network import load_network, state_dict_from_bytes
-from weather_model.reference import reference_transforms
+from weather_model.reference import transforms_from_metadata
 
 
 class TorchPredictor:
@@ -22,15 +23,16 @@ class TorchPredictor:
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(settings.inter_op_threads)
         self.network = load_network(state_dict_from_bytes(model.path.read_bytes()))
-        self.transforms = reference_transforms()
+        # The preprocessing the model was exported with, from its metadata.json.
+        self.transforms = transforms_from_metadata(model.metadata["preprocessing"])
 
     def decode(self, image: bytes, max_pixels: int) -> Image.Image:
         return decode_with_pil(image, max_pixels)
 
-    def infer(self, decoded: Image.Image) -> np.ndarray:
+    def predict(self, batch: Sequence[Image.Image]) -> np.ndarray:
         with torch.inference_mode():
-            logits = self.network(self.transforms(decoded).unsqueeze(0))
-            return logits.softmax(dim=-1)[0].numpy()
+            inputs = torch.stack([self.transforms(image) for image in batch])
+            return self.network(inputs).softmax(dim=-1).numpy()
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,97 @@
+#!/usr/bin/env bash
+# Build every image `make test`, `make bench-compose` and `make up` need, in this order:
+#   1. the base images, from Debian packages (docker/build-base-images.sh; kept when present),
+#   2. model-serving/python-build, the Python Dockerfiles' build stage
+#      (docker/python-build.Dockerfile; BUILD_IMAGE),
+#   3. each service of docker-compose.yml (`docker compose build`, else docker-compose).
+# Idempotent: Docker's layer cache makes a run with nothing changed take seconds.
+#
+# Progress goes to stderr, one line per step with the elapsed time (and a line a minute while
+# a long step runs); Docker's own output goes to BUILD_LOG (default: a file in $TMPDIR),
+# whose tail is printed when a step fails. The exit status is non-zero when a step fails,
+# the step named on the last line.
+#
+# TORCH_INDEX_URL, where torch and torchvision come from, is kept when set and otherwise
+# PyPI, since PyTorch's own index is unreachable from the machines this runs on.
+#
+# Usage: docker/build-images.sh [--print-build-args]
+#   --print-build-args  print the KEY=VALUE build arguments docker-compose.yml takes from the
+#                       environment (base images and BUILD_IMAGE) on one line, and exit:
+#                       env $(docker/build-images.sh --print-build-args) docker-compose up
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+BUILD_IMAGE=${BUILD_IMAGE:-model-serving/python-build}
+
+build_args() { echo "$(docker/build-base-images.sh --print-build-args) BUILD_IMAGE=$BUILD_IMAGE"; }
+
+if [[ ${1:-} == --print-build-args ]]; then
+    build_args
+    exit 0
+elif [[ $# -gt 0 ]]; then
+    echo "usage: $0 [--print-build-args]" >&2
+    exit 2
+fi
+
+if docker compose version >/dev/null 2>&1; then
+    compose=(docker compose)
+elif command -v docker-compose >/dev/null; then
+    compose=(docker-compose)
+else
+    echo "[images] neither \`docker compose\` nor docker-compose is installed" >&2
+    exit 1
+fi
+
+read -r -a args <<<"$(build_args)"
+export "${args[@]}"
+export TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://pypi.org/simple}
+PYTHON_IMAGE=$(printf '%s\n' "${args[@]}" | sed -n 's/^PYTHON_IMAGE=//p')
+services=$("${compose[@]}" config --services)
+total=$((2 + $(wc -w <<<"$services")))
+
+LOG=${BUILD_LOG:-${TMPDIR:-/tmp}/model-serving-build-images.log}
+: >"$LOG"
+start=$SECONDS
+step=0
+pid=
+
+say() { printf '[images %02d:%02d] %s\n' $(((SECONDS - start) / 60)) $(((SECONDS - start) % 60)) "$*" >&2; }
+trap '[[ -n $pid ]] && kill "$pid" 2>/dev/null; exit 130' INT TERM
+
+# run NAME COMMAND...: one numbered step, its output appended to the log.
+run() {
+    local name=$1 began=$SECONDS last=$SECONDS where offset
+    shift
+    step=$((step + 1))
+    say "building $name ($step/$total)…"
+    echo "===== $name: $*" >>"$LOG"
+    offset=$(($(stat -c %s "$LOG") + 1))
+    "$@" >>"$LOG" 2>&1 </dev/null &
+    pid=$!
+    while kill -0 "$pid" 2>/dev/null; do
+        sleep 0.2
+        if ((SECONDS - last >= 60)); then
+            last=$SECONDS
+            # The classic builder's "Step 3/12 : RUN ..." lines say where a long build is.
+            where=$(tail -c "+$offset" "$LOG" | grep -E '^Step [0-9]+/[0-9]+ : ' | tail -1 | cut -c1-90 || true)
+            say "  still building $name, $((SECONDS - began)) s${where:+: $where}"
+        fi
+    done
+    if ! wait "$pid"; then
+        pid=
+        echo "----- last 40 lines of $LOG -----" >&2
+        tail -n 40 "$LOG" >&2
+        say "FAILED: building $name ($step/$total) after $((SECONDS - began)) s; full log: $LOG"
+        exit 1
+    fi
+    pid=
+}
+
+say "Docker output: $LOG; TORCH_INDEX_URL=$TORCH_INDEX_URL; ${compose[*]}"
+run "base images" docker/build-base-images.sh
+run "$BUILD_IMAGE" docker build --network host --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
+    -f docker/python-build.Dockerfile -t "$BUILD_IMAGE" .
+for service in $services; do
+    run "$service" "${compose[@]}" build "$service"
+done
+say "done: $total steps in $((SECONDS - start)) s"

@@ -1,0 +1,48 @@
+"""Copy the uv workspace's manifests out of a build context, and the pinned uv requirement.
+
+Used by docker/python-build.Dockerfile: OUT receives, at their paths, the root
+pyproject.toml, uv.lock and the pyproject.toml of every member [tool.uv.workspace] lists
+(globs and `exclude` as uv reads them); UV_REQUIREMENT, a requirements file holding `uv`
+with the root's [tool.uv] required-version, the one place the uv version is written.
+
+Usage: python3 workspace_manifests.py CONTEXT OUT UV_REQUIREMENT
+"""
+
+import shutil
+import sys
+import tomllib
+from pathlib import Path
+
+
+def members(context: Path, workspace: dict) -> list[Path]:
+    found = {
+        path.relative_to(context)
+        for pattern in workspace.get("members", [])
+        for path in context.glob(pattern)
+        if (path / "pyproject.toml").is_file()
+    }
+    excluded = {
+        path.relative_to(context)
+        for pattern in workspace.get("exclude", [])
+        for path in context.glob(pattern)
+    }
+    return sorted(found - excluded)
+
+
+def main() -> None:
+    context, out, uv_requirement = (Path(arg) for arg in sys.argv[1:4])
+    uv = tomllib.loads((context / "pyproject.toml").read_text())["tool"]["uv"]
+    required = uv.get("required-version")
+    if not required:
+        sys.exit("pyproject.toml: [tool.uv] required-version is not set")
+    files = [Path("pyproject.toml"), Path("uv.lock")]
+    files += [member / "pyproject.toml" for member in members(context, uv.get("workspace", {}))]
+    for file in files:
+        (out / file).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(context / file, out / file)
+    uv_requirement.write_text(f"uv{required}\n")
+    print(f"uv{required};", " ".join(str(file) for file in files))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,29 @@
+"""What a strategy supplies: a Predictor, batch-shaped as in LitServe's
+decode -> batch -> predict -> unbatch and TEI's `predict(batch)`.
+
+Decoding is per request; inference takes a list, so a host that batches requests hands
+over several at once, and a single request is a batch of one.
+"""
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+
+from serving_common.model_source import FetchedModel
+from serving_common.settings import Settings
+
+
+class Predictor(Protocol):
+    def decode(self, image: bytes, max_pixels: int) -> Any:
+        """Image bytes to the model's input; ServiceError for a bad or oversized image."""
+
+    def predict(self, batch: Sequence[Any]) -> np.ndarray:
+        """Probabilities in label order, one row per decoded input: [len(batch), labels]."""
+
+    def describe(self) -> dict[str, Any]:
+        """Runtime, versions, threads and decoder, for /info and the benchmark's records."""
+
+
+# A Predictor class: built once per worker from the fetched model and the settings.
+LoadPredictor = Callable[[FetchedModel, Settings], Predictor]

@@ -1,0 +1,107 @@
+"""One place per fact: every copy a file format forces (docker-compose.yml, a Dockerfile's
+EXPOSE, a Rust constant, the READMEs' tables) is checked against its one source."""
+
+import json
+import re
+import tomllib
+
+import pytest
+import yaml
+from benchmark.report import STRATEGIES_END, STRATEGIES_START, render_strategies
+from serving_common.strategy import ManifestError, discover_strategies, load_strategy
+
+from conftest import ROOT
+
+# The repository's own strategies (not $MODEL_SERVING_STRATEGY_DIRS).
+OWN = discover_strategies([ROOT])
+CONTAINERISED = {name: s for name, s in OWN.items() if s.docker is not None}
+COMPOSE = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
+# Compose services that are not strategies: the GCS emulator and the export job.
+INFRASTRUCTURE = {"gcs", "model"}
+DEFAULT = re.compile(r"\$\{\w+:-(.+)\}")
+
+
+def compose_default(value: str) -> str:
+    """`${VAR:-default}` -> default."""
+    match = DEFAULT.fullmatch(value)
+    assert match, value
+    return match.group(1)
+
+
+def test_the_root_lists_the_strategies():
+    assert {"onnx_serving", "torch_serving", "rust_onnx_serving"} <= set(OWN)
+
+
+def test_compose_services_are_the_containerised_strategies():
+    assert set(COMPOSE) - INFRASTRUCTURE == set(CONTAINERISED)
+
+
+@pytest.mark.parametrize("name", sorted(CONTAINERISED))
+def test_compose_agrees_with_the_manifest(name):
+    strategy, service = CONTAINERISED[name], COMPOSE[name]
+    docker = strategy.docker
+    assert docker is not None
+    assert service["image"] == docker.image
+    assert service["ports"] == [f"{strategy.port}:{strategy.port}"]
+    assert ROOT / service["build"]["dockerfile"] == docker.dockerfile
+    assert service["build"].get("target") == docker.target
+    model_uri = compose_default(service["environment"]["MODEL_URI"])
+    assert model_uri == f"gs://models/weather/{strategy.model_file}"
+
+
+@pytest.mark.parametrize("name", sorted(CONTAINERISED))
+def test_dockerfile_exposes_the_manifest_port(name):
+    strategy = CONTAINERISED[name]
+    assert strategy.docker is not None
+    text = strategy.docker.dockerfile.read_text()
+    assert re.findall(r"^EXPOSE (\d+)", text, re.M) == [str(strategy.port)]
+    assert re.findall(r"\bPORT=(\d+)", text) == [str(strategy.port)]
+
+
+def test_rust_default_port_is_the_manifest_port():
+    config = (ROOT / "rust_onnx_serving" / "src" / "config.rs").read_text()
+    assert re.findall(r"DEFAULT_PORT: u16 = (\d+);", config) == [str(OWN["rust_onnx_serving"].port)]
+
+
+def test_readme_strategy_table_is_rendered_from_the_manifests():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split(STRATEGIES_START)[1].split(STRATEGIES_END)[0]
+    assert section.strip() == render_strategies(OWN)
+
+
+def test_contract_readme_error_table_is_errors_json():
+    errors = json.loads((ROOT / "contract" / "errors.json").read_text())
+    readme = (ROOT / "contract" / "README.md").read_text()
+    rows = re.findall(r"^\| `(\w+)` \| (\d{3}) \| (.+?) \|$", readme, re.M)
+    assert [(error_type, int(status)) for error_type, status, _ in rows] == [
+        (error_type, row["status"]) for error_type, row in errors.items()
+    ]
+    for error_type, _, when in rows:
+        assert when.replace("`", "") == errors[error_type]["when"], error_type
+
+
+def test_onnxruntime_and_uv_are_pinned_once():
+    manifests = [ROOT / "pyproject.toml", *ROOT.glob("*/pyproject.toml")]
+    pins = [p for p in manifests if re.search(r'"onnxruntime==', p.read_text())]
+    assert [p.relative_to(ROOT).as_posix() for p in pins] == ["model/pyproject.toml"]
+    uv = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["uv"]["required-version"]
+    version = uv.removeprefix("==")
+    builds = [ROOT / "Makefile", *ROOT.glob("*/Dockerfile"), *ROOT.glob("docker/*")]
+    assert [p.name for p in builds if version in p.read_text()] == []
+
+
+def test_a_bad_manifest_is_refused_with_the_fix(tmp_path):
+    folder = tmp_path / "broken_serving"
+    folder.mkdir()
+    (folder / "strategy.toml").write_text(
+        'name = "broken_serving"\ntitle = "t"\nstack = "s"\nport = 8090\n'
+        'model = "model.onnx"\nrun = ["python", "-m", "broken_serving"]\n'
+    )
+    with pytest.raises(ManifestError, match="OPTIMIZED_ONNX_FILE"):
+        load_strategy(folder)
+    (folder / "strategy.toml").write_text(
+        'name = "other"\ntitle = "t"\nstack = "s"\nport = 8090\n'
+        'model = "ONNX_FILE"\nrun = ["python"]\n'
+    )
+    with pytest.raises(ManifestError, match="folder is 'broken_serving'"):
+        load_strategy(folder)
