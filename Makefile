@@ -11,11 +11,11 @@ RUST_BIN := $(RUST)/target/release/rust_onnx_serving
 ORT_LIB = $(firstword $(wildcard $(VENV)/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*))
 ARTIFACTS := artifacts
 # Debian packages and the command each provides: ab (load), cmake and nasm (libjpeg-turbo,
-# built from source into the Rust service).
-APT_PACKAGES := apache2-utils cmake nasm
-APT_COMMANDS := ab cmake nasm
+# built from source into the Rust service), debootstrap (base images, docker/).
+APT_PACKAGES := apache2-utils cmake nasm debootstrap
+APT_COMMANDS := ab cmake nasm debootstrap
 
-.PHONY: readme setup setup-system setup-python setup-rust setup-tools export payloads sample-images images images-if-docker lint format test bench bench-compose up down
+.PHONY: readme setup setup-system setup-python setup-rust setup-tools export payloads sample-images images images-background images-wait test-rust lint format test bench bench-compose up down
 
 setup: setup-system setup-python setup-rust setup-tools
 
@@ -31,13 +31,13 @@ setup-python:
 	uv sync --locked --all-packages --python 3.11 -q
 
 # The Rust release binary with libonnxruntime.so beside it (incremental: fast when built).
-setup-rust: setup-python
+setup-rust: setup-system setup-python
 	cargo build --release --locked --quiet --manifest-path $(RUST)/Cargo.toml
 	@cmp -s $(ORT_LIB) $(RUST)/target/release/libonnxruntime.so || cp $(ORT_LIB) $(RUST)/target/release/libonnxruntime.so
 
 # oha, the open-loop load generator, built from crates.io into .tools/ (once).
 OHA_VERSION := 1.16.0
-setup-tools:
+setup-tools: setup-system
 	@.tools/bin/oha --version 2>/dev/null | grep -q "$(OHA_VERSION)" \
 		|| cargo install --locked --quiet oha --version $(OHA_VERSION) --root .tools
 
@@ -57,11 +57,20 @@ sample-images: setup-python
 images:
 	docker/build-images.sh
 
-# `make test` builds the images only where a Docker daemon answers (the Docker tests skip
-# elsewhere, saying why).
-images-if-docker:
-	@if docker info >/dev/null 2>&1; then $(MAKE) --no-print-directory images; \
-		else echo "no Docker daemon: images not built, the Docker tests will skip"; fi
+# `make test` builds the images where a Docker daemon answers (elsewhere the Docker tests
+# skip, saying why), in the background while it sets up, lints and runs the Rust tests: the
+# image builds wait mostly on downloads, the native steps on the CPU. pytest starts once
+# the images are built; their exit status lands in IMAGES_STATUS.
+IMAGES_STATUS := .images-status
+images-background:
+	@rm -f $(IMAGES_STATUS); if docker info >/dev/null 2>&1; then \
+		(docker/build-images.sh; echo $$? > $(IMAGES_STATUS)) & \
+	else echo "no Docker daemon: images not built, the Docker tests will skip"; \
+		echo 0 > $(IMAGES_STATUS); fi
+
+images-wait:
+	@echo "waiting for docker/build-images.sh"; while [ ! -f $(IMAGES_STATUS) ]; do sleep 2; done; \
+		status=$$(cat $(IMAGES_STATUS)); rm -f $(IMAGES_STATUS); exit $$status
 
 lint: setup-python
 	$(RUN)ruff check .
@@ -75,10 +84,19 @@ format: setup-python
 	$(RUN)ruff check --fix .
 	cargo fmt --manifest-path $(RUST)/Cargo.toml
 
-test: setup lint export images-if-docker
+# Sub-makes, in order: ORT_LIB exists only once `setup` has run. `-j2 setup` builds oha
+# while uv downloads PyTorch.
+test: setup-system
+	@$(MAKE) --no-print-directory images-background
+	@$(MAKE) --no-print-directory -j2 setup
+	@$(MAKE) --no-print-directory lint export
+	@$(MAKE) --no-print-directory test-rust
+	@$(MAKE) --no-print-directory images-wait
+	$(RUN)pytest
+
+test-rust:
 	MODEL_URI=$(abspath $(ARTIFACTS))/$$($(RUN)python -m serving_common.strategy $(RUST) model_file) \
 		ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release --locked --manifest-path $(RUST)/Cargo.toml
-	$(RUN)pytest
 
 # The README's strategy table, from the strategy.toml manifests.
 readme: setup-python

@@ -79,8 +79,8 @@ run() {
     done
     if ! wait "$pid"; then
         pid=
-        echo "----- last 40 lines of $LOG -----" >&2
-        tail -n 40 "$LOG" >&2
+        echo "----- $name: the last 40 lines of its output -----" >&2
+        tail -c "+$offset" "$LOG" | tail -n 40 >&2
         say "FAILED: building $name ($step/$total) after $((SECONDS - began)) s; full log: $LOG"
         exit 1
     fi

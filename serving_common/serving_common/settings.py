@@ -16,7 +16,7 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(protected_namespaces=(), extra="ignore")
 
     model_uri: str = Field(min_length=1, description="gs://bucket/object or a local path")
-    port: int = Field(8080, ge=1, le=65535)
+    port: int = Field(ge=1, le=65535, description="default: the strategy's manifest")
     workers: int = Field(1, ge=1, le=256)
     intra_op_threads: int = Field(1, ge=1, le=256)
     inter_op_threads: int = Field(1, ge=1, le=256)
