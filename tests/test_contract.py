@@ -53,19 +53,23 @@ class Case:
     error_type: str
     content: bytes | str = b""  # "chunked": 3 x MAX_BODY_BYTES, without Content-Length
     content_type: str | None = JSON
-    query: str = ""  # after /predict/, or the whole path for a GET
+    query: str = ""
     method: str = "POST"
+    path: str = "/predict/"
 
 
 # One row per way to get each error; every row of errors.json but `internal` appears.
 ERROR_CASES = {
     "truncated JSON": Case("invalid_json", b"{"),
+    "truncated array": Case("invalid_json", b"["),
+    "trailing junk": Case("invalid_json", b'"x" junk'),
     "not JSON": Case("invalid_json", b"{not json"),
     "bad base64": Case("invalid_base64", b'{"image": "***"}'),
+    "base64 with a stray character": Case("invalid_base64", b'{"image": "AAAA!AAAA"}'),
     "no image field": Case("invalid_request", b'{"picture": ""}'),
     "image not a string": Case("invalid_request", b'{"image": 42}'),
     "JSON array": Case("invalid_request", b'["image"]'),
-    "query flag": Case("invalid_request", COFFEE, JPEG, "?probabilities=maybe"),
+    "query flag": Case("invalid_request", COFFEE, JPEG, query="?probabilities=maybe"),
     "declared body": Case("body_too_large", b"0" * (MAX_BODY_BYTES + 1), JPEG),
     "chunked body": Case("body_too_large", "chunked", JPEG),
     "PNG bomb": Case("image_too_large", encoded(OVER_LIMIT, "PNG"), PNG),
@@ -76,8 +80,11 @@ ERROR_CASES = {
     "PNG header only": Case("unsupported_image", b"\x89PNG\r\n\x1a\n" + b"\0" * 64, PNG),
     "octet-stream": Case("unsupported_media_type", COFFEE, "application/octet-stream"),
     "no Content-Type": Case("unsupported_media_type", COFFEE, None),
-    "unknown route": Case("not_found", query="/nope", method="GET"),
-    "GET /predict/": Case("method_not_allowed", query="/predict/", method="GET"),
+    "unknown route": Case("not_found", method="GET", path="/nope"),
+    "GET /predict/": Case("method_not_allowed", method="GET"),
+    "POST /": Case("method_not_allowed", COFFEE, JPEG, path="/"),
+    "POST /info": Case("method_not_allowed", COFFEE, JPEG, path="/info"),
+    "DELETE /metrics": Case("method_not_allowed", method="DELETE", path="/metrics"),
 }
 
 
@@ -88,16 +95,28 @@ def test_every_error_row_has_a_case():
 @pytest.mark.parametrize("name", ERROR_CASES)
 def test_error_rows(service, name):
     case = ERROR_CASES[name]
-    if case.method == "GET":
-        response = httpx.get(service.url + case.query, timeout=10)
-    else:
-        body = chunks(3 * MAX_BODY_BYTES) if case.content == "chunked" else case.content
-        response = post(service, body, case.content_type, case.query)
+    body = chunks(3 * MAX_BODY_BYTES) if case.content == "chunked" else case.content
+    headers = {"Content-Type": case.content_type} if case.content_type else {}
+    url = service.url + case.path + case.query
+    response = httpx.request(case.method, url, content=body, headers=headers, timeout=60)
     assert response.status_code == ERRORS[case.error_type]["status"], response.text
     assert response.json()["error_type"] == case.error_type and response.json()["error"]
     assert set(response.json()) == {"error", "error_type"}
     assert service.process.poll() is None
     assert post(service, COFFEE, "image/jpeg").status_code == 200  # the worker lives on
+
+
+@pytest.mark.parametrize("path", ["/", "/info", "/metrics"])
+def test_head_answers_like_get(service, path):
+    assert httpx.head(service.url + path, timeout=10).status_code == 200
+
+
+def test_base64_wrapped_as_rfc_2045_is_accepted(service):
+    wrapped = json.dumps({"image": base64.encodebytes(COFFEE).decode()}).encode()
+    assert b"\\n" in wrapped
+    response = post(service, wrapped, JSON)
+    assert response.status_code == 200, response.text
+    assert response.json() == post(service, COFFEE, JPEG).json()
 
 
 def test_health_answers(service):

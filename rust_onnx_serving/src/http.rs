@@ -32,16 +32,30 @@ pub struct AppState {
 pub type WorkerPredictor = Mutex<Predictor>;
 
 pub fn routes(config: &mut web::ServiceConfig) {
+    // GET routes answer HEAD too and 405 to any other method, as Starlette's do.
     config
-        .route("/", web::get().to(health))
-        .route("/info", web::get().to(info))
-        .route("/metrics", web::get().to(metrics))
+        .service(read_only("/", health))
+        .service(read_only("/info", info))
+        .service(read_only("/metrics", metrics))
         .service(
             web::resource(["/predict/", "/predict"])
                 .route(web::post().to(predict))
                 .default_service(web::to(method_not_allowed)),
         )
         .default_service(web::to(not_found));
+}
+
+/// `handler` on GET and HEAD of `path`; any other method gets 405.
+fn read_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+where
+    F: actix_web::Handler<Args>,
+    Args: actix_web::FromRequest + 'static,
+    F::Output: actix_web::Responder + 'static,
+{
+    web::resource(path)
+        .route(web::get().to(handler.clone()))
+        .route(web::head().to(handler))
+        .default_service(web::to(method_not_allowed))
 }
 
 async fn health() -> HttpResponse {
@@ -230,18 +244,25 @@ pub(crate) fn image_from_json(body: &[u8]) -> Result<Vec<u8>, ServiceError> {
             r#"expected a JSON object with the string field "image""#,
         )
     };
-    let document: serde_json::Map<String, Value> = serde_json::from_slice(body).map_err(|e| {
-        if e.is_data() {
-            invalid_request()
-        } else {
-            ServiceError::new("invalid_json", format!("the body is not valid JSON: {e}"))
-        }
-    })?;
+    // Syntax first (400), then shape (422), as in the Python services: parsing straight into
+    // a map would call `[` a shape error before noticing it is not JSON at all.
+    let document: Value = serde_json::from_slice(body)
+        .map_err(|e| ServiceError::new("invalid_json", format!("the body is not valid JSON: {e}")))?;
     let encoded = document
-        .get("image")
+        .as_object()
+        .and_then(|object| object.get("image"))
         .and_then(Value::as_str)
         .ok_or_else(invalid_request)?;
-    STANDARD
-        .decode(encoded)
-        .map_err(|_| ServiceError::new("invalid_base64", r#""image" is not valid base64"#))
+    decode_base64(encoded)
+}
+
+/// Standard base64. ASCII whitespace is not data (RFC 2045 wraps lines every 76 characters:
+/// GNU `base64`, Python's `encodebytes`) and is skipped; anything else outside the alphabet
+/// is refused. The common unwrapped case decodes without a copy.
+fn decode_base64(encoded: &str) -> Result<Vec<u8>, ServiceError> {
+    let invalid = || ServiceError::new("invalid_base64", r#""image" is not valid base64"#);
+    STANDARD.decode(encoded).or_else(|_| {
+        let compact: Vec<u8> = encoded.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
+        STANDARD.decode(compact).map_err(|_| invalid())
+    })
 }

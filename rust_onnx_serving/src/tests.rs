@@ -254,7 +254,13 @@ async fn json_body_parser() {
             String::from_utf8_lossy(body)
         );
     }
-    for body in [&b"{not json"[..], b"", br#"{"image": "AAAA"} trailing"#] {
+    for body in [
+        &b"{not json"[..],
+        b"",
+        b"[",
+        br#""x" junk"#,
+        br#"{"image": "AAAA"} trailing"#,
+    ] {
         assert_eq!(
             error_type(body),
             Some("invalid_json"),
@@ -263,6 +269,12 @@ async fn json_body_parser() {
         );
     }
     assert_eq!(error_type(br#"{"image": "%%%"}"#), Some("invalid_base64"));
+    // RFC 2045 line breaks are skipped; other characters outside the alphabet are not.
+    assert_eq!(
+        image_from_json(b"{\"image\": \"AA\\r\\nAA\\n\"}").unwrap(),
+        [0, 0, 0]
+    );
+    assert_eq!(error_type(br#"{"image": "AA!AA"}"#), Some("invalid_base64"));
 }
 
 /// The limit is enforced while streaming, too, when no Content-Length announces the size.

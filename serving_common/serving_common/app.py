@@ -41,15 +41,16 @@ def create_app(state: ServiceState) -> FastAPI:
         log.exception("internal error")
         return json_response({"error": "internal error", "error_type": "internal"}, 500)
 
-    @app.get("/")
+    # GET routes answer HEAD too (FastAPI's, unlike Starlette's, do not by themselves).
+    @app.api_route("/", methods=["GET", "HEAD"])
     async def health() -> Response:
         return json_response(protocol.health_document(state))
 
-    @app.get("/info")
+    @app.api_route("/info", methods=["GET", "HEAD"])
     async def info() -> Response:
         return json_response(protocol.info_document(state))
 
-    @app.get("/metrics")
+    @app.api_route("/metrics", methods=["GET", "HEAD"])
     async def prometheus() -> Response:
         return Response(metrics.exposition(), media_type=metrics.content_type)
 

@@ -22,6 +22,9 @@ from serving_common.startup import ServiceState
 
 JSON_MEDIA_TYPE = "application/json"
 IMAGE_MEDIA_TYPES = ("image/jpeg", "image/png")
+# ASCII whitespace, which base64 decoding skips: RFC 2045 wraps lines every 76 characters
+# (GNU `base64`, Python's `base64.encodebytes`). Anything else outside the alphabet is a 400.
+BASE64_WHITESPACE = str.maketrans("", "", " \t\n\r\v\f")
 # The words pydantic reads as booleans, which the Rust service accepts too.
 TRUE_WORDS = frozenset({"true", "1", "yes", "on", "t", "y"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off", "f", "n"})
@@ -61,8 +64,17 @@ def image_from_json(body: bytes) -> bytes:
     encoded = document["image"]
     if not isinstance(encoded, str):
         raise ServiceError("invalid_request", '"image" must be a base64 string')
+    return decode_base64(encoded)
+
+
+def decode_base64(encoded: str) -> bytes:
+    """Standard base64, whitespace skipped; the common unwrapped case without a copy."""
     try:
         return pybase64.b64decode(encoded, validate=True)
+    except (binascii.Error, ValueError):
+        pass
+    try:
+        return pybase64.b64decode(encoded.translate(BASE64_WHITESPACE), validate=True)
     except (binascii.Error, ValueError):
         raise ServiceError("invalid_base64", '"image" is not valid base64') from None
 
