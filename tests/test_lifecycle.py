@@ -1,5 +1,7 @@
 """Process lifecycle: one-line fatal errors at startup, clean shutdown on SIGTERM."""
 
+import time
+
 import psutil
 import pytest
 from benchmark.processes import run_to_exit
@@ -67,6 +69,16 @@ def test_workers_end_with_a_killed_supervisor(gcs_emulator, gcs_model):
     assert len(workers) >= 2
     running.process.kill()
     running.process.wait()
-    _, alive = psutil.wait_procs(workers, timeout=15)
+    deadline = time.monotonic() + 15
+    while (alive := [p for p in workers if running_still(p)]) and time.monotonic() < deadline:
+        time.sleep(0.1)
     running.kill()
-    assert alive == []
+    assert alive == [], [p.pid for p in alive]
+
+
+def running_still(process: psutil.Process) -> bool:
+    """Alive and not a zombie (an exited orphan that no init process has reaped yet)."""
+    try:
+        return process.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False

@@ -69,6 +69,7 @@ def run_service(folder: Path) -> None:
     os.environ[_FETCHED_ENV] = json.dumps(
         {
             "folder": str(folder),
+            "supervisor": os.getpid(),
             "uri": model.uri,
             "path": str(model.path),
             "metadata": model.metadata,
@@ -81,17 +82,22 @@ def run_service(folder: Path) -> None:
     uvicorn.run("serving_common.serve:worker_app", factory=True, workers=settings.workers, **server)
 
 
-def exit_with_parent() -> None:
-    """A worker ends when its supervisor does, even one killed with SIGKILL (Linux)."""
+def exit_with_parent(supervisor: int) -> None:
+    """A worker ends when its supervisor does, even one killed with SIGKILL (Linux): no
+    orphan keeps the port and the memory."""
     if sys.platform == "linux":
         pr_set_pdeathsig = 1
-        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    # NOTE: the signal is armed only from here on; a supervisor that died while this worker
+    # was starting is noticed by the parent having changed.
+    if os.getppid() != supervisor:
+        os._exit(1)
 
 
 def worker_app() -> FastAPI:
     """App factory run inside each uvicorn worker process (WORKERS > 1)."""
-    exit_with_parent()
     handoff = json.loads(os.environ[_FETCHED_ENV])
+    exit_with_parent(handoff["supervisor"])
     strategy = read_manifest(Path(handoff["folder"]))
     model = FetchedModel(
         handoff["uri"], Path(handoff["path"]), handoff["metadata"], handoff["download_seconds"]
