@@ -1,22 +1,33 @@
 """Fixtures shared by every test suite: exported artifacts, a local GCS emulator, the study
 payload, and every discovered strategy as a real process pulling its model from it."""
 
+import functools
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import torch
 from benchmark.processes import GcsEmulator, RunningService, free_port, start_service
 from serving_common.strategy import discover_strategies
+from weather_model.contract import LABELS
+from weather_model.network import demo_state_dict, load_network
+from weather_model.reference import decode_rgb, reference_probabilities
 
 ROOT = Path(__file__).parent
 REFERENCE = ROOT.parent / "shared" / "reference"
 # Every strategy folder with a strategy.toml (and $MODEL_SERVING_STRATEGY_DIRS).
 STRATEGIES = discover_strategies()
-# Limits of the process-level services: small enough to test over HTTP cheaply, large
-# enough for every sample image and the study payload.
-TEST_LIMITS = {"MAX_BODY_BYTES": "2000000", "MAX_IMAGE_PIXELS": "4000000"}
+# Limits of the process-level services: small enough to test over HTTP cheaply (a few
+# stalled clients overload a worker, a short body times out in seconds), large enough for
+# every sample image and the study payload.
+TEST_LIMITS = {
+    "MAX_BODY_BYTES": "2000000",
+    "MAX_IMAGE_PIXELS": "4000000",
+    "MAX_PENDING_REQUESTS": "4",
+    "BODY_TIMEOUT_SECONDS": "3",
+}
 
 
 @pytest.fixture(scope="session")
@@ -70,6 +81,18 @@ def service(request, gcs_emulator, gcs_model) -> Iterator[RunningService]:
         yield running
     finally:
         running.kill()
+
+
+@functools.cache
+def reference_answer(image: bytes) -> dict[str, float]:
+    """The PyTorch reference's probabilities for encoded image bytes, on the demo model."""
+    probabilities = reference_probabilities(_reference_model(), decode_rgb(image))
+    return dict(zip(LABELS, map(float, probabilities), strict=True))
+
+
+@functools.cache
+def _reference_model() -> torch.nn.Module:
+    return load_network(demo_state_dict())
 
 
 __all__ = ["STRATEGIES", "GcsEmulator", "RunningService", "free_port", "start_service"]

@@ -2,33 +2,41 @@
 contract/errors.json, over real HTTP, against every discovered strategy."""
 
 import base64
+import functools
 import io
 import json
+import time
 from collections.abc import Iterator
+from contextlib import ExitStack, closing
 from dataclasses import dataclass
 
+import hostile
 import httpx
 import pytest
+from benchmark.processes import RunningService
+from clients import (
+    COFFEE,
+    JPEG,
+    JSON,
+    PNG,
+    assert_serves_again,
+    b64_json,
+    post,
+    read_response,
+    start_predict,
+)
 from PIL import Image
 from weather_model.contract import LABELS
+from weather_model.parity import MAX_PROBABILITY_DELTA
 
-from conftest import ROOT, TEST_LIMITS
+from conftest import ROOT, TEST_LIMITS, reference_answer
 
 ERRORS = json.loads((ROOT / "contract" / "errors.json").read_text())
-COFFEE = (ROOT / "images" / "coffee.jpg").read_bytes()
 MAX_BODY_BYTES = int(TEST_LIMITS["MAX_BODY_BYTES"])
 MAX_IMAGE_PIXELS = int(TEST_LIMITS["MAX_IMAGE_PIXELS"])
-
-
-def post(service, content, content_type: str | None, query: str = "") -> httpx.Response:
-    headers = {"Content-Type": content_type} if content_type else {}
-    return httpx.post(
-        f"{service.url}/predict/{query}", content=content, headers=headers, timeout=60
-    )
-
-
-def b64_json(data: bytes) -> bytes:
-    return json.dumps({"image": base64.b64encode(data).decode()}).encode()
+MAX_PENDING_REQUESTS = int(TEST_LIMITS["MAX_PENDING_REQUESTS"])
+# Up to 12 x MAX_PENDING_REQUESTS stalled clients, added within BODY_TIMEOUT_SECONDS.
+STALLED_ROUNDS = 12
 
 
 def encoded(size: tuple[int, int], image_format: str) -> bytes:
@@ -44,18 +52,40 @@ def chunks(total: int) -> Iterator[bytes]:
         yield b"x" * 500_000
 
 
-JSON, JPEG, PNG = "application/json", "image/jpeg", "image/png"
 OVER_LIMIT = (2500, 2000)  # 5 MP > MAX_IMAGE_PIXELS
 
 
 @dataclass(frozen=True)
 class Case:
     error_type: str
-    content: bytes | str = b""  # "chunked": 3 x MAX_BODY_BYTES, without Content-Length
+    # "chunked": 3 x MAX_BODY_BYTES, without Content-Length; a key of RAW_SENDERS: the
+    # request is sent its own way, over a raw socket
+    content: bytes | str = b""
     content_type: str | None = JSON
     query: str = ""
     method: str = "POST"
     path: str = "/predict/"
+
+
+def short_body(service: RunningService, _: Case) -> httpx.Response:
+    """Declares 1000 bytes, sends 10, waits."""
+    with closing(start_predict(service, 1000, COFFEE[:10])) as client:
+        return read_response(client)
+
+
+def behind_stalled_clients(service: RunningService, _: Case) -> httpx.Response:
+    """A request while every pending slot holds a client that sent its headers and is still
+    to send its body. Stalled clients are added a worker's bound at a time until a request
+    is refused: which worker accepts a connection is up to the kernel and the workers."""
+    with ExitStack() as stack:
+        for _ in range(STALLED_ROUNDS):
+            for _ in range(MAX_PENDING_REQUESTS):
+                stack.enter_context(closing(start_predict(service, 1000)))
+            time.sleep(0.2)  # the stalled requests reach their handlers
+            response = post(service, COFFEE, JPEG)
+            if response.status_code != 200:
+                break
+        return response
 
 
 # One row per way to get each error; every row of errors.json but `internal` appears.
@@ -72,8 +102,14 @@ ERROR_CASES = {
     "query flag": Case("invalid_request", COFFEE, JPEG, query="?probabilities=maybe"),
     "declared body": Case("body_too_large", b"0" * (MAX_BODY_BYTES + 1), JPEG),
     "chunked body": Case("body_too_large", "chunked", JPEG),
+    "short body": Case("request_timeout", "short"),
     "PNG bomb": Case("image_too_large", encoded(OVER_LIMIT, "PNG"), PNG),
     "JPEG bomb in JSON": Case("image_too_large", b64_json(encoded(OVER_LIMIT, "JPEG"))),
+    "30000x30000 PNG header": Case("image_too_large", hostile.header_only_png(30000, 30000), PNG),
+    **{
+        name: Case("extreme_aspect_ratio", make(), hostile.media_type(make()))
+        for name, make in hostile.ASPECT_RATIO_BOMBS.items()
+    },
     "GIF": Case("unsupported_image", b64_json(b"GIF89a not a photo")),
     "empty image": Case("unsupported_image", b64_json(b"")),
     "truncated JPEG": Case("unsupported_image", COFFEE[: len(COFFEE) // 3], JPEG),
@@ -85,7 +121,14 @@ ERROR_CASES = {
     "POST /": Case("method_not_allowed", COFFEE, JPEG, path="/"),
     "POST /info": Case("method_not_allowed", COFFEE, JPEG, path="/info"),
     "DELETE /metrics": Case("method_not_allowed", method="DELETE", path="/metrics"),
+    "PUT /predict/": Case("method_not_allowed", COFFEE, JPEG, method="PUT"),
+    "DELETE /": Case("method_not_allowed", method="DELETE"),
+    "PATCH /info": Case("method_not_allowed", method="PATCH", path="/info"),
+    "POST /metrics": Case("method_not_allowed", method="POST", path="/metrics"),
+    "behind stalled clients": Case("overloaded", "stalled"),
 }
+# Cases that send their requests their own way.
+RAW_SENDERS = {"short": short_body, "stalled": behind_stalled_clients}
 
 
 def test_every_error_row_has_a_case():
@@ -95,15 +138,38 @@ def test_every_error_row_has_a_case():
 @pytest.mark.parametrize("name", ERROR_CASES)
 def test_error_rows(service, name):
     case = ERROR_CASES[name]
-    body = chunks(3 * MAX_BODY_BYTES) if case.content == "chunked" else case.content
-    headers = {"Content-Type": case.content_type} if case.content_type else {}
-    url = service.url + case.path + case.query
-    response = httpx.request(case.method, url, content=body, headers=headers, timeout=60)
+    if case.content in RAW_SENDERS:
+        response = RAW_SENDERS[case.content](service, case)
+    else:
+        body = chunks(3 * MAX_BODY_BYTES) if case.content == "chunked" else case.content
+        headers = {"Content-Type": case.content_type} if case.content_type else {}
+        url = service.url + case.path + case.query
+        response = httpx.request(case.method, url, content=body, headers=headers, timeout=60)
     assert response.status_code == ERRORS[case.error_type]["status"], response.text
     assert response.json()["error_type"] == case.error_type and response.json()["error"]
     assert set(response.json()) == {"error", "error_type"}
+    if case.error_type == "overloaded":
+        assert response.headers["Retry-After"] == "1"
     assert service.process.poll() is None
-    assert post(service, COFFEE, "image/jpeg").status_code == 200  # the worker lives on
+    assert_serves_again(service)
+
+
+@functools.cache
+def unusual_image(name: str) -> bytes:
+    return hostile.VALID[name]()
+
+
+@pytest.mark.parametrize("name", hostile.VALID)
+def test_unusual_images_get_the_reference_answer(service, name):
+    image = unusual_image(name)
+    response = post(service, image, hostile.media_type(image), "?probabilities=true")
+    assert response.status_code == 200, response.text
+    got = response.json()["probabilities"]
+    same_pixels = hostile.SAME_PIXELS_AS.get(name)
+    expected = reference_answer(same_pixels() if same_pixels else image)
+    assert response.json()["prediction"] == max(expected, key=expected.get)
+    worst = max(abs(got[label] - expected[label]) for label in LABELS)
+    assert worst <= MAX_PROBABILITY_DELTA, f"{service.name} on {name}: {worst:.4f}"
 
 
 @pytest.mark.parametrize("path", ["/", "/info", "/metrics"])

@@ -2,6 +2,7 @@
 built here from Debian packages), predict on every strategy's port, and leave nothing
 running, on every way out. Skipped, with the reason, when no Docker daemon is reachable."""
 
+import asyncio
 import json
 import subprocess
 import sys
@@ -18,6 +19,7 @@ from benchmark.compose import (
 from benchmark.processes import wait_until_healthy
 from benchmark.report import DEPLOY_END, DEPLOY_START, render_deployment, render_readme
 from benchmark.runner import COMPOSE_PROJECT, expected_prediction
+from clients import COFFEE, b64_json, one_request, predict_request
 
 from conftest import ROOT
 
@@ -68,6 +70,34 @@ def test_images_are_small_non_root_and_healthchecked(stack):
         config = stack.inspect_image(service, "{{json .Config}}")
         assert '"User":"65532:65532"' in config and '"Healthcheck"' in config, service
     assert stack.image_size_mb("rust_onnx_serving") < 60
+
+
+@pytest.mark.parametrize("service", sorted(STRATEGIES))
+def test_stop_under_load_answers_every_request(stack, service):
+    """`compose stop` (SIGTERM, then SIGKILL after stop_grace_period) 150 ms after 30
+    requests were sent: every one is answered and the container exits 0."""
+    port = STRATEGIES[service].port
+    wait_until_healthy(f"http://127.0.0.1:{port}", timeout=300)
+    request = predict_request(b64_json(COFFEE), "application/json")
+
+    async def stop_under_load() -> list[int]:
+        clients = [asyncio.create_task(one_request(port, request)) for _ in range(30)]
+        await asyncio.sleep(0.15)
+        await asyncio.to_thread(stack.check, "stop", service)
+        return list(await asyncio.gather(*clients))
+
+    try:
+        statuses = asyncio.run(stop_under_load())
+        container = stack.check("ps", "-aq", service).strip()
+        exit_code = subprocess.run(
+            ["docker", "inspect", "-f", "{{.State.ExitCode}}", container],
+            capture_output=True,
+            text=True,
+        ).stdout.strip()
+    finally:
+        stack.check("start", service)
+    assert statuses == [200] * 30, statuses
+    assert exit_code == "0"
 
 
 def test_down_leaves_nothing_running(stack):

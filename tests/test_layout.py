@@ -8,6 +8,7 @@ import tomllib
 import pytest
 import yaml
 from benchmark.report import STRATEGIES_END, STRATEGIES_START, render_strategies
+from serving_common.serve import DRAIN_SECONDS
 from serving_common.strategy import ManifestError, discover_strategies, load_strategy
 
 from conftest import ROOT
@@ -47,6 +48,19 @@ def test_compose_agrees_with_the_manifest(name):
     assert service["build"].get("target") == docker.target
     model_uri = compose_default(service["environment"]["MODEL_URI"])
     assert model_uri == f"gs://models/weather/{strategy.model_file}"
+
+
+@pytest.mark.parametrize("name", sorted(CONTAINERISED))
+def test_compose_restarts_limits_memory_and_outwaits_the_drain(name):
+    service = COMPOSE[name]
+    assert service["restart"] == "unless-stopped"
+    assert re.fullmatch(r"\d+[mg]", compose_default(service["mem_limit"]))
+    assert int(service["stop_grace_period"].removesuffix("s")) > DRAIN_SECONDS
+
+
+def test_no_compose_file_passes_a_token_in_the_environment():
+    for path in ROOT.glob("docker-compose*.yml"):
+        assert "CLOUDSDK_AUTH_ACCESS_TOKEN:" not in path.read_text(), path.name
 
 
 @pytest.mark.parametrize("name", sorted(CONTAINERISED))

@@ -1,6 +1,11 @@
 """Process lifecycle: one-line fatal errors at startup, clean shutdown on SIGTERM."""
 
+import json
+import os
+import shutil
+import socket
 import time
+from collections.abc import Iterator
 
 import psutil
 import pytest
@@ -82,3 +87,70 @@ def running_still(process: psutil.Process) -> bool:
         return process.status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+# Storage that fails at startup: each service gives up within STORAGE_TIMEOUT_SECONDS
+# (plus its last attempt's timeouts and process start) with one line.
+STORAGE_TIMEOUT_SECONDS = 3
+GIVE_UP_BOUND_SECONDS = STORAGE_TIMEOUT_SECONDS + 12
+
+
+@pytest.fixture
+def stalled_storage() -> Iterator[str]:
+    """A port that accepts connections and never answers: a hung storage endpoint."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(64)
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+
+
+@pytest.mark.parametrize("storage", ["down", "stalled"])
+@pytest.mark.parametrize("name", NAMES)
+def test_storage_down_or_stalled_exits_in_time(name, storage, stalled_storage):
+    host = stalled_storage if storage == "stalled" else f"http://127.0.0.1:{free_port()}"
+    env = {
+        **os.environ,
+        "STORAGE_EMULATOR_HOST": host,
+        "STORAGE_TIMEOUT_SECONDS": str(STORAGE_TIMEOUT_SECONDS),
+        "MODEL_URI": "gs://models/weather/model.onnx",
+        "PORT": str(free_port()),
+    }
+    started = time.monotonic()
+    result = run_to_exit(STRATEGIES[name], env)
+    assert_fatal_line(result, name, "gs://models/weather/model.onnx")
+    assert time.monotonic() - started < GIVE_UP_BOUND_SECONDS
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unreadable_token_file_exits_with_one_line(name, tmp_path):
+    missing = tmp_path / "no-such-token"
+    env = {k: v for k, v in os.environ.items() if k != "STORAGE_EMULATOR_HOST"}
+    env |= {
+        "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE": str(missing),
+        "MODEL_URI": "gs://models/weather/model.onnx",
+        "PORT": str(free_port()),
+    }
+    assert_fatal_line(run_to_exit(STRATEGIES[name], env), name, str(missing))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_unreadable_model_file_exits_with_one_line(name, tmp_path):
+    model = tmp_path / STRATEGIES[name].model_file
+    model.mkdir()  # a directory where the model file should be
+    env = {**os.environ, "MODEL_URI": str(model), "PORT": str(free_port())}
+    assert_fatal_line(run_to_exit(STRATEGIES[name], env), name, str(model))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_model_not_matching_its_labels_fails_warm_up(name, artifacts, tmp_path):
+    """sha256 and metadata check out, but the model has 11 outputs where metadata.json lists
+    10 labels: the warm-up inference catches it before the service says it is healthy."""
+    for path in artifacts.iterdir():
+        if path.is_file():
+            shutil.copy(path, tmp_path / path.name)
+    metadata = json.loads((artifacts / "metadata.json").read_text())
+    metadata["labels"] = metadata["labels"][:-1]
+    (tmp_path / "metadata.json").write_text(json.dumps(metadata))
+    model = tmp_path / STRATEGIES[name].model_file
+    env = {**os.environ, "MODEL_URI": str(model), "PORT": str(free_port())}
+    assert_fatal_line(run_to_exit(STRATEGIES[name], env), name, "label")

@@ -9,9 +9,11 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 import httpx
 from serving_common.strategy import Strategy
@@ -36,14 +38,20 @@ def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -
 
 
 def wait_until_healthy(
-    url: str, process: subprocess.Popen | None = None, timeout: float = 180.0
+    url: str,
+    process: subprocess.Popen | None = None,
+    timeout: float = 180.0,
+    log: IO[str] | None = None,
 ) -> float:
-    """Poll GET url/ until 200 (failing early if `process` exits); the monotonic time it
-    first answered."""
+    """Poll GET url/ until 200 (failing early, with the end of its `log`, if `process`
+    exits); the monotonic time it first answered."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if process is not None and process.poll() is not None:
-            stderr = process.stderr.read() if process.stderr else ""
+            stderr = ""
+            if log is not None:
+                log.seek(0)
+                stderr = log.read()[-2000:]
             raise RuntimeError(f"exited with {process.returncode}: {stderr.strip()}")
         try:
             if httpx.get(url + "/", timeout=1.0).status_code == 200:
@@ -114,6 +122,15 @@ class RunningService:
     process: subprocess.Popen
     started_at: float  # monotonic, just before the process was spawned
     healthy_at: float
+    log: IO[str]  # the service's stderr, kept in a file: a pipe nobody reads would fill
+
+    @property
+    def port(self) -> int:
+        return int(self.url.rsplit(":", 1)[1])
+
+    def stderr(self) -> str:
+        self.log.seek(0)
+        return self.log.read()
 
     @property
     def name(self) -> str:
@@ -146,19 +163,20 @@ def start_service(
     port = free_port()
     command = (*(("taskset", "-c", cpus) if cpus else ()), *strategy.command())
     started = time.monotonic()
+    # Lives as long as the RunningService: a file, not a pipe nobody drains.
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115
     process = subprocess.Popen(
         command,
         cwd=strategy.folder,
         env={**env, "PORT": str(port)},
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
+        stderr=log,
         start_new_session=True,
     )
     url = f"http://127.0.0.1:{port}"
-    running = RunningService(strategy, url, process, started, started)
+    running = RunningService(strategy, url, process, started, started, log)
     try:
-        running.healthy_at = wait_until_healthy(url, process)
+        running.healthy_at = wait_until_healthy(url, process, log=log)
     except BaseException:
         running.kill()
         raise

@@ -1,6 +1,5 @@
 """The PyTorch reference pipeline: PIL decode -> torchvision transforms -> eager model."""
 
-import io
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -11,6 +10,9 @@ from torch import nn
 from torchvision import transforms
 
 from weather_model.contract import CROP_SIZE, MEAN, RESIZE_SIZE, STD
+
+# The reference decodes as the services do: one rule, in `pixels.py`.
+from weather_model.pixels import decode_rgb as decode_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 # How metadata.json names the two fixed choices of the reference transforms.
@@ -79,11 +81,6 @@ def reference_crop(
     """The uint8 [crop_size, crop_size, 3] pixels the reference sees before ToTensor: the
     fixed graph's input for one image."""
     return np.array(transforms.Compose(crop_transforms(resize_size, crop_size))(image))
-
-
-def decode_rgb(data: bytes) -> Image.Image:
-    """Decode JPEG/PNG bytes to RGB; greyscale is expanded and alpha is dropped."""
-    return Image.open(io.BytesIO(data)).convert("RGB")
 
 
 def reference_probabilities(model: nn.Module, image: Image.Image) -> np.ndarray:

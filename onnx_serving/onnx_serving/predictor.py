@@ -6,10 +6,42 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import simplejpeg
-from serving_common.errors import ServiceError
-from serving_common.images import check_pixels, decode_with_pil, sniff_image_format
+from serving_common.images import ImageLimits, decode_with_pil, sniff_image_format
 from serving_common.model_source import FetchedModel
 from serving_common.settings import Settings
+
+# JPEG colour spaces libjpeg-turbo converts to RGB exactly as Pillow does. Not CMYK or
+# YCCK: Pillow converts those itself, and libjpeg-turbo's result differs by one level.
+TURBO_COLORSPACES = frozenset({"YCbCr", "Gray", "RGB"})
+
+
+def decode_jpeg_turbo(image: bytes, limits: ImageLimits) -> np.ndarray | None:
+    """libjpeg-turbo straight to an RGB uint8 array (no copy, no float), or None where
+    Pillow must decide: CMYK, YCCK, and anything libjpeg-turbo reports, even a recoverable
+    warning (strict mode), which Pillow then decodes as libjpeg does or refuses. Pillow's
+    reading is the reference; on every other JPEG the two give the same pixels (same
+    libjpeg settings: accurate integer IDCT, fancy upsampling), checked case by case in
+    onnx_serving/tests."""
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(image)
+    except ValueError:
+        return None
+    limits.check(width, height)
+    if colorspace not in TURBO_COLORSPACES:
+        return None
+    try:
+        return simplejpeg.decode_jpeg(image, colorspace="RGB", strict=True)
+    except ValueError:
+        return None
+
+
+def decode_pixels(image: bytes, limits: ImageLimits) -> np.ndarray:
+    """JPEG or PNG bytes to the graph's input: uint8 RGB pixels [height, width, 3]."""
+    if sniff_image_format(image) == "jpeg":
+        pixels = decode_jpeg_turbo(image, limits)
+        if pixels is not None:
+            return pixels
+    return np.asarray(decode_with_pil(image, limits))
 
 
 class OnnxPredictor:
@@ -30,21 +62,8 @@ class OnnxPredictor:
             "inter_op": settings.inter_op_threads,
         }
 
-    def decode(self, image: bytes, max_pixels: int) -> np.ndarray:
-        if sniff_image_format(image) == "jpeg":
-            try:
-                height, width, _, _ = simplejpeg.decode_jpeg_header(image)
-            except ValueError as exc:
-                raise ServiceError(
-                    "unsupported_image", f"the JPEG cannot be read ({exc})"
-                ) from None
-            check_pixels(width, height, max_pixels)
-            try:
-                # libjpeg-turbo straight to an RGB uint8 array: no copy, no float.
-                return simplejpeg.decode_jpeg(image, colorspace="RGB")
-            except ValueError:
-                pass  # e.g. CMYK or arithmetic-coded JPEG: Pillow below decides
-        return np.asarray(decode_with_pil(image, max_pixels))
+    def decode(self, image: bytes, limits: ImageLimits) -> np.ndarray:
+        return decode_pixels(image, limits)
 
     def predict(self, batch: Sequence[np.ndarray]) -> np.ndarray:
         # The any-size graph takes one image of its own size per run.

@@ -39,12 +39,34 @@ pub struct Config {
     #[arg(long, env = "MAX_IMAGE_PIXELS", default_value_t = 40_000_000)]
     pub max_image_pixels: u64,
 
+    /// Images whose longer side exceeds this many times the shorter get 422 before they are
+    /// decoded: the shorter side is resized to 256, so elongation bounds the resize's memory.
+    #[arg(long, env = "MAX_ASPECT_RATIO", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_aspect_ratio: u32,
+
+    /// /predict/ requests in flight or queued per worker; one more gets 503 at once.
+    #[arg(long, env = "MAX_PENDING_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_pending_requests: u32,
+
+    /// A body not received whole within this many seconds of the headers gets 408.
+    #[arg(long, env = "BODY_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
+    pub body_timeout_seconds: u32,
+
+    /// The model download gives up (exit 1) after this many seconds of retries.
+    #[arg(long, env = "STORAGE_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
+    pub storage_timeout_seconds: u32,
+
     /// debug, info, warning or error.
     #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING", "ERROR"])]
     pub log_level: String,
 }
 
 impl Config {
+    /// /predict/ requests the whole service takes at a time: MAX_PENDING_REQUESTS per worker.
+    pub fn max_pending_total(&self) -> usize {
+        self.max_pending_requests as usize * usize::from(self.workers)
+    }
+
     /// The tracing filter for LOG_LEVEL (tracing calls it "warn").
     pub fn tracing_level(&self) -> &'static str {
         match self.log_level.to_ascii_lowercase().as_str() {

@@ -47,8 +47,12 @@ impl ResponseError for ServiceError {
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::build(self.status_code())
-            .json(serde_json::json!({"error": self.message, "error_type": self.error_type}))
+        let mut response = HttpResponse::build(self.status_code());
+        if self.error_type == "overloaded" {
+            // The queue drains in well under a second at the study's load.
+            response.insert_header((actix_web::http::header::RETRY_AFTER, "1"));
+        }
+        response.json(serde_json::json!({"error": self.message, "error_type": self.error_type}))
     }
 }
 
@@ -66,6 +70,13 @@ mod tests {
             body,
             serde_json::json!({"error": "not a photo", "error_type": "unsupported_image"})
         );
+    }
+
+    #[test]
+    fn overloaded_says_when_to_retry() {
+        let response = ServiceError::new("overloaded", "busy").error_response();
+        assert_eq!(response.status().as_u16(), 503);
+        assert_eq!(response.headers().get("retry-after").unwrap(), "1");
     }
 
     #[test]

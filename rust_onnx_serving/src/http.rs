@@ -1,35 +1,36 @@
-//! The HTTP layer of contract/README.md: routes, body limits, error mapping, metrics.
+//! The HTTP layer of contract/README.md: routes, admission, body limits and deadline, error
+//! mapping, metrics. Nothing here decodes or infers (inference.rs does, on its own threads).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use actix_web::error::PayloadError;
 use actix_web::http::header;
-use actix_web::{HttpRequest, HttpResponse, web};
+use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use futures_util::StreamExt;
 use serde_json::{Value, json};
+use tokio::sync::oneshot;
 
+use crate::admission::{Admission, RequestRecord};
 use crate::errors::ServiceError;
+use crate::inference::{InferencePool, Job};
 use crate::metrics::Metrics;
-use crate::predictor::{Predictor, decode_image};
 
 pub const SERVICE: &str = "rust_onnx_serving";
 
-/// What every worker shares, read-only (the metrics are internally synchronised).
+/// What every HTTP worker shares, read-only (the metrics and the admission count are
+/// internally synchronised).
 pub struct AppState {
     pub labels: Vec<String>,
     pub max_body_bytes: usize,
-    pub max_image_pixels: u64,
+    pub body_timeout: Duration,
     pub info: Value,
     pub metrics: Metrics,
+    pub admission: Admission,
+    pub inference: InferencePool,
 }
-
-/// This worker's own predictor (its own session). NOTE: `Session::run` takes `&mut self`, so
-/// each actix worker gets a session of its own (see main.rs) and this mutex is never
-/// contended: workers never queue behind each other, unlike one global session behind one lock.
-pub type WorkerPredictor = Mutex<Predictor>;
 
 pub fn routes(config: &mut web::ServiceConfig) {
     // GET routes answer HEAD too and 405 to any other method, as Starlette's do.
@@ -81,97 +82,124 @@ async fn method_not_allowed() -> HttpResponse {
     actix_web::ResponseError::error_response(&error)
 }
 
-async fn predict(
-    request: HttpRequest,
-    payload: web::Payload,
-    state: web::Data<AppState>,
-    predictor: web::Data<WorkerPredictor>,
-) -> Result<HttpResponse, ServiceError> {
-    let started = Instant::now();
-    let result = predict_inner(&request, payload, &state, &predictor, started).await;
-    let status = match &result {
-        Ok(_) => "200".to_owned(),
-        Err(error) => actix_web::ResponseError::status_code(error).as_u16().to_string(),
+/// POST /predict/: admitted or 503 at once, the body read within BODY_TIMEOUT_SECONDS, then
+/// handed to the inference threads; this thread only waits for the answer.
+async fn predict(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
+    let record = RequestRecord::start(&state.metrics);
+    let Some(_permit) = state.admission.admit() else {
+        let error = ServiceError::new(
+            "overloaded",
+            "MAX_PENDING_REQUESTS requests are already in flight or queued; retry shortly",
+        );
+        return record.finish(error.error_response());
     };
-    state.metrics.requests.with_label_values(&[status.as_str()]).inc();
-    state.metrics.latency.observe(started.elapsed().as_secs_f64());
-    result
+    let response = match predict_inner(&request, payload, &state, record.started).await {
+        Ok(response) => response,
+        Err(Failure::Refused(error)) => error.error_response(),
+        Err(Failure::ClientGone) => return record.client_gone(),
+    };
+    record.finish(response)
 }
 
-// NOTE: inference runs inline on the worker thread on purpose: the work is CPU bound and a
-// worker owns its core, so a hop to a blocking pool would only add cost. Concurrency comes
-// from WORKERS.
+/// Why a prediction ended without an answer for the client.
+enum Failure {
+    Refused(ServiceError),
+    /// The connection closed before the body arrived whole.
+    ClientGone,
+}
+
+impl From<ServiceError> for Failure {
+    fn from(error: ServiceError) -> Self {
+        Failure::Refused(error)
+    }
+}
+
 async fn predict_inner(
     request: &HttpRequest,
     payload: web::Payload,
     state: &AppState,
-    predictor: &WorkerPredictor,
     started: Instant,
-) -> Result<HttpResponse, ServiceError> {
+) -> Result<HttpResponse, Failure> {
     let with_probabilities = probabilities_requested(request.query_string())?;
-    let body = read_body(request, payload, state.max_body_bytes).await?;
-    let media = media_type(request);
-    let decoded_base64;
-    let image: &[u8] = match media.as_str() {
-        "application/json" => {
-            decoded_base64 = image_from_json(&body)?;
-            &decoded_base64
-        }
-        "image/jpeg" | "image/png" => &body,
+    let body = read_body(
+        request,
+        payload,
+        state.max_body_bytes,
+        started,
+        state.body_timeout,
+    )
+    .await?;
+    let json = match media_type(request).as_str() {
+        "application/json" => true,
+        "image/jpeg" | "image/png" => false,
         other => {
             let shown = if other.is_empty() { "(none)" } else { other };
             return Err(ServiceError::new(
                 "unsupported_media_type",
                 format!("Content-Type {shown} is not application/json, image/jpeg or image/png"),
-            ));
+            )
+            .into());
         }
     };
-    let parsed = Instant::now();
-    let pixels = decode_image(image, state.max_image_pixels)?;
-    let decoded = Instant::now();
-    // Decoding is per request; this request is a batch of one for the predictor.
-    let probabilities = {
-        let mut predictor = predictor.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        predictor.infer(std::slice::from_ref(&pixels))
-    }
-    .and_then(|batch| {
-        batch
-            .into_iter()
-            .next()
-            .ok_or_else(|| "no output for the image".to_owned())
-    })
-    .map_err(|e| {
-        tracing::error!("inference failed: {e}");
+    let read = started.elapsed();
+    let (reply, answer) = oneshot::channel();
+    state.inference.submit(Job { body, json, reply })?;
+    // If the client leaves now, actix drops this future and with it `answer`: the inference
+    // thread sees the closed channel and skips the work.
+    let scored = answer.await.map_err(|_| {
+        tracing::error!("an inference thread dropped a request");
         ServiceError::new("internal", "internal error")
-    })?;
-    let done = Instant::now();
+    })??;
     let stage = &state.metrics.stage;
     stage
         .with_label_values(&["parse"])
-        .observe((parsed - started).as_secs_f64());
+        .observe((read + scored.parse).as_secs_f64());
     stage
         .with_label_values(&["decode"])
-        .observe((decoded - parsed).as_secs_f64());
+        .observe(scored.decode.as_secs_f64());
     stage
         .with_label_values(&["inference"])
-        .observe((done - decoded).as_secs_f64());
+        .observe(scored.inference.as_secs_f64());
+    Ok(HttpResponse::Ok().json(prediction_document(
+        &state.labels,
+        &scored.probabilities,
+        with_probabilities,
+    )?))
+}
+
+/// `{"prediction": label}`, with every label's probability when asked. The warm-up checked
+/// that the graph gives one score per label; a mismatch here is a bug, answered 500.
+fn prediction_document(
+    labels: &[String],
+    probabilities: &[f32],
+    with_probabilities: bool,
+) -> Result<Value, ServiceError> {
     let best = probabilities
         .iter()
         .enumerate()
         .max_by(|a, b| a.1.total_cmp(b.1))
-        .map(|(i, _)| i)
-        .unwrap_or(0);
-    let mut response = json!({"prediction": state.labels[best]});
+        .map(|(i, _)| i);
+    let label = best
+        .and_then(|i| labels.get(i))
+        .filter(|_| probabilities.len() == labels.len());
+    let Some(label) = label else {
+        tracing::error!(
+            "the model gave {} scores for {} labels",
+            probabilities.len(),
+            labels.len()
+        );
+        return Err(ServiceError::new("internal", "internal error"));
+    };
+    let mut document = json!({"prediction": label});
     if with_probabilities {
-        let map: serde_json::Map<String, Value> = state
-            .labels
+        let map: serde_json::Map<String, Value> = labels
             .iter()
             .cloned()
             .zip(probabilities.iter().map(|p| json!(p)))
             .collect();
-        response["probabilities"] = Value::Object(map);
+        document["probabilities"] = Value::Object(map);
     }
-    Ok(HttpResponse::Ok().json(response))
+    Ok(document)
 }
 
 /// `?probabilities=` parsed like the Python services (pydantic's booleans).
@@ -203,13 +231,17 @@ fn media_type(request: &HttpRequest) -> String {
         .to_ascii_lowercase()
 }
 
-/// The body, refused with 413 as soon as it is known to exceed `limit` bytes: from
-/// Content-Length before reading anything, else while streaming.
+/// The body, whole, within `timeout` of `started` (else 408), refused with 413 once it is
+/// known to exceed `limit` bytes: from Content-Length before keeping anything, else while
+/// streaming.
 async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
-) -> Result<Vec<u8>, ServiceError> {
+    started: Instant,
+    timeout: Duration,
+) -> Result<Vec<u8>, Failure> {
+    let deadline = tokio::time::Instant::from_std(started + timeout);
     let too_large = || {
         ServiceError::new(
             "body_too_large",
@@ -221,18 +253,63 @@ async fn read_body(
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<usize>().ok());
-    if declared.is_some_and(|n| n > limit) {
-        return Err(too_large());
-    }
-    let mut body = Vec::with_capacity(declared.unwrap_or(0));
-    while let Some(chunk) = payload.next().await {
-        let chunk = chunk.map_err(|e| ServiceError::new("invalid_request", format!("body: {e}")))?;
-        if body.len() + chunk.len() > limit {
-            return Err(too_large());
+    let collect = async {
+        if declared.is_some_and(|n| n > limit) {
+            return Err(BodyEnd::TooLarge);
         }
-        body.extend_from_slice(&chunk);
+        // Reserved, not touched: pages cost memory only as the body arrives.
+        let mut body = Vec::with_capacity(declared.unwrap_or(0));
+        while let Some(chunk) = payload.next().await {
+            let chunk = chunk.map_err(BodyEnd::Failed)?;
+            if body.len() + chunk.len() > limit {
+                return Err(BodyEnd::TooLarge);
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(body)
+    };
+    match tokio::time::timeout_at(deadline, collect).await {
+        Ok(Ok(body)) => Ok(body),
+        Ok(Err(BodyEnd::Failed(error))) => Err(payload_failure(error)),
+        Ok(Err(BodyEnd::TooLarge)) => {
+            // Read the rest and discard it first (same deadline): clients that send the
+            // whole body before reading the answer (urllib, requests) would otherwise see a
+            // reset connection, not this 413.
+            let drained = tokio::time::timeout_at(deadline, async {
+                while let Some(chunk) = payload.next().await {
+                    chunk?;
+                }
+                Ok::<(), PayloadError>(())
+            })
+            .await;
+            match drained {
+                Ok(Err(error)) => Err(payload_failure(error)),
+                _ => Err(too_large().into()),
+            }
+        }
+        Err(_) => Err(ServiceError::new(
+            "request_timeout",
+            format!(
+                "the body did not arrive whole within BODY_TIMEOUT_SECONDS ({} s)",
+                timeout.as_secs()
+            ),
+        )
+        .into()),
     }
-    Ok(body)
+}
+
+/// How reading a body stopped short.
+enum BodyEnd {
+    TooLarge,
+    Failed(PayloadError),
+}
+
+/// A connection closed mid-body is the client leaving (499), not a bad request.
+fn payload_failure(error: PayloadError) -> Failure {
+    match error {
+        PayloadError::Incomplete(_) => Failure::ClientGone,
+        other => ServiceError::new("invalid_request", format!("body: {other}")).into(),
+    }
 }
 
 /// `{"image": "<base64>"}` to image bytes. Only a JSON object counts as a request body

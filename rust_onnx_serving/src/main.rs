@@ -2,12 +2,17 @@
 //! contract of contract/README.md.
 //!
 //! Startup: configuration, the ONNX Runtime library, one model download (sha256-checked),
-//! one session per worker, then the server. Any startup problem ends the process with
-//! status 1 and one line naming the cause.
+//! one session per worker, each warmed up on a built-in image and handed to an inference
+//! thread of its own, then the HTTP server (whose threads never decode or infer). Any
+//! startup problem ends the process with status 1 and one line naming the cause.
 
+mod admission;
 mod config;
+mod decode;
 mod errors;
 mod http;
+mod inference;
+mod jpeg;
 mod metrics;
 mod predictor;
 mod storage;
@@ -15,17 +20,18 @@ mod storage;
 mod tests;
 
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::{App, HttpServer, web};
 use clap::Parser;
 use clap::error::ErrorKind;
 use serde_json::json;
 
+use crate::admission::Admission;
 use crate::config::{Config, DEFAULT_PORT};
-use crate::http::{AppState, SERVICE, WorkerPredictor, routes};
+use crate::decode::ImageLimits;
+use crate::http::{AppState, SERVICE, routes};
+use crate::inference::InferencePool;
 use crate::predictor::Predictor;
 
 fn fatal(message: impl std::fmt::Display) -> ! {
@@ -101,7 +107,7 @@ async fn main() {
         .init();
     tracing::info!(
         "{SERVICE} config: {config:?}; credentials: {}",
-        credentials_source()
+        storage::credentials_source()
     );
 
     let library = onnxruntime_library();
@@ -110,12 +116,13 @@ async fn main() {
         Err(e) => fatal(format!("ONNX Runtime library {}: {e}", library.display())),
     };
 
-    let model = storage::fetch_model(&config.model_uri)
+    let storage_timeout = Duration::from_secs(u64::from(config.storage_timeout_seconds));
+    let model = storage::fetch_model(&config.model_uri, storage_timeout)
         .await
         .unwrap_or_else(|e| fatal(e));
     let load_started = Instant::now();
     let workers = usize::from(config.workers);
-    let predictors: Vec<Arc<WorkerPredictor>> = (0..workers)
+    let predictors: Vec<Predictor> = (0..workers)
         .map(|_| {
             let session = predictor::load_session(
                 &environment,
@@ -124,43 +131,66 @@ async fn main() {
                 usize::from(config.inter_op_threads),
             )
             .unwrap_or_else(|e| fatal(format!("{}: the runtime cannot load it ({e})", model.uri)));
-            let predictor = Predictor::new(session, &model.graph)
+            let mut predictor = Predictor::new(session, &model.graph)
                 .unwrap_or_else(|e| fatal(format!("{}: {e}", model.uri)));
-            Arc::new(Mutex::new(predictor))
+            predictor
+                .warm_up(&model.labels)
+                .unwrap_or_else(|e| fatal(format!("{}: {e}", model.uri)));
+            predictor
         })
         .collect();
     let load_seconds = load_started.elapsed().as_secs_f64();
     tracing::info!(
-        "{workers} session(s) loaded in {load_seconds:.3} s; input {:?}, output {:?}",
+        "{workers} session(s) loaded and warmed up in {load_seconds:.3} s; input {:?}, output {:?}",
         model.graph.input.name,
         model.graph.output.name
     );
 
-    let state = web::Data::new(app_state(&config, &model, &library, load_seconds));
+    let (inference, inference_threads) =
+        InferencePool::start(predictors, image_limits(&config)).unwrap_or_else(|e| fatal(e));
+    let state = web::Data::new(app_state(&config, &model, &library, load_seconds, inference));
     drop(model);
 
-    // actix calls the factory once per worker: hand each its own predictor (its own session).
-    let next_predictor = Arc::new(AtomicUsize::new(0));
     let server = HttpServer::new(move || {
-        let index = next_predictor.fetch_add(1, Ordering::Relaxed) % predictors.len();
         App::new()
             .app_data(state.clone())
-            .app_data(web::Data::from(predictors[index].clone()))
             .app_data(web::PayloadConfig::new(usize::MAX)) // limits are enforced in read_body
             .configure(routes)
     })
     .workers(workers)
+    // A client that closes its connection has left: its handler is dropped (counted 499)
+    // and its queued work skipped, rather than computed for nobody.
+    .h1_allow_half_closed(false)
+    // NOTE: actix's own defaults stand for the request head: 5 s to send the headers
+    // (client_request_timeout, else 408 and close) and 5 s of keep-alive idleness, so a
+    // slow-headers client never reaches a handler nor holds a pending place.
     .shutdown_timeout(30)
     .bind(("0.0.0.0", config.port))
     .unwrap_or_else(|e| fatal(format!("PORT {}: cannot listen ({e})", config.port)));
     if let Err(e) = server.run().await {
         fatal(format!("server stopped: {e}"));
     }
+    // Every handler is gone with the server, and with them the queue's senders: the
+    // inference threads finish what is queued and end.
+    inference_threads.join();
     tracing::info!("{SERVICE} stopped");
 }
 
+fn image_limits(config: &Config) -> ImageLimits {
+    ImageLimits {
+        max_pixels: config.max_image_pixels,
+        max_aspect_ratio: config.max_aspect_ratio,
+    }
+}
+
 /// Everything the handlers share, with the /info document built once.
-fn app_state(config: &Config, model: &storage::FetchedModel, library: &Path, load_seconds: f64) -> AppState {
+fn app_state(
+    config: &Config,
+    model: &storage::FetchedModel,
+    library: &Path,
+    load_seconds: f64,
+    inference: InferencePool,
+) -> AppState {
     let info = json!({
         "service": SERVICE,
         "model_uri": model.uri,
@@ -171,30 +201,26 @@ fn app_state(config: &Config, model: &storage::FetchedModel, library: &Path, loa
             "runtime": "onnxruntime via ort",
             "ort": "2.0.0-rc.15",
             "library": library.display().to_string(),
-            "decoder": "libjpeg-turbo 3 via turbojpeg (JPEG; zune-jpeg for CMYK), image (PNG)",
+            "decoder": "libjpeg-turbo 3 via the TurboJPEG API (JPEG), png (PNG)",
         },
         "workers": config.workers,
         "intra_op_threads": config.intra_op_threads,
         "inter_op_threads": config.inter_op_threads,
         "max_body_bytes": config.max_body_bytes,
         "max_image_pixels": config.max_image_pixels,
+        "max_aspect_ratio": config.max_aspect_ratio,
+        "max_pending_requests": config.max_pending_requests,
+        "body_timeout_seconds": config.body_timeout_seconds,
+        "storage_timeout_seconds": config.storage_timeout_seconds,
         "startup": {"download_seconds": model.download_seconds, "load_seconds": load_seconds},
     });
     AppState {
         labels: model.labels.clone(),
         max_body_bytes: config.max_body_bytes,
-        max_image_pixels: config.max_image_pixels,
+        body_timeout: Duration::from_secs(u64::from(config.body_timeout_seconds)),
         info,
         metrics: metrics::Metrics::new(),
-    }
-}
-
-fn credentials_source() -> String {
-    if let Ok(host) = std::env::var("STORAGE_EMULATOR_HOST") {
-        format!("emulator at {host}")
-    } else if std::env::var_os("CLOUDSDK_AUTH_ACCESS_TOKEN").is_some() {
-        "CLOUDSDK_AUTH_ACCESS_TOKEN (redacted)".to_owned()
-    } else {
-        "application default credentials".to_owned()
+        admission: Admission::new(config.max_pending_total()),
+        inference,
     }
 }

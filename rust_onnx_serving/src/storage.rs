@@ -20,9 +20,14 @@ use token_source::{TokenSource, TokenSourceProvider};
 
 use crate::predictor::GraphSpec;
 
-/// Transient errors (connection failures, 429, 5xx) are retried with backoff this long.
-const DOWNLOAD_DEADLINE: Duration = Duration::from_secs(30);
 const METADATA_FILE: &str = "metadata.json";
+/// Per storage request (contract/README.md); each is also capped by what remains of
+/// STORAGE_TIMEOUT_SECONDS.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+const READ_TIMEOUT: Duration = Duration::from_secs(20);
+/// Retries of transient errors wait this long first, doubling up to the cap.
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
 /// A fetched model: its bytes, its metadata (with the graph's own entry), and how long the
 /// download took.
@@ -39,12 +44,18 @@ pub struct FetchedModel {
 /// One line naming the URI and the cause.
 pub type FetchError = String;
 
-pub async fn fetch_model(uri: &str) -> Result<FetchedModel, FetchError> {
+/// The model at `uri` and its metadata.json, giving up `timeout` after the start (storage
+/// down or not answering).
+pub async fn fetch_model(uri: &str, timeout: Duration) -> Result<FetchedModel, FetchError> {
     let started = Instant::now();
+    let deadline = Deadline {
+        at: started + timeout,
+        timeout,
+    };
     let metadata_uri = sibling_uri(uri, METADATA_FILE);
-    let store = Store::for_uri(uri).await?;
-    let bytes = store.read(uri).await?;
-    let raw_metadata = store.read(&metadata_uri).await?;
+    let store = Store::for_uri(uri, &deadline).await?;
+    let bytes = store.read(uri, &deadline).await?;
+    let raw_metadata = store.read(&metadata_uri, &deadline).await?;
     let metadata: Value = serde_json::from_slice(&raw_metadata)
         .map_err(|_| format!("{metadata_uri}: not the metadata.json written by weather-export"))?;
     let labels: Vec<String> = metadata
@@ -113,64 +124,104 @@ fn split_gcs_uri(uri: &str) -> Result<(String, String), FetchError> {
     }
 }
 
+/// STORAGE_TIMEOUT_SECONDS, counted from the start of the download.
+struct Deadline {
+    at: Instant,
+    timeout: Duration,
+}
+
+impl Deadline {
+    fn remaining(&self) -> Duration {
+        self.at.saturating_duration_since(Instant::now())
+    }
+
+    fn expired(&self, uri: &str, cause: &str) -> FetchError {
+        format!(
+            "{uri}: storage did not deliver within STORAGE_TIMEOUT_SECONDS ({} s): {cause}",
+            self.timeout.as_secs()
+        )
+    }
+}
+
 enum Store {
     Local,
     Gcs(Box<Client>),
 }
 
 impl Store {
-    async fn for_uri(uri: &str) -> Result<Self, FetchError> {
+    async fn for_uri(uri: &str, deadline: &Deadline) -> Result<Self, FetchError> {
         if uri.starts_with("gs://") {
-            Ok(Store::Gcs(Box::new(gcs_client().await?)))
+            Ok(Store::Gcs(Box::new(gcs_client(deadline).await?)))
         } else {
             Ok(Store::Local)
         }
     }
 
-    async fn read(&self, uri: &str) -> Result<Vec<u8>, FetchError> {
+    async fn read(&self, uri: &str, deadline: &Deadline) -> Result<Vec<u8>, FetchError> {
         match self {
             Store::Local => std::fs::read(Path::new(uri)).map_err(|e| match e.kind() {
                 std::io::ErrorKind::NotFound => format!("{uri}: no such file"),
                 _ => format!("{uri}: cannot read ({e})"),
             }),
-            Store::Gcs(client) => read_gcs(client, uri).await,
+            Store::Gcs(client) => read_gcs(client, uri, deadline).await,
         }
     }
 }
 
-async fn read_gcs(client: &Client, uri: &str) -> Result<Vec<u8>, FetchError> {
+/// One object, retrying connection errors, timeouts, 408, 429 and 5xx with exponential
+/// backoff until the deadline.
+async fn read_gcs(client: &Client, uri: &str, deadline: &Deadline) -> Result<Vec<u8>, FetchError> {
     let (bucket, object) = split_gcs_uri(uri)?;
     let request = GetObjectRequest {
         bucket,
         object,
         ..Default::default()
     };
-    let deadline = Instant::now() + DOWNLOAD_DEADLINE;
-    let mut backoff = Duration::from_millis(200);
+    let whole = Range::default();
+    let mut backoff = FIRST_BACKOFF;
     loop {
-        let error = match client.download_object(&request, &Range::default()).await {
-            Ok(bytes) => return Ok(bytes),
-            Err(error) => error,
+        let attempt = client.download_object(&request, &whole);
+        let error = match tokio::time::timeout(deadline.remaining(), attempt).await {
+            Ok(Ok(bytes)) => return Ok(bytes),
+            Ok(Err(error)) => error,
+            Err(_) => return Err(deadline.expired(uri, "no answer")),
         };
         let transient = match (status_of(&error), &error) {
-            (Some(code), _) => code == 429 || code >= 500,
-            (None, GcsError::HttpClient(_) | GcsError::HttpMiddleware(_)) => true, // no answer
+            (Some(code), _) => matches!(code, 408 | 429 | 500..=599),
+            // No answer at all: refused, reset, timed out.
+            (None, GcsError::HttpClient(_) | GcsError::HttpMiddleware(_)) => true,
             (None, _) => false,
         };
         if !transient {
             return Err(describe(uri, &error));
         }
-        if Instant::now() + backoff > deadline {
-            return Err(format!(
-                "{uri}: storage unreachable after {} s of retries ({})",
-                DOWNLOAD_DEADLINE.as_secs(),
-                one_line(&error.to_string())
-            ));
+        let cause = with_causes(&error);
+        let wait = backoff.min(deadline.remaining());
+        if wait.is_zero() {
+            return Err(deadline.expired(uri, &cause));
         }
-        tracing::warn!("{uri}: transient storage error, retrying: {error}");
-        tokio::time::sleep(backoff).await;
-        backoff = (backoff * 2).min(Duration::from_secs(5));
+        tracing::warn!("{uri}: transient storage error, retrying in {wait:?}: {cause}");
+        tokio::time::sleep(wait).await;
+        if deadline.remaining().is_zero() {
+            return Err(deadline.expired(uri, &cause));
+        }
+        backoff = (backoff * 2).min(MAX_BACKOFF);
     }
+}
+
+/// The error and its sources on one line: reqwest's own text omits the cause that matters
+/// ("Connection refused").
+fn with_causes(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.contains(&cause_text) {
+            text = format!("{text}: {cause_text}");
+        }
+        source = cause.source();
+    }
+    one_line(&text)
 }
 
 /// The HTTP status of a storage error, wherever the client put it (a parsed error body,
@@ -196,9 +247,57 @@ fn one_line(text: &str) -> String {
     text.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
-/// Credentials, in order: STORAGE_EMULATOR_HOST (no credentials), CLOUDSDK_AUTH_ACCESS_TOKEN
-/// (a bearer token), then Application Default Credentials.
-async fn gcs_client() -> Result<Client, FetchError> {
+/// The HTTP client of every storage request: the contract's connect and read timeouts.
+fn http_client() -> Result<reqwest_middleware::ClientWithMiddleware, FetchError> {
+    let client = reqwest::Client::builder()
+        .connect_timeout(CONNECT_TIMEOUT)
+        .read_timeout(READ_TIMEOUT)
+        .build()
+        .map_err(|e| format!("cannot set up the storage client ({})", one_line(&e.to_string())))?;
+    Ok(reqwest_middleware::ClientBuilder::new(client).build())
+}
+
+/// Where storage credentials come from, for the startup log (never the token itself).
+pub fn credentials_source() -> String {
+    if let Some(host) = non_empty_env("STORAGE_EMULATOR_HOST") {
+        format!("emulator at {host}")
+    } else if let Some(path) = non_empty_env(TOKEN_FILE_VARIABLE) {
+        format!("{TOKEN_FILE_VARIABLE}={path}")
+    } else if non_empty_env(TOKEN_VARIABLE).is_some() {
+        format!("{TOKEN_VARIABLE} (redacted)")
+    } else {
+        "application default credentials".to_owned()
+    }
+}
+
+const TOKEN_FILE_VARIABLE: &str = "CLOUDSDK_AUTH_ACCESS_TOKEN_FILE";
+const TOKEN_VARIABLE: &str = "CLOUDSDK_AUTH_ACCESS_TOKEN";
+
+/// A bearer token from CLOUDSDK_AUTH_ACCESS_TOKEN_FILE (a Compose or Kubernetes secret),
+/// else CLOUDSDK_AUTH_ACCESS_TOKEN; None when neither is set.
+fn bearer_token() -> Result<Option<String>, FetchError> {
+    if let Some(path) = non_empty_env(TOKEN_FILE_VARIABLE) {
+        return token_from_file(&path).map(Some);
+    }
+    Ok(non_empty_env(TOKEN_VARIABLE).map(|token| token.trim().to_owned()))
+}
+
+/// The file's content without surrounding whitespace (secrets often end in a newline).
+fn token_from_file(path: &str) -> Result<String, FetchError> {
+    let token = std::fs::read_to_string(path)
+        .map_err(|e| format!("{TOKEN_FILE_VARIABLE}={path}: cannot read the token ({e})"))?;
+    let token = token.trim();
+    if token.is_empty() {
+        return Err(format!("{TOKEN_FILE_VARIABLE}={path}: the file is empty"));
+    }
+    Ok(token.to_owned())
+}
+
+/// Credentials, in order: STORAGE_EMULATOR_HOST (no credentials),
+/// CLOUDSDK_AUTH_ACCESS_TOKEN_FILE, CLOUDSDK_AUTH_ACCESS_TOKEN, then Application Default
+/// Credentials.
+async fn gcs_client(deadline: &Deadline) -> Result<Client, FetchError> {
+    let http = Some(http_client()?);
     if let Some(host) = non_empty_env("STORAGE_EMULATOR_HOST") {
         let mut config = ClientConfig::default().anonymous();
         config.storage_endpoint = if host.contains("://") {
@@ -206,25 +305,31 @@ async fn gcs_client() -> Result<Client, FetchError> {
         } else {
             format!("http://{host}")
         };
+        config.http = http;
         return Ok(Client::new(config));
     }
-    if let Some(token) = non_empty_env("CLOUDSDK_AUTH_ACCESS_TOKEN") {
+    if let Some(token) = bearer_token()? {
         let config = ClientConfig {
             token_source_provider: Some(Box::new(StaticToken(Arc::new(BearerToken(token))))),
+            http,
             ..Default::default()
         };
         return Ok(Client::new(config));
     }
-    let config = tokio::time::timeout(Duration::from_secs(15), ClientConfig::default().with_auth())
+    let seconds = deadline.timeout.as_secs();
+    let mut config = tokio::time::timeout(deadline.remaining(), ClientConfig::default().with_auth())
         .await
-        .map_err(|_| "no Google Cloud credentials found in 15 s (metadata server unreachable)".to_owned())?
+        .map_err(|_| {
+            format!("no Google Cloud credentials found within STORAGE_TIMEOUT_SECONDS ({seconds} s): metadata server unreachable")
+        })?
         .map_err(|e| {
             format!(
                 "no Google Cloud credentials: set GOOGLE_APPLICATION_CREDENTIALS, \
-                 CLOUDSDK_AUTH_ACCESS_TOKEN, or STORAGE_EMULATOR_HOST ({})",
+                 {TOKEN_FILE_VARIABLE}, {TOKEN_VARIABLE}, or STORAGE_EMULATOR_HOST ({})",
                 one_line(&e.to_string())
             )
         })?;
+    config.http = http;
     Ok(Client::new(config))
 }
 
@@ -232,7 +337,7 @@ fn non_empty_env(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.is_empty())
 }
 
-/// CLOUDSDK_AUTH_ACCESS_TOKEN as a token source; Debug never prints the token.
+/// A bearer token as a token source; Debug never prints the token.
 struct BearerToken(String);
 
 impl std::fmt::Debug for BearerToken {
@@ -308,7 +413,7 @@ mod tests {
         });
         std::fs::write(dir.join(METADATA_FILE), metadata.to_string()).unwrap();
         let uri = model.display().to_string();
-        let error = fetch_model(&uri).await.err().unwrap();
+        let error = fetch_model(&uri, Duration::from_secs(5)).await.err().unwrap();
         std::fs::remove_dir_all(&dir).unwrap();
         let metadata_uri = sibling_uri(&uri, METADATA_FILE);
         assert_eq!(
@@ -317,9 +422,79 @@ mod tests {
         );
     }
 
+    #[test]
+    fn token_file_is_trimmed_and_refused_when_unreadable_or_empty() {
+        let dir = std::env::temp_dir().join(format!("rust_onnx_serving-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("token");
+        std::fs::write(&file, " ya29.secret\n").unwrap();
+        let path = file.display().to_string();
+        assert_eq!(token_from_file(&path).unwrap(), "ya29.secret");
+        std::fs::write(&file, "\n").unwrap();
+        assert!(token_from_file(&path).unwrap_err().ends_with("the file is empty"));
+        std::fs::remove_dir_all(&dir).unwrap();
+        let error = token_from_file(&path).unwrap_err();
+        assert!(
+            error.contains("cannot read the token") && !error.contains('\n'),
+            "{error}"
+        );
+    }
+
+    /// A client of the emulator API at `endpoint`, as STORAGE_EMULATOR_HOST would give.
+    fn emulator_client(endpoint: String) -> Client {
+        let mut config = ClientConfig::default().anonymous();
+        config.storage_endpoint = endpoint;
+        config.http = Some(http_client().unwrap());
+        Client::new(config)
+    }
+
+    async fn read_within(endpoint: String, seconds: u64) -> (FetchError, Duration) {
+        let timeout = Duration::from_secs(seconds);
+        let started = Instant::now();
+        let deadline = Deadline {
+            at: started + timeout,
+            timeout,
+        };
+        let error = read_gcs(&emulator_client(endpoint), "gs://b/model.onnx", &deadline)
+            .await
+            .unwrap_err();
+        (error, started.elapsed())
+    }
+
+    /// Storage that accepts connections and never answers, and storage that is down: both
+    /// give up at STORAGE_TIMEOUT_SECONDS, in one line.
+    #[actix_rt::test]
+    async fn stalled_or_down_storage_gives_up_at_the_deadline() {
+        let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts
+        let (error, took) = read_within(format!("http://{}", stalled.local_addr().unwrap()), 2).await;
+        assert!(
+            error.contains("STORAGE_TIMEOUT_SECONDS (2 s): no answer"),
+            "{error}"
+        );
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+
+        let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = closed.local_addr().unwrap();
+        drop(closed);
+        let (error, took) = read_within(format!("http://{address}"), 2).await;
+        assert!(error.contains("STORAGE_TIMEOUT_SECONDS (2 s)"), "{error}");
+        assert!(error.contains("onnection refused"), "{error}");
+        assert!(!error.contains('\n'), "{error}");
+        assert!(
+            took >= Duration::from_secs(2) && took < Duration::from_secs(3),
+            "{took:?}"
+        );
+    }
+
     #[actix_rt::test]
     async fn missing_local_file_is_one_line() {
-        let error = fetch_model("/nonexistent/model.onnx").await.err().unwrap();
+        let error = fetch_model("/nonexistent/model.onnx", Duration::from_secs(5))
+            .await
+            .err()
+            .unwrap();
         assert_eq!(error, "/nonexistent/model.onnx: no such file");
     }
 }

@@ -1,5 +1,7 @@
-//! In-process tests of what is specific to this service (actix_web::test): a smoke test of
-//! each route, the batch-shaped predictor, the JSON body parser and the streamed body limit.
+//! In-process tests of what is specific to this service (actix_web::test, and a real actix
+//! server on a loopback port where the socket matters): a smoke test of each route, the
+//! batch-shaped predictor, the warm-up check, the JSON body parser, the streamed body limit,
+//! the aspect-ratio bound, the body deadline (408) and admission (503).
 //! The contract itself (every error row, 404/405, query errors, limits) is checked over real
 //! HTTP against every service by tests/test_contract.py; the decoder tests are in
 //! predictor.rs.
@@ -8,8 +10,11 @@
 //! path is read from the repository root, where make runs) and the ONNX Runtime library
 //! ORT_DYLIB_PATH; the Makefile sets both.
 
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Mutex, OnceLock};
+use std::time::Duration;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{Service, ServiceResponse};
@@ -20,9 +25,13 @@ use clap::Parser;
 use ort::environment::Environment;
 use serde_json::{Value, json};
 
+use crate::admission::Admission;
 use crate::config::Config;
-use crate::http::{AppState, WorkerPredictor, image_from_json, routes};
-use crate::predictor::{GraphSpec, Predictor, TensorSpec, decode_image, load_session};
+use crate::decode::{ImageDecoder, RgbPixels};
+use crate::http::{AppState, image_from_json, routes};
+use crate::inference::InferencePool;
+use crate::metrics::Metrics;
+use crate::predictor::{GraphSpec, Predictor, TensorSpec, load_session};
 use crate::storage::FetchedModel;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -30,8 +39,12 @@ const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 struct Fixture {
     environment: Environment,
     model: FetchedModel,
+    config: Config,
     state: web::Data<AppState>,
-    predictor: Arc<WorkerPredictor>,
+    /// A session of its own for the tests that call the predictor directly (the pool's
+    /// belongs to its inference thread).
+    predictor: Mutex<Predictor>,
+    pool: InferencePool,
 }
 
 /// MODEL_URI as given when it exists from here (the crate folder, cargo's working
@@ -76,33 +89,46 @@ fn fixture() -> &'static Fixture {
         let model = std::thread::spawn(move || {
             tokio::runtime::Runtime::new()
                 .unwrap()
-                .block_on(crate::storage::fetch_model(&fetch_uri))
+                .block_on(crate::storage::fetch_model(&fetch_uri, Duration::from_secs(30)))
         })
         .join()
         .unwrap()
         .unwrap_or_else(|e| panic!("MODEL_URI={uri}: {e}"));
-        let session = load_session(&environment, &model.bytes, 1, 1).unwrap();
-        let predictor = Predictor::new(session, &model.graph).unwrap();
-        let state = crate::app_state(&config, &model, Path::new(&library), 0.0);
+        let predictor = || {
+            let session = load_session(&environment, &model.bytes, 1, 1).unwrap();
+            Predictor::new(session, &model.graph).unwrap()
+        };
+        let (pool, _threads) = InferencePool::start(vec![predictor()], crate::image_limits(&config)).unwrap();
+        let state = crate::app_state(&config, &model, Path::new(&library), 0.0, pool.clone());
         Fixture {
+            predictor: Mutex::new(predictor()),
             environment,
             model,
+            config,
             state: web::Data::new(state),
-            predictor: Arc::new(Mutex::new(predictor)),
+            pool,
         }
+    })
+}
+
+/// The fixture's state with other admission and body-deadline settings.
+fn state_with(max_pending: usize, body_timeout: Duration) -> web::Data<AppState> {
+    let f = fixture();
+    web::Data::new(AppState {
+        labels: f.state.labels.clone(),
+        max_body_bytes: f.state.max_body_bytes,
+        body_timeout,
+        info: Value::Null,
+        metrics: Metrics::new(),
+        admission: Admission::new(max_pending),
+        inference: f.pool.clone(),
     })
 }
 
 async fn app()
 -> impl Service<actix_http::Request, Response = ServiceResponse<impl MessageBody>, Error = actix_web::Error> {
     let f = fixture();
-    test::init_service(
-        App::new()
-            .app_data(f.state.clone())
-            .app_data(web::Data::from(f.predictor.clone()))
-            .configure(routes),
-    )
-    .await
+    test::init_service(App::new().app_data(f.state.clone()).configure(routes)).await
 }
 
 fn image(name: &str) -> Vec<u8> {
@@ -202,7 +228,13 @@ async fn info_and_metrics() {
 /// gets alone.
 #[actix_web::test]
 async fn a_batch_gives_one_vector_per_image() {
-    let decode = |name: &str| decode_image(&image(name), 40_000_000).unwrap();
+    let limits = crate::image_limits(&fixture().config);
+    let decode = |name: &str| {
+        ImageDecoder::new()
+            .unwrap()
+            .decode(&image(name), &limits)
+            .unwrap()
+    };
     let (coffee, grey) = (decode("coffee.jpg"), decode("camera_grey.png"));
     let mut predictor = fixture().predictor.lock().unwrap();
     let alone = [
@@ -288,4 +320,186 @@ async fn body_limit_applies_without_content_length() {
         (413, Some("body_too_large")),
         "{body}"
     );
+}
+
+#[actix_web::test]
+async fn info_lists_the_limits() {
+    let (_, info) = call(test::TestRequest::get().uri("/info").to_request()).await;
+    for (key, value) in [
+        ("max_aspect_ratio", 20),
+        ("max_pending_requests", 64),
+        ("body_timeout_seconds", 30),
+        ("storage_timeout_seconds", 60),
+    ] {
+        assert_eq!(info[key], value, "{key}");
+    }
+}
+
+/// A PNG of `width` x `height` flat pixels, a few KB however large.
+fn flat_png(width: u32, height: u32) -> Vec<u8> {
+    let mut data = Vec::new();
+    let mut encoder = png::Encoder::new(&mut data, width, height);
+    encoder.set_color(png::ColorType::Grayscale);
+    let mut writer = encoder.write_header().unwrap();
+    writer
+        .write_image_data(&vec![90u8; (width * height) as usize])
+        .unwrap();
+    writer.finish().unwrap();
+    data
+}
+
+#[actix_web::test]
+async fn elongated_images_get_422_before_decoding() {
+    for (width, height) in [(40_000, 2), (2, 60_000), (3000, 20)] {
+        let (status, body) = call(post("/predict/", "image/png", flat_png(width, height))).await;
+        assert_eq!(
+            (status, body["error_type"].as_str()),
+            (422, Some("extreme_aspect_ratio")),
+            "{width}x{height}: {body}"
+        );
+    }
+    // The pixel count is checked first.
+    let (status, body) = call(post("/predict/", "image/png", flat_png(40_000, 200))).await;
+    assert_eq!(
+        (status, body["error_type"].as_str()),
+        (413, Some("image_too_large"))
+    );
+    let (status, _) = call(post("/predict/", "image/png", flat_png(400, 20))).await;
+    assert_eq!(status, 200);
+}
+
+#[actix_web::test]
+async fn warm_up_checks_the_output_against_the_labels() {
+    let mut predictor = fixture().predictor.lock().unwrap();
+    let labels = &fixture().state.labels;
+    predictor.warm_up(labels).unwrap();
+    let mut more = labels.clone();
+    more.push("extra".to_owned());
+    assert_eq!(
+        predictor.warm_up(&more).unwrap_err(),
+        format!(
+            "model output has {} scores, metadata.json lists {} labels",
+            labels.len(),
+            more.len()
+        )
+    );
+}
+
+/// `state` served by a real actix server on a loopback port, for what needs a socket.
+fn serve(state: web::Data<AppState>) -> (actix_web::dev::ServerHandle, u16) {
+    let server = actix_web::HttpServer::new(move || App::new().app_data(state.clone()).configure(routes))
+        .workers(1)
+        .disable_signals()
+        .bind(("127.0.0.1", 0))
+        .unwrap();
+    let port = server.addrs()[0].port();
+    let server = server.run();
+    let handle = server.handle();
+    actix_web::rt::spawn(server);
+    (handle, port)
+}
+
+/// Send `head` (and nothing more) on a new connection, on a thread of its own; the answer,
+/// and how long its first byte took.
+fn raw_request(port: u16, head: String) -> std::thread::JoinHandle<(String, Duration)> {
+    std::thread::spawn(move || {
+        let started = std::time::Instant::now();
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+        stream.write_all(head.as_bytes()).unwrap();
+        let mut answer = vec![0u8; 1];
+        let first = stream.read(&mut answer).unwrap_or(0);
+        let waited = started.elapsed();
+        answer.truncate(first);
+        let _ = stream.read_to_end(&mut answer);
+        (String::from_utf8_lossy(&answer).into_owned(), waited)
+    })
+}
+
+async fn answer_of(request: std::thread::JoinHandle<(String, Duration)>) -> (String, Duration) {
+    actix_web::rt::task::spawn_blocking(move || request.join().unwrap())
+        .await
+        .unwrap()
+}
+
+fn declared_but_unsent(port: u16) -> std::thread::JoinHandle<(String, Duration)> {
+    raw_request(
+        port,
+        "POST /predict/ HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n0123456789"
+            .to_owned(),
+    )
+}
+
+/// A body that does not arrive whole in time gets 408, and while it holds the only pending
+/// place, the next request gets 503 with Retry-After at once; GET / still answers.
+#[actix_web::test]
+async fn slow_bodies_time_out_and_admission_refuses_at_once() {
+    let state = state_with(1, Duration::from_secs(2));
+    let (server, port) = serve(state.clone());
+    let slow = declared_but_unsent(port);
+    actix_web::rt::time::sleep(Duration::from_millis(300)).await;
+    let (refused, waited) = answer_of(declared_but_unsent(port)).await;
+    assert!(refused.starts_with("HTTP/1.1 503"), "{refused}");
+    assert!(
+        refused.to_ascii_lowercase().contains("retry-after: 1"),
+        "{refused}"
+    );
+    assert!(refused.contains("\"overloaded\""), "{refused}");
+    assert!(waited < Duration::from_millis(500), "{waited:?}");
+    let (health, _) = answer_of(raw_request(port, "GET / HTTP/1.0\r\n\r\n".to_owned())).await;
+    assert!(health.contains(" 200 OK"), "{health}");
+    let (timed_out, waited) = answer_of(slow).await;
+    assert!(timed_out.starts_with("HTTP/1.1 408"), "{timed_out}");
+    assert!(waited >= Duration::from_secs(2), "{waited:?}");
+    assert!(timed_out.contains("\"request_timeout\""), "{timed_out}");
+    let metrics = String::from_utf8(state.metrics.exposition()).unwrap();
+    assert!(
+        metrics.contains("predict_requests_total{status=\"503\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("predict_requests_total{status=\"408\"} 1"),
+        "{metrics}"
+    );
+    server.stop(false).await;
+}
+
+/// A client that leaves mid-body is counted 499, never 4xx or 500.
+#[actix_web::test]
+async fn a_client_leaving_mid_body_counts_as_499() {
+    let state = state_with(4, Duration::from_secs(10));
+    let (server, port) = serve(state.clone());
+    actix_web::rt::task::spawn_blocking(move || {
+        let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
+        stream
+            .write_all(b"POST /predict/ HTTP/1.1\r\nHost: x\r\nContent-Type: image/jpeg\r\nContent-Length: 1000\r\n\r\n0123")
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(200));
+    })
+    .await
+    .unwrap();
+    let counted = |state: &AppState| String::from_utf8(state.metrics.exposition()).unwrap();
+    for _ in 0..50 {
+        if counted(&state).contains("status=\"499\"") {
+            break;
+        }
+        actix_web::rt::time::sleep(Duration::from_millis(50)).await;
+    }
+    let metrics = counted(&state);
+    assert!(
+        metrics.contains("predict_requests_total{status=\"499\"} 1"),
+        "{metrics}"
+    );
+    server.stop(false).await;
+}
+
+#[actix_web::test]
+async fn decoded_pixels_feed_the_graph_as_they_are() {
+    let pixels = RgbPixels {
+        width: 2,
+        height: 1,
+        data: vec![0, 0, 0, 255, 255, 255],
+    };
+    let scores = fixture().predictor.lock().unwrap().infer(&[pixels]).unwrap();
+    assert_eq!(scores[0].len(), fixture().state.labels.len());
 }

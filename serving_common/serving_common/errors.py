@@ -5,6 +5,8 @@ from pathlib import Path
 from typing import Final
 
 CONTRACT_DIR = Path(__file__).resolve().parents[2] / "contract"
+# Seconds an `overloaded` (503) client is told to wait, in its Retry-After header.
+RETRY_AFTER_SECONDS = 1
 
 
 def _load_statuses() -> dict[str, int]:
@@ -28,6 +30,11 @@ class ServiceError(Exception):
     @property
     def status(self) -> int:
         return STATUS_BY_ERROR_TYPE[self.error_type]
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """Headers the answer carries besides its body."""
+        return {"Retry-After": str(RETRY_AFTER_SECONDS)} if self.status == 503 else {}
 
     def body(self) -> dict[str, str]:
         return {"error": self.message, "error_type": self.error_type}

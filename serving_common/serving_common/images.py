@@ -1,14 +1,46 @@
-"""Image checks every decoder makes before spending time on an image, and Pillow decoding."""
+"""Image checks every decoder makes before spending time on an image, and Pillow decoding
+by the one rule of `weather_model.pixels`."""
 
-import io
-import warnings
+from dataclasses import dataclass
 
 from PIL import Image
+from weather_model.pixels import open_image, to_rgb
 
 from serving_common.errors import ServiceError
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+# NOTE: Pillow's own decompression-bomb check refuses (as an error we would report as 415)
+# images over twice its default pixel count, inside Image.open; ours runs right after
+# Image.open has read the header, with the limit the service is configured with.
+Image.MAX_IMAGE_PIXELS = None
+
+
+@dataclass(frozen=True)
+class ImageLimits:
+    """What an image may be, checked from its header before it is decoded."""
+
+    max_pixels: int
+    max_aspect_ratio: int
+
+    def check(self, width: int, height: int) -> None:
+        """The pixel count first (413), then the aspect ratio (422)."""
+        if width <= 0 or height <= 0:
+            raise ServiceError("unsupported_image", f"the image has no pixels ({width}x{height})")
+        if width * height > self.max_pixels:
+            raise ServiceError(
+                "image_too_large",
+                f"the image is {width}x{height} = {width * height} pixels; "
+                f"the limit (MAX_IMAGE_PIXELS) is {self.max_pixels}",
+            )
+        # The shorter side is resized to 256: the ratio bounds that resize's memory.
+        if max(width, height) > self.max_aspect_ratio * min(width, height):
+            raise ServiceError(
+                "extreme_aspect_ratio",
+                f"the image is {width}x{height}; its longer side may be at most "
+                f"MAX_ASPECT_RATIO ({self.max_aspect_ratio}) times its shorter side",
+            )
 
 
 def sniff_image_format(data: bytes) -> str:
@@ -20,27 +52,13 @@ def sniff_image_format(data: bytes) -> str:
     raise ServiceError("unsupported_image", "the image is neither JPEG nor PNG")
 
 
-def check_pixels(width: int, height: int, max_pixels: int) -> None:
-    if width <= 0 or height <= 0:
-        raise ServiceError("unsupported_image", f"the image has no pixels ({width}x{height})")
-    if width * height > max_pixels:
-        raise ServiceError(
-            "image_too_large",
-            f"the image is {width}x{height} = {width * height} pixels; "
-            f"the limit (MAX_IMAGE_PIXELS) is {max_pixels}",
-        )
-
-
-def decode_with_pil(data: bytes, max_pixels: int) -> Image.Image:
-    """Decode to RGB with Pillow, refusing oversized images before decompressing them."""
+def decode_with_pil(data: bytes, limits: ImageLimits) -> Image.Image:
+    """Decode to 8-bit RGB with Pillow, refusing images over the limits before decoding."""
     sniff_image_format(data)
     try:
-        with warnings.catch_warnings():
-            # Pillow warns on large images; MAX_IMAGE_PIXELS is the limit that counts here.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(data))
-            check_pixels(image.width, image.height, max_pixels)
-            return image.convert("RGB")
+        image = open_image(data)
+        limits.check(image.width, image.height)
+        return to_rgb(image)
     except ServiceError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 from weather_model.contract import METADATA_FILE
-from weather_model.storage import ArtifactError, is_gcs_uri, read_artifact, sibling_uri
+from weather_model.storage import (
+    DOWNLOAD_DEADLINE_SECONDS,
+    ArtifactError,
+    Deadline,
+    is_gcs_uri,
+    read_artifact,
+    sibling_uri,
+)
 
 log = logging.getLogger(__name__)
 
@@ -35,13 +42,18 @@ class FetchedModel:
         return self.metadata["artifacts"][self.path.name]["sha256"]
 
 
-def fetch_model(uri: str, cache_dir: Path) -> FetchedModel:
-    """Read the model and metadata.json beside it; copy gs:// objects into `cache_dir`."""
+def fetch_model(
+    uri: str, cache_dir: Path, timeout_seconds: float = DOWNLOAD_DEADLINE_SECONDS
+) -> FetchedModel:
+    """Read the model and metadata.json beside it, both within `timeout_seconds` of the
+    start; copy gs:// objects into `cache_dir`."""
     started = time.perf_counter()
     metadata_uri = sibling_uri(uri, METADATA_FILE)
-    model_bytes = read_artifact(uri)
+    deadline = Deadline.after(timeout_seconds)
+    model_bytes = read_artifact(uri, deadline)
+    metadata_bytes = read_artifact(metadata_uri, deadline)
     try:
-        metadata = json.loads(read_artifact(metadata_uri))
+        metadata = json.loads(metadata_bytes)
         labels = metadata["labels"]
         artifacts = metadata["artifacts"]
     except (ValueError, KeyError, TypeError):
@@ -62,9 +74,12 @@ def fetch_model(uri: str, cache_dir: Path) -> FetchedModel:
         raise ArtifactError(f"{metadata_uri}: labels must be a non-empty list of strings")
     path = Path(uri)
     if is_gcs_uri(uri):
-        cache_dir.mkdir(parents=True, exist_ok=True)
         path = cache_dir / name
-        path.write_bytes(model_bytes)
+        try:
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(model_bytes)
+        except OSError as exc:
+            raise ArtifactError(f"{path}: cannot write the model cache ({exc.strerror})") from None
     seconds = time.perf_counter() - started
     log.info("model fetched from %s (%d bytes) in %.3f s", uri, len(model_bytes), seconds)
     return FetchedModel(uri, path, metadata, seconds)

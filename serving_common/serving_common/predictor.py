@@ -10,13 +10,15 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from serving_common.images import ImageLimits
 from serving_common.model_source import FetchedModel
 from serving_common.settings import Settings
 
 
 class Predictor(Protocol):
-    def decode(self, image: bytes, max_pixels: int) -> Any:
-        """Image bytes to the model's input; ServiceError for a bad or oversized image."""
+    def decode(self, image: bytes, limits: ImageLimits) -> Any:
+        """Image bytes to the model's input, by the rule of `weather_model.pixels`; checks
+        `limits` from the header first. ServiceError for a bad or oversized image."""
 
     def predict(self, batch: Sequence[Any]) -> np.ndarray:
         """Probabilities in label order, one row per decoded input: [len(batch), labels]."""

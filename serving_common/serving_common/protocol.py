@@ -1,15 +1,17 @@
 """The HTTP contract of contract/README.md, without a web framework.
 
-Body limits, JSON/base64 parsing, the `probabilities` flag, prediction with stage metrics,
-and the response documents. A host framework (FastAPI in `app.py`; BentoML, Ray Serve or
-LitServe elsewhere) wires these to its own routes, so every host answers alike and the
-only difference measured is the framework.
+Body limits and deadline, JSON/base64 parsing, the `probabilities` flag, admission control,
+prediction with stage metrics, and the response documents. A host framework (FastAPI in
+`app.py`; BentoML, Ray Serve or LitServe elsewhere) wires these to its own routes, so every
+host answers alike and the only difference measured is the framework.
 """
 
+import asyncio
 import binascii
+import contextlib
+import threading
 import time
-from collections.abc import AsyncIterable, Iterator
-from contextlib import contextmanager
+from collections.abc import AsyncIterable, AsyncIterator, Iterator
 from typing import Any
 
 import numpy as np
@@ -28,6 +30,8 @@ BASE64_WHITESPACE = str.maketrans("", "", " \t\n\r\v\f")
 # The words pydantic reads as booleans, which the Rust service accepts too.
 TRUE_WORDS = frozenset({"true", "1", "yes", "on", "t", "y"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off", "f", "n"})
+# The status a client that disconnected before its answer is counted with (nginx's).
+CLIENT_GONE_STATUS = 499
 
 
 def media_type(content_type: str | None) -> str:
@@ -35,22 +39,63 @@ def media_type(content_type: str | None) -> str:
     return (content_type or "").split(";", 1)[0].strip().lower()
 
 
+class ClientGone(Exception):
+    """The client disconnected before its answer: counted with status 499, work dropped."""
+
+
 def _too_large(limit: int) -> ServiceError:
     return ServiceError("body_too_large", f"the body exceeds MAX_BODY_BYTES ({limit} bytes)")
 
 
-async def read_body(chunks: AsyncIterable[bytes], content_length: str | None, limit: int) -> bytes:
-    """The body, refused with 413 as soon as it is known to exceed `limit` bytes: from
-    Content-Length before reading anything, else while streaming (chunked bodies)."""
+async def read_body(
+    chunks: AsyncIterable[bytes], content_length: str | None, limit: int, timeout_seconds: float
+) -> bytes:
+    """The whole body within `timeout_seconds` (else 408), at most `limit` bytes (else 413).
+
+    A body known to be too large, from Content-Length or while streaming, is read to its end
+    and discarded before the 413, within the same deadline: clients that send everything
+    before reading (urllib, requests) then see the 413 instead of a reset connection.
+    """
+    deadline = asyncio.get_running_loop().time() + timeout_seconds
+    rest = aiter(chunks)
     if content_length is not None and content_length.isdigit() and int(content_length) > limit:
+        await _discard(rest, deadline)
         raise _too_large(limit)
-    parts, size = [], 0
-    async for chunk in chunks:
-        size += len(chunk)
-        if size > limit:
-            raise _too_large(limit)
-        parts.append(chunk)
+    parts: list[bytes] = []
+    size = 0
+    try:
+        async with asyncio.timeout_at(deadline):
+            async for chunk in rest:
+                size += len(chunk)
+                if size > limit:
+                    break
+                parts.append(chunk)
+    except TimeoutError:
+        raise ServiceError(
+            "request_timeout",
+            f"the body did not arrive within BODY_TIMEOUT_SECONDS ({timeout_seconds:g} s)",
+        ) from None
+    if size > limit:
+        parts.clear()
+        await _discard(rest, deadline)
+        raise _too_large(limit)
     return b"".join(parts)
+
+
+async def discard_body(chunks: AsyncIterable[bytes], timeout_seconds: float) -> None:
+    """Read what is left of the body of a request refused before its body was read (503,
+    a bad query), keeping none of it, for at most `timeout_seconds`. The answer waits for
+    it: a server that closes a connection with unread bytes resets it (TCP RST), and the
+    client never sees the answer."""
+    await _discard(aiter(chunks), asyncio.get_running_loop().time() + timeout_seconds)
+
+
+async def _discard(chunks: AsyncIterator[bytes], deadline: float) -> None:
+    """Read what is left of a refused body, keeping none of it, until `deadline`."""
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout_at(deadline):
+            async for _ in chunks:
+                pass
 
 
 def image_from_json(body: bytes) -> bytes:
@@ -103,7 +148,7 @@ def probabilities_requested(value: str | None) -> bool:
     raise ServiceError("invalid_request", f"query.probabilities: {value!r} is not a boolean")
 
 
-@contextmanager
+@contextlib.contextmanager
 def counted_request(metrics: Metrics) -> Iterator[float]:
     """Counts one /predict/ request by its final status and times it; yields its start."""
     started = time.perf_counter()
@@ -114,23 +159,69 @@ def counted_request(metrics: Metrics) -> Iterator[float]:
     except ServiceError as exc:
         status = exc.status
         raise
+    except ClientGone:
+        status = CLIENT_GONE_STATUS
+        raise
     finally:
         metrics.requests.labels(str(status)).inc()
         metrics.latency.observe(time.perf_counter() - started)
 
 
-def predict_image(
-    state: ServiceState, image: bytes, with_probabilities: bool, started: float
+class Admission:
+    """At most `limit` /predict/ requests pending in this worker, in flight or queued; one
+    more is refused at once (503) rather than queued without bound. Each pending request
+    may hold a body of up to MAX_BODY_BYTES, so this also bounds the worker's memory."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._pending = 0
+        # Hosts that call handlers from several threads share one counter safely.
+        self._lock = threading.Lock()
+
+    @property
+    def pending(self) -> int:
+        return self._pending
+
+    def enter(self) -> None:
+        """One more pending request, or ServiceError `overloaded` (nothing counted)."""
+        with self._lock:
+            if self._pending >= self.limit:
+                raise ServiceError(
+                    "overloaded",
+                    f"{self.limit} requests are already pending in this worker "
+                    "(MAX_PENDING_REQUESTS); try again shortly",
+                )
+            self._pending += 1
+
+    def leave(self) -> None:
+        with self._lock:
+            self._pending -= 1
+
+    @contextlib.contextmanager
+    def admitted(self) -> Iterator[None]:
+        """Pending for the duration of the block, or ServiceError `overloaded`."""
+        self.enter()
+        try:
+            yield
+        finally:
+            self.leave()
+
+
+def answer_prediction(
+    state: ServiceState, kind: str, body: bytes, with_probabilities: bool, read_seconds: float
 ) -> dict[str, Any]:
-    """Decode, infer as a batch of one, and shape the response; the parse stage is the time
-    since `started`."""
+    """The CPU-bound part of one /predict/: parse the body, decode, infer as a batch of one,
+    shape the answer. Blocking: hosts run it off the threads that answer HTTP. The parse
+    stage is `read_seconds` (the body arriving) plus the JSON and base64 decoding."""
+    started = time.perf_counter()
+    image = image_from_body(kind, body)
     parsed = time.perf_counter()
-    decoded = state.predictor.decode(image, state.settings.max_image_pixels)
+    decoded = state.predictor.decode(image, state.limits)
     decoded_at = time.perf_counter()
     (scores,) = state.predictor.predict([decoded])
     done = time.perf_counter()
     stage = state.metrics.stage
-    stage.labels("parse").observe(parsed - started)
+    stage.labels("parse").observe(read_seconds + parsed - started)
     stage.labels("decode").observe(decoded_at - parsed)
     stage.labels("inference").observe(done - decoded_at)
     return prediction_document(state.model.labels, scores, with_probabilities)
@@ -163,6 +254,10 @@ def info_document(state: ServiceState) -> dict[str, Any]:
         "inter_op_threads": settings.inter_op_threads,
         "max_body_bytes": settings.max_body_bytes,
         "max_image_pixels": settings.max_image_pixels,
+        "max_aspect_ratio": settings.max_aspect_ratio,
+        "max_pending_requests": settings.max_pending_requests,
+        "body_timeout_seconds": settings.body_timeout_seconds,
+        "storage_timeout_seconds": settings.storage_timeout_seconds,
         "startup": {
             "download_seconds": state.model.download_seconds,
             "load_seconds": state.load_seconds,

@@ -3,7 +3,8 @@
 The main process reads the strategy's manifest and the settings and fetches the model once
 (checking its sha256). With WORKERS=1 it loads the model and serves in-process; with more,
 every uvicorn worker loads the already-downloaded file. Any startup problem ends the
-process with status 1 and one line naming the cause.
+process with status 1 and one line naming the cause; so does a worker's startup problem,
+which ends the whole service.
 """
 
 import ctypes
@@ -17,6 +18,8 @@ from typing import Any
 
 import uvicorn
 from fastapi import FastAPI
+from uvicorn.config import STARTUP_FAILURE
+from uvicorn.supervisors import Multiprocess
 
 from serving_common.app import create_app
 from serving_common.model_source import FetchedModel
@@ -62,10 +65,13 @@ def run_service(folder: Path) -> None:
             app = create_app(
                 build_state(strategy.name, settings, model, import_predictor(predictor))
             )
+            exit_zero_once_drained()
             uvicorn.run(app, **server)
             return
     except StartupError as exc:
         fatal(strategy.name, exc)
+    except OSError as exc:  # a local file: the model cache, the temporary folder
+        fatal(strategy.name, f"{exc.filename or 'local file'}: {exc.strerror or exc}")
     os.environ[_FETCHED_ENV] = json.dumps(
         {
             "folder": str(folder),
@@ -79,7 +85,30 @@ def run_service(folder: Path) -> None:
     os.environ.setdefault(
         "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix=f"{strategy.name}-prom-")
     )
-    uvicorn.run("serving_common.serve:worker_app", factory=True, workers=settings.workers, **server)
+    serve_workers(settings.workers, server, strategy.name)
+
+
+def serve_workers(workers: int, server: dict[str, Any], service: str) -> None:
+    """uvicorn's multi-process supervisor (what uvicorn.run does with workers > 1), then
+    exit 1 if a worker failed to start: the worker has printed its one line, and uvicorn
+    alone would stop every worker and exit 0."""
+    config = uvicorn.Config(
+        "serving_common.serve:worker_app", factory=True, workers=workers, **server
+    )
+    supervisor = Multiprocess(config, sockets=[config.bind_socket()])
+    supervisor.run()
+    if any(worker.exitcode == STARTUP_FAILURE for worker in supervisor.processes):
+        print(f"{service}: a worker failed to start; stopped", file=sys.stderr, flush=True)
+        sys.exit(1)
+
+
+def exit_zero_once_drained() -> None:
+    """SIGTERM ends the service with status 0 once uvicorn has drained it.
+
+    NOTE: uvicorn handles SIGTERM itself while it serves, then re-raises it for the handler
+    it found installed; Python's default handler would end the process with -15 instead.
+    """
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
 
 
 def exit_with_parent(supervisor: int) -> None:
@@ -108,7 +137,7 @@ def worker_app() -> FastAPI:
             build_state(strategy.name, settings, model, import_predictor(str(strategy.predictor)))
         )
     except StartupError as exc:
-        # NOTE: uvicorn restarts dead workers forever; ask the supervisor to stop instead.
+        # NOTE: uvicorn's supervisor restarts workers that die, except those that exit with
+        # STARTUP_FAILURE: it then stops the others, and `serve_workers` exits 1.
         print(f"{strategy.name}: fatal: {exc}", file=sys.stderr, flush=True)
-        os.kill(os.getppid(), signal.SIGTERM)
-        sys.exit(1)
+        sys.exit(STARTUP_FAILURE)

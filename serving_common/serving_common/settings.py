@@ -22,6 +22,11 @@ class Settings(BaseSettings):
     inter_op_threads: int = Field(1, ge=1, le=256)
     max_body_bytes: int = Field(10_000_000, ge=1)
     max_image_pixels: int = Field(40_000_000, ge=1)
+    max_aspect_ratio: int = Field(20, ge=1)
+    # Per worker process: in flight or queued, counted from when the headers are read.
+    max_pending_requests: int = Field(64, ge=1)
+    body_timeout_seconds: int = Field(30, ge=1)
+    storage_timeout_seconds: int = Field(60, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @field_validator("log_level", mode="before")

@@ -5,16 +5,21 @@ checked against metadata.json) and the predictor, or one line naming what went w
 """
 
 import importlib
+import io
 import logging
 import os
 import sys
 import time
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import NoReturn
 
+import numpy as np
+from PIL import Image
 from weather_model.storage import ArtifactError
 
+from serving_common.images import ImageLimits
 from serving_common.metrics import Metrics
 from serving_common.model_source import FetchedModel, fetch_model
 from serving_common.predictor import LoadPredictor, Predictor
@@ -36,6 +41,10 @@ class ServiceState:
     predictor: Predictor
     load_seconds: float
     metrics: Metrics = field(default_factory=Metrics)
+
+    @cached_property
+    def limits(self) -> ImageLimits:
+        return ImageLimits(self.settings.max_image_pixels, self.settings.max_aspect_ratio)
 
 
 def fatal(service: str, message: object) -> NoReturn:
@@ -78,6 +87,8 @@ def read_settings(strategy: Strategy) -> Settings:
 def credentials_source() -> str:
     if os.environ.get("STORAGE_EMULATOR_HOST"):
         return f"emulator at {os.environ['STORAGE_EMULATOR_HOST']}"
+    if os.environ.get("CLOUDSDK_AUTH_ACCESS_TOKEN_FILE"):
+        return f"token file {os.environ['CLOUDSDK_AUTH_ACCESS_TOKEN_FILE']}"
     if os.environ.get("CLOUDSDK_AUTH_ACCESS_TOKEN"):
         return "CLOUDSDK_AUTH_ACCESS_TOKEN (redacted)"
     return "application default credentials"
@@ -85,7 +96,7 @@ def credentials_source() -> str:
 
 def download_model(settings: Settings, cache: Path) -> FetchedModel:
     try:
-        return fetch_model(settings.model_uri, cache)
+        return fetch_model(settings.model_uri, cache, settings.storage_timeout_seconds)
     except ArtifactError as exc:
         raise StartupError(str(exc)) from None
 
@@ -100,4 +111,39 @@ def build_state(
         raise StartupError(f"{model.uri}: the runtime cannot load it ({exc})") from None
     seconds = time.perf_counter() - started
     log.info("model loaded in %.3f s", seconds)
-    return ServiceState(service, settings, model, predictor, seconds)
+    state = ServiceState(service, settings, model, predictor, seconds)
+    warm_up(state)
+    return state
+
+
+def warm_up_image() -> bytes:
+    """A 320x240 JPEG made here: colour gradients, so that nothing is read from disk."""
+    columns = np.linspace(0, 255, 320, dtype=np.float32)
+    rows = np.linspace(0, 255, 240, dtype=np.float32)[:, None]
+    pixels = np.stack(
+        np.broadcast_arrays(columns[None, :], rows, (columns[None, :] + rows) / 2), axis=-1
+    ).astype(np.uint8)
+    encoded = io.BytesIO()
+    Image.fromarray(pixels).save(encoded, "JPEG", quality=90)
+    return encoded.getvalue()
+
+
+def warm_up(state: ServiceState) -> None:
+    """One prediction before serving, through the same decode and predict as a request:
+    the first request is not the slow one, and a model whose output does not match
+    metadata.json's labels stops the service here instead of answering wrongly."""
+    started = time.perf_counter()
+    try:
+        decoded = state.predictor.decode(warm_up_image(), state.limits)
+        output = np.asarray(state.predictor.predict([decoded]))
+    except Exception as exc:
+        raise StartupError(f"{state.model.uri}: the warm-up inference failed ({exc})") from None
+    expected = (1, len(state.model.labels))
+    if output.shape != expected:
+        raise StartupError(
+            f"{state.model.uri}: the warm-up inference gave output shape {list(output.shape)}; "
+            f"expected {list(expected)}, one score per label of metadata.json"
+        )
+    if not np.isfinite(output).all():
+        raise StartupError(f"{state.model.uri}: the warm-up inference gave non-finite scores")
+    log.info("warm-up inference in %.3f s", time.perf_counter() - started)

@@ -2,9 +2,7 @@
 contract pieces (`protocol.py`), the FastAPI host, and the batch-shaped predictors. The
 contract itself is checked over HTTP against every strategy by tests/test_contract.py."""
 
-import asyncio
 import base64
-from collections.abc import AsyncIterator
 
 import numpy as np
 import pytest
@@ -33,8 +31,8 @@ def state(request, artifacts, tmp_path_factory):
 
 
 def test_predictor_is_batch_shaped(state):
-    predictor, limit = state.predictor, state.settings.max_image_pixels
-    decoded = [predictor.decode(path.read_bytes(), limit) for path in IMAGES]
+    predictor = state.predictor
+    decoded = [predictor.decode(path.read_bytes(), state.limits) for path in IMAGES]
     batch = predictor.predict(decoded)
     assert batch.shape == (len(IMAGES), len(LABELS))
     one_by_one = np.concatenate([predictor.predict([one]) for one in decoded])
@@ -52,23 +50,11 @@ def test_fastapi_host_serves_the_protocol(state):
         assert by_json.json() == raw.json()
         info = client.get("/info").json()
         assert info["service"] == state.name and info["runtime"]["version"]
+        assert (info["max_aspect_ratio"], info["max_pending_requests"]) == (20, 64)
+        assert (info["body_timeout_seconds"], info["storage_timeout_seconds"]) == (30, 60)
         error = client.post("/predict/", content=b"{", headers={"Content-Type": "application/json"})
         assert (error.status_code, error.json()["error_type"]) == (400, "invalid_json")
         assert 'predict_requests_total{status="400"}' in client.get("/metrics").text
-
-
-async def _chunks(*parts: bytes) -> AsyncIterator[bytes]:
-    for part in parts:
-        yield part
-
-
-def test_read_body_refuses_early_and_while_streaming():
-    read = protocol.read_body
-    assert asyncio.run(read(_chunks(b"ab", b"cd"), None, 4)) == b"abcd"
-    for content_length, parts in (("5", (b"ab",)), (None, (b"ab", b"cde"))):
-        with pytest.raises(ServiceError) as caught:
-            asyncio.run(read(_chunks(*parts), content_length, 4))
-        assert caught.value.error_type == "body_too_large"
 
 
 def test_media_type_and_probabilities_flag():

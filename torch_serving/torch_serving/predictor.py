@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import torch
 from PIL import Image
-from serving_common.images import decode_with_pil
+from serving_common.images import ImageLimits, decode_with_pil
 from serving_common.model_source import FetchedModel
 from serving_common.settings import Settings
 from weather_model.network import load_network, state_dict_from_bytes
@@ -26,8 +26,8 @@ class TorchPredictor:
         # The preprocessing the model was exported with, from its metadata.json.
         self.transforms = transforms_from_metadata(model.metadata["preprocessing"])
 
-    def decode(self, image: bytes, max_pixels: int) -> Image.Image:
-        return decode_with_pil(image, max_pixels)
+    def decode(self, image: bytes, limits: ImageLimits) -> Image.Image:
+        return decode_with_pil(image, limits)
 
     def predict(self, batch: Sequence[Image.Image]) -> np.ndarray:
         with torch.inference_mode():

@@ -1,0 +1,76 @@
+"""Load, slow clients and shutdown, on the real process: a saturated worker still answers
+health at once, and SIGTERM answers every accepted request before the process exits 0."""
+
+import os
+import signal
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections import Counter
+
+import pytest
+
+from conftest import ROOT, STRATEGIES, start_service
+
+COFFEE = (ROOT / "images" / "coffee.jpg").read_bytes()
+
+
+def post(url: str) -> int | str:
+    request = urllib.request.Request(
+        f"{url}/predict/", data=COFFEE, headers={"Content-Type": "image/jpeg"}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+    except OSError as exc:
+        return type(exc).__name__
+
+
+def concurrently(count: int, url: str) -> tuple[list[threading.Thread], list[int | str]]:
+    statuses: list[int | str] = []
+    threads = [threading.Thread(target=lambda: statuses.append(post(url))) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    return threads, statuses
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_sigterm_answers_every_accepted_request_then_exits_0(artifacts, workers):
+    strategy = STRATEGIES["onnx_serving"]
+    env = {**os.environ, "MODEL_URI": str(artifacts / strategy.model_file), "WORKERS": workers}
+    service = start_service(strategy, env)
+    try:
+        threads, statuses = concurrently(30, service.url)
+        time.sleep(0.15)
+        service.process.send_signal(signal.SIGTERM)
+        for thread in threads:
+            thread.join()
+        assert service.process.wait(timeout=60) == 0
+        assert Counter(statuses) == {200: 30}
+    finally:
+        service.kill()
+
+
+def test_a_saturated_worker_refuses_the_excess_and_answers_health(artifacts):
+    strategy = STRATEGIES["onnx_serving"]
+    env = {
+        **os.environ,
+        "MODEL_URI": str(artifacts / strategy.model_file),
+        "MAX_PENDING_REQUESTS": "4",
+    }
+    service = start_service(strategy, env)
+    try:
+        threads, statuses = concurrently(24, service.url)
+        started = time.monotonic()
+        with urllib.request.urlopen(f"{service.url}/", timeout=10) as health:
+            assert health.status == 200
+        # Generous: the point is seconds of queueing would not pass.
+        assert time.monotonic() - started < 1.0
+        for thread in threads:
+            thread.join()
+        assert set(statuses) <= {200, 503} and statuses.count(200) >= 4
+    finally:
+        service.kill()

@@ -1,0 +1,169 @@
+"""Faults and load, as a hostile client or a rolling restart brings them: slow and vanishing
+clients, a thousand connections, aspect-ratio bombs, saturation, SIGTERM under load.
+
+Real processes on loopback; every case ends with the service answering a good request.
+Bounds are generous (seconds where milliseconds are expected): they catch a service that
+queues liveness behind inference or holds memory, never a slow machine.
+"""
+
+import asyncio
+import re
+import subprocess
+import time
+from pathlib import Path
+
+import hostile
+import httpx
+import psutil
+import pytest
+from benchmark.processes import RunningService
+from clients import (
+    BODY_TIMEOUT_SECONDS,
+    COFFEE,
+    JPEG,
+    assert_serves_again,
+    b64_json,
+    many_requests,
+    one_request,
+    predict_request,
+    read_response,
+    start_predict,
+)
+
+from conftest import STRATEGIES, start_service
+
+# What a bomb may add to a service's peak RSS (all its processes): a few MB of pixels and
+# resize buffers are expected; without the aspect-ratio bound it is gigabytes.
+BOMB_RSS_HEADROOM_MB = 300
+# Liveness while saturated: milliseconds are expected, seconds mean it queued.
+HEALTH_BOUND_SECONDS = 1.0
+
+
+def metric(service: RunningService, name: str) -> float:
+    """A sample's value from /metrics (0 when absent), summed over workers."""
+    text = httpx.get(service.url + "/metrics", timeout=10).text
+    return sum(
+        float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")
+    )
+
+
+def test_a_trickling_body_gets_408(service):
+    client = start_predict(service, 1000)
+    started = time.monotonic()
+    try:
+        for _ in range(int(BODY_TIMEOUT_SECONDS * 4)):  # a byte every 0.5 s, for twice the limit
+            client.sendall(b"\xff")
+            time.sleep(0.5)
+    except OSError:
+        pass  # the service answered and closed: the answer is still there to read
+    response = read_response(client)
+    client.close()
+    assert response.status_code == 408, response.text
+    assert response.json()["error_type"] == "request_timeout"
+    assert time.monotonic() - started < BODY_TIMEOUT_SECONDS + 5
+    assert_serves_again(service)
+
+
+def test_a_client_that_leaves_is_not_a_server_error(service):
+    errors_before = metric(service, 'predict_requests_total{status="500"}')
+    gone_before = metric(service, 'predict_requests_total{status="499"}')
+    for _ in range(3):
+        start_predict(service, 100_000, COFFEE[:5000]).close()
+    deadline = time.monotonic() + BODY_TIMEOUT_SECONDS + 5
+    while metric(service, 'predict_requests_total{status="499"}') < gone_before + 3:
+        assert time.monotonic() < deadline, "the three clients that left were not counted 499"
+        time.sleep(0.2)
+    assert metric(service, 'predict_requests_total{status="500"}') == errors_before
+    assert_serves_again(service)
+
+
+def test_a_thousand_connections_at_once(service):
+    request = predict_request(COFFEE, JPEG)
+    statuses = asyncio.run(many_requests(service.port, request, 1000))
+    counts = {status: statuses.count(status) for status in set(statuses)}
+    # Each is answered: served, or refused at once as overloaded; none reset, none 500.
+    assert set(counts) <= {200, 503}, counts
+    assert counts.get(503, 0) > 0, counts
+    assert service.process.poll() is None
+    assert_serves_again(service)
+
+
+def peak_rss_mb(service: RunningService) -> float:
+    """The largest VmHWM (peak resident set) among the service's processes."""
+    root = psutil.Process(service.pid)
+    peaks = []
+    for process in [root, *root.children(recursive=True)]:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        peaks.append(int(re.search(r"VmHWM:\s+(\d+) kB", status).group(1)) / 1024)
+    return max(peaks)
+
+
+def test_aspect_ratio_bombs_do_not_take_memory(service):
+    assert_serves_again(service)
+    before = peak_rss_mb(service)
+    for name, make in hostile.ASPECT_RATIO_BOMBS.items():
+        bomb = make()
+        for _ in range(3):  # reach every worker
+            response = httpx.post(
+                service.url + "/predict/",
+                content=bomb,
+                headers={"Content-Type": hostile.media_type(bomb)},
+                timeout=60,
+            )
+            assert response.status_code == 422, f"{name}: {response.text}"
+    grown = peak_rss_mb(service) - before
+    print(f"{service.name}: peak RSS {before:.0f} MB, +{grown:.1f} MB after the bombs")
+    assert grown < BOMB_RSS_HEADROOM_MB
+    assert_serves_again(service)
+
+
+def test_saturated_service_is_live_and_refuses_the_excess(service, tmp_path):
+    """ab -c 200 for 5 s: the excess gets 503 at once, and GET / keeps answering fast."""
+    body = tmp_path / "coffee.jpg"
+    body.write_bytes(COFFEE)
+    # -t 5: five seconds; -r: go on after socket errors; -s 60: per-request timeout.
+    command = ["ab", "-q", "-t", "5", "-n", "1000000", "-c", "200", "-r", "-s", "60"]
+    load = subprocess.Popen(
+        [*command, "-p", str(body), "-T", JPEG, f"{service.url}/predict/"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    health = []
+    time.sleep(0.5)
+    while load.poll() is None:
+        started = time.monotonic()
+        response = httpx.get(service.url + "/", timeout=30)
+        health.append(time.monotonic() - started)
+        assert response.status_code == 200
+        time.sleep(0.1)
+    report = load.stdout.read() if load.stdout else ""
+    refused = re.search(r"Non-2xx responses:\s+(\d+)", report)
+    print(f"{service.name}: GET / max {max(health) * 1000:.0f} ms over {len(health)} probes")
+    assert refused and int(refused.group(1)) > 0, report
+    assert len(health) >= 10 and max(health) < HEALTH_BOUND_SECONDS, health
+    assert_serves_again(service)
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_sigterm_under_load_finishes_every_request(name, workers, gcs_emulator, gcs_model):
+    """A rolling restart: SIGTERM 150 ms after 30 requests were sent, while they are in
+    flight or queued; each is answered and the service exits 0."""
+    strategy = STRATEGIES[name]
+    env = gcs_emulator.env(MODEL_URI=gcs_model[strategy.model_file], WORKERS=workers)
+    running = start_service(strategy, env)
+    request = predict_request(b64_json(COFFEE), "application/json")
+
+    async def rolling_restart() -> tuple[list[int], int]:
+        clients = [asyncio.create_task(one_request(running.port, request)) for _ in range(30)]
+        await asyncio.sleep(0.15)
+        exit_status = await asyncio.to_thread(running.stop, 60)
+        return list(await asyncio.gather(*clients)), exit_status
+
+    try:
+        statuses, exit_status = asyncio.run(rolling_restart())
+    finally:
+        running.kill()
+    assert statuses == [200] * 30, statuses
+    assert exit_status == 0, running.stderr()[-2000:]
