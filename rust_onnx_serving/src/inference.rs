@@ -84,12 +84,27 @@ impl InferencePool {
     }
 }
 
+/// The inference threads' niceness (Linux schedules threads by it), as in the Python
+/// services: when HTTP and inference want the same core, HTTP goes first, so health checks
+/// and 503s for the excess are answered at once under a flood; inference has the cores
+/// whenever HTTP is idle.
+const INFERENCE_NICENESS: libc::c_int = 5;
+
+fn yield_to_http() {
+    // SAFETY: plain syscalls on the calling thread; a refusal leaves the priority as it was.
+    unsafe {
+        let thread = libc::gettid() as libc::id_t;
+        libc::setpriority(libc::PRIO_PROCESS, thread, INFERENCE_NICENESS);
+    }
+}
+
 fn serve_jobs(
     jobs: &Mutex<Receiver<Job>>,
     mut predictor: Predictor,
     mut decoder: ImageDecoder,
     limits: ImageLimits,
 ) {
+    yield_to_http();
     loop {
         // NOTE: the lock is held while waiting, so idle threads queue on the mutex and the
         // holder on the channel: one job wakes one thread.
