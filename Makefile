@@ -6,34 +6,35 @@ VENV := .venv
 RUN := $(VENV)/bin/
 RUST := rust_onnx_serving
 RUST_BIN := $(RUST)/target/release/rust_onnx_serving
-# The ONNX Runtime library of the pinned onnxruntime wheel: the Rust service loads the
-# very build the Python service runs (ort's load-dynamic), found next to its binary.
-ORT_LIB = $(firstword $(wildcard $(VENV)/lib/python3.11/site-packages/onnxruntime/capi/libonnxruntime.so.*))
+# The ONNX Runtime library of the pinned onnxruntime wheel (libonnxruntime.so.<version> on
+# Linux, libonnxruntime.<version>.dylib on macOS): the Rust service loads the very build the
+# Python service runs (ort's load-dynamic), found next to its binary under the platform's
+# name for it, libonnxruntime.so or libonnxruntime.dylib (rust_onnx_serving/src/main.rs).
+ORT_CAPI := $(VENV)/lib/python3.11/site-packages/onnxruntime/capi
+ORT_LIB = $(firstword $(wildcard $(ORT_CAPI)/libonnxruntime.so.* $(ORT_CAPI)/libonnxruntime.*.dylib))
+ORT_BESIDE_BINARY := $(RUST)/target/release/libonnxruntime$(if $(filter Darwin,$(shell uname -s)),.dylib,.so)
 ARTIFACTS := artifacts
-# Debian packages and the command each provides: ab (load), cmake and nasm (libjpeg-turbo,
-# built from source into the Rust service), debootstrap (base images, docker/).
-APT_PACKAGES := apache2-utils cmake nasm debootstrap
-APT_COMMANDS := ab cmake nasm debootstrap
 
 .PHONY: readme setup setup-system setup-python setup-rust setup-tools export payloads sample-images images images-background images-wait test-rust lint format test bench bench-compose up down
 
 setup: setup-system setup-python setup-rust setup-tools
 
-# Debian packages, installed only when a command is missing (idempotent, fast when done).
+# The system commands (ab, cmake, nasm on x86-64, debootstrap on Linux), installed only when
+# one is missing, with apt-get or else Homebrew (idempotent, fast when done).
 setup-system:
-	@for command in $(APT_COMMANDS); do command -v $$command >/dev/null || missing=1; done; \
-		[ -z "$$missing" ] || { apt-get update -qq && apt-get install -y -qq $(APT_PACKAGES); }
+	@scripts/install-system-packages.sh
 
 # uv, then the locked Python environment (a no-op in about a second when nothing changed).
 setup-python:
 	@command -v uv >/dev/null && [ "$$(uv --version | cut -d' ' -f2)" = "$(UV_VERSION)" ] \
-		|| python3 -m pip install -q "uv==$(UV_VERSION)"
+		|| python3 -m pip install -q "uv==$(UV_VERSION)" \
+		|| { echo "setup: install uv $(UV_VERSION) (e.g. pipx install uv==$(UV_VERSION)) and run make again" >&2; exit 1; }
 	uv sync --locked --all-packages --python 3.11 -q
 
-# The Rust release binary with libonnxruntime.so beside it (incremental: fast when built).
+# The Rust release binary with the ONNX Runtime library beside it (incremental: fast when built).
 setup-rust: setup-system setup-python
 	cargo build --release --locked --quiet --manifest-path $(RUST)/Cargo.toml
-	@cmp -s $(ORT_LIB) $(RUST)/target/release/libonnxruntime.so || cp $(ORT_LIB) $(RUST)/target/release/libonnxruntime.so
+	@cmp -s $(ORT_LIB) $(ORT_BESIDE_BINARY) || cp $(ORT_LIB) $(ORT_BESIDE_BINARY)
 
 # oha, the open-loop load generator, built from crates.io into .tools/ (once).
 OHA_VERSION := 1.16.0
@@ -98,21 +99,24 @@ test-rust:
 	MODEL_URI=$(abspath $(ARTIFACTS))/$$($(RUN)python -m serving_common.strategy $(RUST) model_file) \
 		ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release --locked --manifest-path $(RUST)/Cargo.toml
 
-# The README's strategy table, from the strategy.toml manifests.
+# The README's strategy table and results (every machine's, from results/*/), re-rendered.
 readme: setup-python
 	$(RUN)python -m benchmark.report
 
 # The main job: demo model -> GCS emulator -> each service in turn under ab -> README tables.
+# SHORT=1: a first look in about 5 minutes (fewer requests and repeats, marked as such).
+PLAN := $(if $(SHORT),short,full)
 bench: setup export
-	$(RUN)python -m benchmark.runner $(BENCH_ARGS)
-	$(RUN)python -m benchmark.report results/raw/native-full.json
+	$(RUN)python -m benchmark.runner --plan $(PLAN) $(BENCH_ARGS)
+	$(RUN)python -m benchmark.report
 
 # The same measurements on the containers, plus image sizes and container start times.
 bench-compose: setup export
-	$(RUN)python -m benchmark.runner --mode compose $(BENCH_ARGS)
-	$(RUN)python -m benchmark.report results/raw/compose-full.json
+	$(RUN)python -m benchmark.runner --mode compose --plan $(PLAN) $(BENCH_ARGS)
+	$(RUN)python -m benchmark.report
 
-# The Compose stack on base images built here from Debian packages (no registry needed).
+# The Compose stack, on base images built here from Debian packages on Linux (no registry
+# needed), the public ones elsewhere (docker/build-images.sh, BASE_IMAGES).
 # Where PyTorch's CPU index is unreachable: make up TORCH_INDEX_URL=https://pypi.org/simple
 COMPOSE := $(shell docker compose version >/dev/null 2>&1 && echo "docker compose" || echo docker-compose)
 up: images

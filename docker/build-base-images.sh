@@ -3,8 +3,10 @@
 #
 # For machines that reach no container registry (air-gapped networks, this project's CI):
 # every image here comes from Debian's package archive through debootstrap or
-# `apt-get download`, then `docker import`. Images that already exist are kept, so this
-# is run once per machine. Each image stands in for a public one users normally pull:
+# `apt-get download`, then `docker import`, for the machine's own architecture (x86-64 or
+# arm64: both tools default to it, and nothing below names one). Images that already exist
+# are kept, so this is run once per machine. Each image stands in for a public one users
+# normally pull:
 #
 #   model-serving-base/python:3.11-slim       for python:3.11-slim  (Debian bookworm, python3.11)
 #   model-serving-base/rust:trixie            for rust:1-slim-trixie (Debian trixie, rustc-web)
@@ -71,7 +73,8 @@ distroless_cc_image() {
     echo "deb $MIRROR $suite main" >"$lists/sources.list"
     "${apt[@]}" update -qq
     (cd "$debs" && "${apt[@]}" download -qq libc6 libgcc-s1 libstdc++6 tzdata netbase 2>/dev/null)
-    # Merged /usr, as Debian lays it out: the dynamic loader is found through /lib64.
+    # Merged /usr, as Debian lays it out: the dynamic loader is found through /lib64 on
+    # x86-64, through /lib on arm64.
     mkdir -p "$root/usr/lib" "$root/usr/lib64" "$root/usr/bin" "$root/usr/sbin"
     for dir in lib lib64 bin sbin; do ln -s "usr/$dir" "$root/$dir"; done
     for deb in "$debs"/*.deb; do dpkg-deb -x "$deb" "$root"; done

@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Build every image `make test`, `make bench-compose` and `make up` need, in this order:
-#   1. the base images, from Debian packages (docker/build-base-images.sh; kept when present),
+#   1. with BASE_IMAGES=local, the base images, from Debian packages
+#      (docker/build-base-images.sh; kept when present),
 #   2. model-serving/python-build, the Python Dockerfiles' build stage
 #      (docker/python-build.Dockerfile; BUILD_IMAGE),
 #   3. each service of docker-compose.yml (`docker compose build`, else docker-compose).
@@ -11,19 +12,45 @@
 # whose tail is printed when a step fails. The exit status is non-zero when a step fails,
 # the step named on the last line.
 #
-# TORCH_INDEX_URL, where torch and torchvision come from, is kept when set and otherwise
-# PyPI, since PyTorch's own index is unreachable from the machines this runs on.
+# BASE_IMAGES, where the Dockerfiles' base images come from:
+#   local   built here from Debian packages (docker/build-base-images.sh, which needs Linux
+#           and debootstrap): no registry needed. The default on Linux.
+#   public  the Dockerfiles' defaults (python:3.11-slim, rust:1-slim-trixie, distroless),
+#           pulled for the machine's platform (amd64 or arm64). The default elsewhere, e.g.
+#           Docker Desktop on a Mac.
+#
+# TORCH_INDEX_URL, where torch and torchvision come from, is kept when set; otherwise PyPI
+# with local base images, since PyTorch's own index is unreachable from the machines that
+# build them, and the Dockerfiles' default (PyTorch's CPU wheels) with public ones.
 #
 # Usage: docker/build-images.sh [--print-build-args]
 #   --print-build-args  print the KEY=VALUE build arguments docker-compose.yml takes from the
-#                       environment (base images and BUILD_IMAGE) on one line, and exit:
+#                       environment (local base images and BUILD_IMAGE) on one line, and exit:
 #                       env $(docker/build-images.sh --print-build-args) docker-compose up
+#
+# NOTE: macOS runs this with its own bash 3.2 and BSD tools: no GNU-only options here.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 BUILD_IMAGE=${BUILD_IMAGE:-model-serving/python-build}
+if [[ -z ${BASE_IMAGES:-} ]]; then
+    if [[ $(uname -s) == Linux ]]; then BASE_IMAGES=local; else BASE_IMAGES=public; fi
+fi
+case $BASE_IMAGES in
+local | public) ;;
+*)
+    echo "[images] BASE_IMAGES=$BASE_IMAGES: use local (built here from Debian packages) or public (the Dockerfiles' default images)" >&2
+    exit 2
+    ;;
+esac
 
-build_args() { echo "$(docker/build-base-images.sh --print-build-args) BUILD_IMAGE=$BUILD_IMAGE"; }
+build_args() {
+    if [[ $BASE_IMAGES == local ]]; then
+        echo "$(docker/build-base-images.sh --print-build-args) BUILD_IMAGE=$BUILD_IMAGE"
+    else
+        echo "BUILD_IMAGE=$BUILD_IMAGE"
+    fi
+}
 
 if [[ ${1:-} == --print-build-args ]]; then
     build_args
@@ -44,10 +71,14 @@ fi
 
 read -r -a args <<<"$(build_args)"
 export "${args[@]}"
-export TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://pypi.org/simple}
+if [[ $BASE_IMAGES == local ]]; then
+    export TORCH_INDEX_URL=${TORCH_INDEX_URL:-https://pypi.org/simple}
+fi
+# Empty with public base images: the python-build image then starts FROM its default.
 PYTHON_IMAGE=$(printf '%s\n' "${args[@]}" | sed -n 's/^PYTHON_IMAGE=//p')
 services=$("${compose[@]}" config --services)
-total=$((2 + $(wc -w <<<"$services")))
+total=$((1 + $(wc -w <<<"$services")))
+if [[ $BASE_IMAGES == local ]]; then total=$((total + 1)); fi
 
 LOG=${BUILD_LOG:-${TMPDIR:-/tmp}/model-serving-build-images.log}
 : >"$LOG"
@@ -65,7 +96,7 @@ run() {
     step=$((step + 1))
     say "building $name ($step/$total)…"
     echo "===== $name: $*" >>"$LOG"
-    offset=$(($(stat -c %s "$LOG") + 1))
+    offset=$(($(wc -c <"$LOG") + 1))
     "$@" >>"$LOG" 2>&1 </dev/null &
     pid=$!
     while kill -0 "$pid" 2>/dev/null; do
@@ -87,9 +118,11 @@ run() {
     pid=
 }
 
-say "Docker output: $LOG; TORCH_INDEX_URL=$TORCH_INDEX_URL; ${compose[*]}"
-run "base images" docker/build-base-images.sh
-run "$BUILD_IMAGE" docker build --network host --build-arg "PYTHON_IMAGE=$PYTHON_IMAGE" \
+say "Docker output: $LOG; BASE_IMAGES=$BASE_IMAGES; TORCH_INDEX_URL=${TORCH_INDEX_URL:-the Dockerfile default}; ${compose[*]}"
+if [[ $BASE_IMAGES == local ]]; then
+    run "base images" docker/build-base-images.sh
+fi
+run "$BUILD_IMAGE" docker build --network host ${PYTHON_IMAGE:+--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE"} \
     -f docker/python-build.Dockerfile -t "$BUILD_IMAGE" .
 for service in $services; do
     run "$service" "${compose[@]}" build "$service"

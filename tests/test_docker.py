@@ -6,6 +6,7 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 
 import httpx
@@ -17,8 +18,9 @@ from benchmark.compose import (
     docker_unavailable,
 )
 from benchmark.processes import wait_until_healthy
-from benchmark.report import DEPLOY_END, DEPLOY_START, render_deployment, render_readme
+from benchmark.resources import DockerStatsSampler
 from benchmark.runner import COMPOSE_PROJECT, expected_prediction
+from benchmark.tables import render_deployment
 from clients import COFFEE, b64_json, one_request, predict_request
 
 from conftest import ROOT
@@ -100,6 +102,23 @@ def test_stop_under_load_answers_every_request(stack, service):
     assert exit_code == "0"
 
 
+def test_docker_stats_sampler_reads_a_loaded_container(stack):
+    """The sampler compose mode uses where container processes are out of the host's sight
+    (Docker Desktop): CPU and memory of the container, from `docker stats`."""
+    service = "rust_onnx_serving"
+    url = f"http://127.0.0.1:{STRATEGIES[service].port}"
+    wait_until_healthy(url, timeout=300)
+    image, headers = (ROOT / "images" / "coffee.jpg").read_bytes(), {"Content-Type": "image/jpeg"}
+    with DockerStatsSampler(stack.container_id(service)) as sampler:
+        deadline = time.monotonic() + 4
+        while time.monotonic() < deadline:
+            assert httpx.post(url + "/predict/", content=image, headers=headers).status_code == 200
+    summary = sampler.summary()
+    assert summary["samples"] >= 2, summary
+    assert summary["cpu_percent_peak"] > 5 and 10 < summary["rss_mb_peak"] < 2048, summary
+    assert summary["method"].startswith("docker stats")
+
+
 def test_down_leaves_nothing_running(stack):
     for strategy in STRATEGIES.values():
         wait_until_healthy(f"http://127.0.0.1:{strategy.port}", timeout=300)
@@ -116,7 +135,7 @@ def test_down_leaves_nothing_running(stack):
 def test_harness_measures_the_containers(tmp_path, artifacts):
     """`benchmark.runner --mode compose` in quick mode, then the deployment table from it.
     Runs after the test stack is down: the harness brings up its own on the same ports."""
-    command = [sys.executable, "-m", "benchmark.runner", "--mode", "compose", "--quick"]
+    command = [sys.executable, "-m", "benchmark.runner", "--mode", "compose", "--plan", "quick"]
     command += ["--out", str(tmp_path), "--artifacts", str(artifacts)]
     try:
         result = subprocess.run(command, capture_output=True, text=True, timeout=1800)
@@ -131,7 +150,5 @@ def test_harness_measures_the_containers(tmp_path, artifacts):
         service = record["services"][name]
         assert service["main"]["ab"]["non_2xx"] == 0 and service["startup"][0]["ready_seconds"] > 0
         assert service["runtime"]["runtime"], name
-    readme = tmp_path / "README.md"
-    readme.write_text(f"{DEPLOY_START}\n{DEPLOY_END}\n")
-    render_readme(readme, render_deployment(record), (DEPLOY_START, DEPLOY_END))
-    assert "| rust_onnx_serving |" in readme.read_text()
+    table = render_deployment(record)
+    assert all(f"| {name} |" in table for name in STRATEGIES), table

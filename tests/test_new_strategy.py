@@ -60,7 +60,7 @@ def test_the_contract_suite_runs_against_it(strategy_dir):
 
 
 def test_the_harness_measures_it(strategy_dir, artifacts, tmp_path):
-    command = [sys.executable, "-m", "benchmark.runner", "--quick", "--services", NAME]
+    command = [sys.executable, "-m", "benchmark.runner", "--plan", "quick", "--services", NAME]
     result = run([*command, "--out", str(tmp_path), "--artifacts", str(artifacts)], strategy_dir)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
     record = json.loads((tmp_path / "native-quick.json").read_text())

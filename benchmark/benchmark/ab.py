@@ -4,6 +4,8 @@ import re
 import subprocess
 from pathlib import Path
 
+from benchmark.machine import taskset_prefix
+
 _NUMBERS = {
     "complete_requests": r"Complete requests:\s+(\d+)",
     "failed_requests": r"Failed requests:\s+(\d+)",
@@ -39,8 +41,9 @@ def parse_ab(output: str) -> dict[str, float]:
 
 
 def run_ab(command: list[str], cpus: str | None) -> tuple[dict[str, float], str]:
-    full = ["taskset", "-c", cpus, *command] if cpus else command
-    result = subprocess.run(full, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [*taskset_prefix(cpus), *command], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise RuntimeError(f"ab failed ({result.returncode}): {result.stderr.strip()}")
     return parse_ab(result.stdout), result.stdout

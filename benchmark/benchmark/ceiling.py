@@ -6,10 +6,7 @@ on the services' core, and the runner measures it again before and after each se
 run, because this machine's speed drifts by several percent over minutes.
 """
 
-import os
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import onnxruntime as ort
@@ -18,26 +15,7 @@ import pybase64
 import simplejpeg
 from weather_model.contract import ONNX_INPUT, PROBABILITIES_OUTPUT
 
-
-def parse_cpu_list(cpus: str) -> set[int]:
-    """A taskset-style list ("0", "0,2", "0-3") as CPU numbers."""
-    result: set[int] = set()
-    for part in cpus.split(","):
-        first, _, last = part.partition("-")
-        result.update(range(int(first), int(last or first) + 1))
-    return result
-
-
-@contextmanager
-def pinned(cpus: str | None) -> Iterator[None]:
-    """This thread (and the threads it starts) on `cpus` for the duration."""
-    previous = os.sched_getaffinity(0)
-    if cpus:
-        os.sched_setaffinity(0, parse_cpu_list(cpus))
-    try:
-        yield
-    finally:
-        os.sched_setaffinity(0, previous)
+from benchmark.machine import pinned
 
 
 def measure_ceiling(

@@ -6,6 +6,7 @@ Used by the harness (`--mode compose`) and by the Docker tests, so both drive Do
 import os
 import shutil
 import subprocess
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,6 +14,7 @@ from pathlib import Path
 from serving_common.strategy import Strategy, discover_strategies
 
 from benchmark.processes import wait_until_healthy
+from benchmark.resources import DockerStatsSampler, ResourceSampler
 
 ROOT = Path(__file__).resolve().parents[2]
 # Builds base images, the shared Python build image and every Compose service's image,
@@ -105,10 +107,12 @@ class Stack:
     def image_size_mb(self, service: str) -> float:
         return int(self.inspect_image(service, "{{.Size}}")) / 1e6
 
+    def container_id(self, service: str) -> str:
+        return self.check("ps", "-q", service).strip()
+
     def container_pid(self, service: str) -> int:
-        container = self.check("ps", "-q", service).strip()
         pid = subprocess.run(
-            ["docker", "inspect", "-f", "{{.State.Pid}}", container],
+            ["docker", "inspect", "-f", "{{.State.Pid}}", self.container_id(service)],
             capture_output=True,
             text=True,
             check=True,
@@ -126,9 +130,15 @@ class ContainerService:
     name: str
     stack: Stack
     url: str
-    pid: int
+    container: str
+    pid: int  # in the Docker host's PID namespace: this machine's only on Linux
     started_at: float
     healthy_at: float
+
+    def sampler(self) -> ResourceSampler | DockerStatsSampler:
+        if sys.platform == "linux":
+            return ResourceSampler(self.pid)
+        return DockerStatsSampler(self.container)
 
     def stop(self) -> int:
         self.stack.check("rm", "--stop", "--force", self.name, timeout=120)
@@ -141,4 +151,7 @@ def start_container(stack: Stack, name: str) -> ContainerService:
     stack.check("up", "-d", "--no-deps", name, timeout=600)
     url = f"http://127.0.0.1:{discover_strategies()[name].port}"
     healthy = wait_until_healthy(url, timeout=300)
-    return ContainerService(name, stack, url, stack.container_pid(name), started, healthy)
+    container = stack.container_id(name)
+    return ContainerService(
+        name, stack, url, container, stack.container_pid(name), started, healthy
+    )

@@ -6,6 +6,8 @@ import subprocess
 from pathlib import Path
 from typing import Any
 
+from benchmark.machine import taskset_prefix
+
 OHA = Path(__file__).resolve().parents[2] / ".tools" / "bin" / "oha"
 # Connections available to keep the offered rate even when the service falls behind.
 CONNECTIONS = 64
@@ -36,8 +38,9 @@ def parse_oha(output: str) -> dict[str, Any]:
 
 
 def run_oha(command: list[str], cpus: str | None) -> dict[str, Any]:
-    full = ["taskset", "-c", cpus, *command] if cpus else command
-    result = subprocess.run(full, capture_output=True, text=True, check=False)
+    result = subprocess.run(
+        [*taskset_prefix(cpus), *command], capture_output=True, text=True, check=False
+    )
     if result.returncode != 0:
         raise RuntimeError(f"oha failed ({result.returncode}): {result.stderr.strip()[:300]}")
     return parse_oha(result.stdout)

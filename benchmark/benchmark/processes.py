@@ -18,6 +18,9 @@ from typing import IO
 import httpx
 from serving_common.strategy import Strategy
 
+from benchmark.machine import taskset_prefix
+from benchmark.resources import ResourceSampler
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -140,6 +143,9 @@ class RunningService:
     def pid(self) -> int:
         return self.process.pid
 
+    def sampler(self) -> ResourceSampler:
+        return ResourceSampler(self.pid)
+
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM and wait; the exit status. Past `timeout`, the whole group is killed."""
         self.process.send_signal(signal.SIGTERM)
@@ -159,9 +165,9 @@ def start_service(
     strategy: Strategy, env: dict[str, str], cpus: str | None = None
 ) -> RunningService:
     """Start a strategy natively, in a process group of its own (pinned to `cpus` with
-    taskset if given), and wait until healthy."""
+    taskset where it exists), and wait until healthy."""
     port = free_port()
-    command = (*(("taskset", "-c", cpus) if cpus else ()), *strategy.command())
+    command = [*taskset_prefix(cpus), *strategy.command()]
     started = time.monotonic()
     # Lives as long as the RunningService: a file, not a pipe nobody drains.
     log = tempfile.TemporaryFile("w+")  # noqa: SIM115

@@ -1,6 +1,9 @@
-"""`python -m benchmark.report`: render raw results into README tables and PNG plots.
+"""`python -m benchmark.report`: render every machine's raw results into the README.
 
-It reads only the runner's JSON; nothing here measures.
+Raw results live in `results/<machine>/` (`benchmark.machine`): `native-full.json` and
+`compose-full.json` (or a `-short` run where no full one exists). The README gets a table
+across machines, then one section per machine with its tables, and each machine's folder
+its plots. It reads only the runner's JSON; nothing here measures.
 """
 
 import argparse
@@ -11,13 +14,16 @@ from typing import Any
 
 from serving_common.strategy import Strategy, discover_strategies
 
+from benchmark.machine import RESULTS
+from benchmark.plots import plot_results
+from benchmark.tables import derive, plan_name, render_deployment, render_tables
+
 ROOT = Path(__file__).resolve().parents[2]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-# The compose-mode record renders into its own section.
-DEPLOY_START, DEPLOY_END = "<!-- deployment:start -->", "<!-- deployment:end -->"
 # The strategy table, from the manifests (strategy.toml) alone.
 STRATEGIES_START, STRATEGIES_END = "<!-- strategies:start -->", "<!-- strategies:end -->"
-BASELINE = "torch_serving"
+# Which run of a machine is shown, best first: a short run only where no full one exists.
+PLANS_SHOWN = ("full", "short")
 
 
 def render_strategies(strategies: dict[str, Strategy]) -> str:
@@ -29,237 +35,89 @@ def render_strategies(strategies: dict[str, Strategy]) -> str:
     return "\n".join(lines)
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
+def load_machines(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
+    """{machine folder: {mode: record}}, the best plan of each mode."""
+    machines: dict[str, dict[str, dict[str, Any]]] = {}
+    for folder in sorted(p for p in results.iterdir() if p.is_dir()):
+        records = {}
+        for mode in ("native", "compose"):
+            for plan in PLANS_SHOWN:
+                path = folder / f"{mode}-{plan}.json"
+                if path.exists():
+                    records[mode] = json.loads(path.read_text())
+                    break
+        if records:
+            machines[folder.name] = records
+    return machines
 
 
-def latency_bounded_rps(open_loop: dict[str, Any]) -> float:
-    """The highest achieved rate whose p99 stays within the SLO with no failed request."""
-    good = [
-        step["achieved_rps"]
-        for step in open_loop["steps"]
-        if step["p99_ms"] <= open_loop["slo_ms"] and step["non_2xx"] == step["errors"] == 0
-    ]
-    return max(good, default=0.0)
-
-
-def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per-service metrics derived from one raw record."""
-    cores = len(record["machine"]["service_cpus"].split(","))
-    rows = {}
-    for name, result in record["services"].items():
-        if "failed" in result:
-            continue
-        # The ceiling measured around this service's run (older records: the run's one).
-        ceiling = result.get("ceiling", record["ceiling"])
-        ab = result["main"]["ab"]
-        per_core = ab["requests_per_second"] / cores
-        resources = result["main"]["resources"]
-        # CPU time the service's whole process tree spent per request under the closed loop.
-        cpu_ms = resources["cpu_percent_mean"] / 100 * ab["time_taken_s"] * 1000
-        cpu_ms /= max(ab["complete_requests"], 1)
-        startup = result["startup"]
-        rows[name] = {
-            "rps": ab["requests_per_second"],
-            "rps_per_core": per_core,
-            "efficiency": per_core / ceiling["requests_per_second"],
-            "ceiling_rps": ceiling["requests_per_second"],
-            "ceiling_ms": ceiling["cpu_ms_per_request"],
-            "mean_ms": ab["time_per_request_ms"],
-            "p50_ms": ab.get("p50_ms", 0.0),
-            "p90_ms": ab.get("p90_ms", 0.0),
-            "p99_ms": ab.get("p99_ms", 0.0),
-            "non_2xx": ab["non_2xx"],
-            "requests": ab["complete_requests"],
-            "cpu_percent": resources["cpu_percent_mean"],
-            "cpu_ms_per_request": cpu_ms,
-            "cpu_vs_ceiling": cpu_ms / ceiling["cpu_ms_per_request"],
-            "rss_mb_mean": resources["rss_mb_mean"],
-            "rss_mb_peak": resources["rss_mb_peak"],
-            "ready_s": _mean([run["ready_seconds"] for run in startup]),
-            "download_s": _mean([run["download_seconds"] for run in startup]),
-            "load_s": _mean([run["load_seconds"] for run in startup]),
-            "startup_runs": len(startup),
-            "bounded_per_core": latency_bounded_rps(result["open_loop"]) / cores,
-            **{
-                f"sweep_{k}": v["ab"]["requests_per_second"] / cores
-                for k, v in result.get("sweep", {}).items()
-            },
-        }
-    return rows
-
-
-def _span(values: list[float]) -> str:
-    return f"{min(values):.1f} to {max(values):.1f}" if values else "-"
-
-
-def _ratio(value: float, base: float | None) -> str:
-    return f"{value / base:.1f}x" if base else "-"
-
-
-def render_tables(record: dict[str, Any]) -> str:
-    rows = derive(record)
-    machine, plan, ceiling = record["machine"], record["plan"], record["ceiling"]
-    base = rows.get(BASELINE, {})
-    slo = next(
-        (r["open_loop"]["slo_ms"] for r in record["services"].values() if "open_loop" in r), 100.0
+def machine_title(record: dict[str, Any]) -> str:
+    machine = record["machine"]
+    return (
+        f"{machine['cpu_model']}, {machine['cpus_online']} cores, "
+        f"{machine.get('os', 'linux')} {machine.get('arch', 'x86_64')}"
     )
-    cmd = " ".join(next(iter(record["services"].values())).get("main", {}).get("command", []))
+
+
+def render_summary(machines: dict[str, dict[str, dict[str, Any]]]) -> str:
+    """Requests/s per core and efficiency against the ceiling: one row per strategy, one
+    column per machine and mode."""
+    columns = [(name, mode) for name, records in machines.items() for mode in records]
+    derived = {(name, mode): derive(machines[name][mode]) for name, mode in columns}
+    strategies = list(dict.fromkeys(s for rows in derived.values() for s in rows))
+    header = [
+        f"{machine_title(machines[name][mode])}, {mode}"
+        + (
+            f" ({plan_name(machines[name][mode])} plan)"
+            if plan_name(machines[name][mode]) != "full"
+            else ""
+        )
+        for name, mode in columns
+    ]
     lines = [
-        f"Measured {machine['date']} on {machine['cpu_model']}, "
-        f"commit `{machine['git_commit'][:10]}`: each service on cpu(s) "
-        f"{machine['service_cpus']} (taskset), ab on cpu(s) {machine['load_cpus']}"
-        f"{' (quick mode: smoke numbers only)' if record['quick'] else ''}. Load: `{cmd}`.",
+        "Requests/s per core (efficiency against the machine's in-process ceiling):",
         "",
-        f"**Ceiling**: {ceiling['requests_per_second']:.1f} requests/s per core at the start "
-        "— the cheapest correct pipeline in-process on one thread of the service core (JSON, "
-        "base64, libjpeg-turbo decode, one ONNX Runtime run with preprocessing in the graph) "
-        f"on `{ceiling['payload']}`; measured again just before and just after each service's "
-        f"main run ({_span([r['ceiling_rps'] for r in rows.values()])} requests/s, mean of the "
-        "two). Efficiency and CPU cost are judged against that adjacent measurement.",
-        "",
-        "| service | requests/s | per core | efficiency | vs torch | mean ms (c="
-        f"{plan['concurrency']}) | p50 ms | p90 ms | p99 ms | non-2xx "
-        f"| per core at p99 ≤ {slo:.0f} ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
+        f"| strategy | {' | '.join(header)} |",
+        "|---|" + "---|" * len(columns),
     ]
-    for name, r in rows.items():
-        lines.append(
-            f"| {name} | {r['rps']:.1f} | {r['rps_per_core']:.1f} | {r['efficiency']:.0%} | "
-            f"{_ratio(r['rps'], base.get('rps'))} | {r['mean_ms']:.1f} | {r['p50_ms']:.0f} | "
-            f"{r['p90_ms']:.0f} | {r['p99_ms']:.0f} | {r['non_2xx']:.0f} | "
-            f"{r['bounded_per_core']:.1f} |"
-        )
-    runs = next(iter(rows.values()))["startup_runs"] if rows else 0
-    lines += [
-        "",
-        "| service | CPU % (mean) | CPU ms/request | ceiling ms/request | vs ceiling "
-        f"| RSS MB (mean) | RSS MB (peak) | start s (mean of {runs}) | download s | load s |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, r in rows.items():
-        lines.append(
-            f"| {name} | {r['cpu_percent']:.0f} | {r['cpu_ms_per_request']:.1f} | "
-            f"{r['ceiling_ms']:.1f} | {r['cpu_vs_ceiling']:.2f}x | {r['rss_mb_mean']:.0f} | "
-            f"{r['rss_mb_peak']:.0f} | {r['ready_s']:.2f} | {r['download_s']:.3f} | "
-            f"{r['load_s']:.3f} |"
-        )
-    if any("sweep_small" in r for r in rows.values()):
+    for strategy in strategies:
+        cells = []
+        for column in columns:
+            row = derived[column].get(strategy)
+            cells.append(f"{row['rps_per_core']:.1f} ({row['efficiency']:.0%})" if row else "-")
+        lines.append(f"| {strategy} | {' | '.join(cells)} |")
+    return "\n".join(lines)
+
+
+def render_machine(records: dict[str, Any], folder: Path, readme_dir: Path) -> str:
+    """One machine's section: native tables and plots, then the deployment table."""
+    any_record = records.get("native") or records["compose"]
+    shown = folder.relative_to(readme_dir) if folder.is_relative_to(readme_dir) else folder
+    lines = [f"### {machine_title(any_record)}", "", f"Raw results: `{shown}/`.", ""]
+    if "native" in records:
+        plot_results(records["native"], folder)
+        lines += [render_tables(records["native"], str(shown)), ""]
+    if "compose" in records:
         lines += [
+            "Deployment (Docker Compose):",
             "",
-            "Requests/s per core by payload:",
+            render_deployment(records["compose"], records.get("native")),
             "",
-            "| service | small 640x427 | study 1200x727 | large 1748x2006 | study, raw JPEG |",
-            "|---|---|---|---|---|",
         ]
-        for name, r in rows.items():
-            lines.append(
-                f"| {name} | {r['sweep_small']:.1f} | {r['rps_per_core']:.1f} | "
-                f"{r['sweep_large']:.1f} | {r['sweep_study_raw']:.1f} |"
-            )
-    failed = {n: r["failed"] for n, r in record["services"].items() if "failed" in r}
-    for name, problems in failed.items():
-        lines.append(
-            f"\n**{name} failed verification and was not benchmarked:** {'; '.join(problems)}"
-        )
-    lines += [
-        "",
-        f"Open loop: oha at fixed rates (fractions of each service's closed-loop throughput, "
-        f"{plan['open_loop_seconds']} s each, latency corrected for coordinated omission); "
-        f"the last column is the highest rate whose p99 stayed within {slo:.0f} ms, no failures.",
-        "",
-        "![throughput per core against the ceiling](results/throughput.png)",
-        "![latency percentiles under the closed loop](results/latency.png)",
-        "![p99 latency against offered rate](results/open_loop.png)",
+    return "\n".join(lines).rstrip()
+
+
+def render_results(results: Path, readme_dir: Path) -> str:
+    """The summary across machines, then each machine's section (and its plots)."""
+    results = results.resolve()
+    machines = load_machines(results)
+    if not machines:
+        return "No results yet: `make bench`."
+    sections = [render_summary(machines)]
+    sections += [
+        render_machine(records, results / name, readme_dir) for name, records in machines.items()
     ]
-    return "\n".join(lines)
-
-
-def _pyplot():  # noqa: ANN202
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig: Any, path: Path) -> None:
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110, metadata={"Software": None})
-    fig.clf()
-
-
-def plot_results(record: dict[str, Any], folder: Path) -> list[Path]:
-    """throughput.png, latency.png and open_loop.png, from the raw record only."""
-    plt = _pyplot()
-    rows = derive(record)
-    names = list(rows)
-
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    ax.barh(names, [rows[n]["rps_per_core"] for n in names], color="#4C72B0", label="closed loop")
-    ax.barh(names, [rows[n]["bounded_per_core"] for n in names], color="#55A868", height=0.4,
-            label="open loop, p99 within SLO")  # fmt: skip
-    ax.scatter([rows[n]["ceiling_rps"] for n in names], names, marker="|", s=600,
-               color="#C44E52", label="ceiling, measured around its run")  # fmt: skip
-    ax.set_xlabel("requests/s per core")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.22), ncol=3, fontsize=8, markerscale=0.4)
-    _save(fig, folder / "throughput.png")
-
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    width = 0.25
-    for i, pct in enumerate(("p50_ms", "p90_ms", "p99_ms")):
-        ax.bar([x + i * width for x in range(len(names))], [rows[n][pct] for n in names], width,
-               label=pct.removesuffix("_ms"))  # fmt: skip
-    ax.set_xticks([x + width for x in range(len(names))], names)
-    ax.set_ylabel(f"ms at c={record['plan']['concurrency']}")
-    ax.legend(fontsize=8)
-    _save(fig, folder / "latency.png")
-
-    fig, ax = plt.subplots(figsize=(7, 3.2))
-    for name, result in record["services"].items():
-        steps = result.get("open_loop", {}).get("steps", [])
-        ax.plot([s["offered_rps"] for s in steps], [s["p99_ms"] for s in steps], "o-", label=name)
-    slo = next(
-        (r["open_loop"]["slo_ms"] for r in record["services"].values() if "open_loop" in r), 0
-    )
-    ax.axhline(slo, color="#C44E52", linestyle="--", label=f"SLO {slo:.0f} ms")
-    ax.set_yscale("log")
-    ax.set_xlabel("offered requests/s")
-    ax.set_ylabel("p99 ms")
-    ax.legend(fontsize=8)
-    _save(fig, folder / "open_loop.png")
-    plt.close("all")
-    return [folder / n for n in ("throughput.png", "latency.png", "open_loop.png")]
-
-
-def render_deployment(record: dict[str, Any], native: dict[str, Any] | None = None) -> str:
-    """The study's deployment table: image size and container start, with compose throughput
-    next to the native run's (`native`, when there is one)."""
-    rows = derive(record)
-    native_rows = derive(native) if native else {}
-    runs = next(iter(rows.values()))["startup_runs"] if rows else 0
-    lines = [
-        f"Containers measured {record['machine']['date']} on {record['machine']['cpu_model']}, "
-        f"commit `{record['machine']['git_commit'][:10]}`, cpuset "
-        f"{record['machine']['service_cpus']} per service, load from cpu(s) "
-        f"{record['machine']['load_cpus']}"
-        + (f"; native figures from the run of {native['machine']['date']}." if native else "."),
-        "",
-        f"| service | image MB | start s (compose up → first 200, mean of {runs}) | requests/s "
-        "per core | native requests/s per core | p99 ms | RSS MB (mean) |",
-        "|---|---|---|---|---|---|---|",
-    ]
-    for name, deployment in record["deployment"].items():
-        r = rows.get(name)
-        native_rps = f"{native_rows[name]['rps_per_core']:.1f}" if name in native_rows else "-"
-        measured = f"failed | {native_rps} | - | -"
-        if r:
-            measured = f"{r['ready_s']:.2f} | {r['rps_per_core']:.1f} | {native_rps} | "
-            measured += f"{r['p99_ms']:.0f} | {r['rss_mb_mean']:.0f}"
-        lines.append(f"| {name} | {deployment['image_mb']:.0f} | {measured} |")
-    return "\n".join(lines)
+    return "\n\n".join(sections)
 
 
 def render_readme(readme: Path, tables: str, markers: tuple[str, str] = (START, END)) -> None:
@@ -273,28 +131,13 @@ def render_readme(readme: Path, tables: str, markers: tuple[str, str] = (START, 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument(
-        "raw", type=Path, nargs="?", help="a raw JSON file written by benchmark.runner"
-    )
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
-    parser.add_argument("--plots", type=Path, default=ROOT / "results")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="one folder per machine")
     args = parser.parse_args()
     strategies = render_strategies(discover_strategies([ROOT]))
     render_readme(args.readme, strategies, (STRATEGIES_START, STRATEGIES_END))
-    if args.raw is None:
-        print(f"rendered the strategy table in {args.readme}")
-        return
-    record = json.loads(args.raw.read_text())
-    if record["mode"] == "compose":
-        native_path = args.raw.with_name("native-full.json")
-        native = json.loads(native_path.read_text()) if native_path.exists() else None
-        tables = render_deployment(record, native)
-        render_readme(args.readme, tables, (DEPLOY_START, DEPLOY_END))
-        print(f"rendered the deployment table in {args.readme}")
-        return
-    render_readme(args.readme, render_tables(record))
-    plots = plot_results(record, args.plots)
-    print(f"rendered {args.readme} and {', '.join(str(p) for p in plots)}")
+    render_readme(args.readme, render_results(args.results, args.readme.parent.resolve()))
+    print(f"rendered {args.readme}: the strategy table and the results in {args.results}")
 
 
 if __name__ == "__main__":

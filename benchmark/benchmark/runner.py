@@ -1,34 +1,29 @@
 """`python -m benchmark.runner`: measure every service and write one raw JSON file.
 
 Natively: a local GCS emulator holds the exported model; each service in turn is started
-on the same cores (taskset), pulls the model from gs://, is verified on every payload, is
-loaded with ab from the other cores, and is stopped. The runner never formats results;
-`benchmark.report` renders them.
+on the same cores (taskset, where it exists), pulls the model from gs://, is verified on
+every payload, is loaded with ab from the other cores, and is stopped. In Compose mode the
+same, on each service's container (cpuset). The raw results go to `results/<machine>/`
+(`benchmark.machine`); the runner never formats them, `benchmark.report` renders them.
 """
 
 import argparse
-import hashlib
 import json
-import os
 import platform
 import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
-import httpx
 from serving_common.strategy import Strategy, discover_strategies
 from weather_model.contract import LABELS, OPTIMIZED_ONNX_FILE, STATE_DICT_FILE
 
-from benchmark.ab import ab_command, run_ab
-from benchmark.ceiling import mean_ceiling, measure_ceiling
+from benchmark import machine
 from benchmark.compose import (
     ContainerService,
     Stack,
@@ -37,81 +32,74 @@ from benchmark.compose import (
     containerised_strategies,
     start_container,
 )
-from benchmark.oha import oha_command, run_oha
+from benchmark.measure import Job, Plan, measure_service
 from benchmark.payloads import write_payloads
 from benchmark.processes import GcsEmulator, RunningService, start_service
-from benchmark.resources import ResourceSampler
+from benchmark.progress import Phase, Progress
 
 ROOT = Path(__file__).resolve().parents[2]
-
-Service = RunningService | ContainerService
-Launch = Callable[[], Service]
-
-
-@dataclass(frozen=True)
-class Plan:
-    requests: int  # ab -n
-    concurrency: int  # ab -c
-    seconds: int  # ab -t: a cap so the slowest strategy fits the time budget
-    sweep_seconds: int  # per size-sweep run; 0 skips the sweep
-    startup_runs: int
-    ceiling_seconds: float
-    open_loop_seconds: float  # per offered rate
-    open_loop_fractions: tuple[float, ...]  # offered rates, as fractions of closed-loop req/s
-
 
 # The Compose project of `--mode compose`; its containers are removed on every way out.
 COMPOSE_PROJECT = "model-serving-bench"
 
-FULL = Plan(
-    requests=40_000,
-    concurrency=50,
-    seconds=180,
-    sweep_seconds=30,
-    startup_runs=15,
-    ceiling_seconds=20,
-    open_loop_seconds=15,
-    open_loop_fractions=(0.5, 0.7, 0.8, 0.9, 1.0, 1.1),
-)
-QUICK = Plan(
-    requests=100,
-    concurrency=8,
-    seconds=20,
-    sweep_seconds=0,
-    startup_runs=1,
-    ceiling_seconds=1,
-    open_loop_seconds=2,
-    open_loop_fractions=(0.5,),
-)
+PLANS = {
+    # The main job: the study's ab -n 40000 -c 50, capped at 180 s per service.
+    "full": Plan(
+        requests=40_000,
+        concurrency=50,
+        seconds=180,
+        sweep_seconds=30,
+        startup_runs=15,
+        ceiling_seconds=20,
+        open_loop_seconds=15,
+        open_loop_fractions=(0.5, 0.7, 0.8, 0.9, 1.0, 1.1),
+    ),
+    # A first look in about 5 minutes: fewer requests, no size sweep, fewer repeats. Its
+    # numbers are noisier, and marked as such in the raw results and the report.
+    "short": Plan(
+        requests=3_000,
+        concurrency=50,
+        seconds=30,
+        sweep_seconds=0,
+        startup_runs=3,
+        ceiling_seconds=3,
+        open_loop_seconds=5,
+        open_loop_fractions=(0.5, 0.8, 1.0),
+    ),
+    # Seconds per service: make test's end-to-end check of the harness and the report.
+    "quick": Plan(
+        requests=100,
+        concurrency=8,
+        seconds=20,
+        sweep_seconds=0,
+        startup_runs=1,
+        ceiling_seconds=1,
+        open_loop_seconds=2,
+        open_loop_fractions=(0.5,),
+    ),
+}
+# What the plan cannot know, in seconds: a service's start and verification, one cold start,
+# the Compose export job. Only for the progress estimate.
+START_S = {"native": 10.0, "compose": 20.0}
+COLD_START_S = {"native": 5.0, "compose": 8.0}
+EXPORT_JOB, EXPORT_JOB_S = "Compose: GCS emulator and export job", 90.0
 
 
 def log(message: str) -> None:
     print(f"[bench {time.strftime('%H:%M:%S')}] {message}", flush=True)
 
 
-def sha256(path: Path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
-
-
-def machine_metadata(service_cpus: str, load_cpus: str) -> dict[str, Any]:
-    cpu_model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        platform.processor(),
-    )
+def machine_metadata(mode: str, service_cpus: str, load_cpus: str) -> dict[str, Any]:
     commit = subprocess.run(
         ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True
     ).stdout.strip()
     ab_version = subprocess.run(["ab", "-V"], capture_output=True, text=True).stdout.splitlines()[0]
     return {
+        **machine.describe(),
         "git_commit": commit or "unknown",
-        "cpu_model": cpu_model,
-        "cpus_online": os.cpu_count(),
         "service_cpus": service_cpus,
         "load_cpus": load_cpus,
+        "warnings": machine.pinning_warnings(mode),
         "python": platform.python_version(),
         "ab": ab_version,
         "versions": {
@@ -120,6 +108,24 @@ def machine_metadata(service_cpus: str, load_cpus: str) -> dict[str, Any]:
         },
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
     }
+
+
+def plan_phases(plan: Plan, mode: str, names: list[str]) -> list[Phase]:
+    """Every phase of a run in order, with the time the plan gives it (progress only)."""
+    phases = []
+    if mode == "compose":
+        phases += [Phase("images", 0.0), Phase(EXPORT_JOB, EXPORT_JOB_S)]
+    phases.append(Phase("ceiling", plan.ceiling_seconds + 2))
+    for name in names:
+        steps = [
+            ("start and verify", START_S[mode]),
+            ("main run", 2 * (plan.ceiling_seconds + 2) + plan.seconds),
+            ("size sweep", 3 * (plan.sweep_seconds + 1) if plan.sweep_seconds else None),
+            ("open loop", 3 + len(plan.open_loop_fractions) * (plan.open_loop_seconds + 1)),
+            ("cold starts", plan.startup_runs * COLD_START_S[mode]),
+        ]
+        phases += [Phase(f"{name}: {step}", s) for step, s in steps if s is not None]
+    return phases
 
 
 def expected_prediction(artifacts: Path, jpeg: Path) -> str:
@@ -133,128 +139,72 @@ def expected_prediction(artifacts: Path, jpeg: Path) -> str:
     ]
 
 
-def verify(service: "Service", payloads: dict[str, Path], expected: dict[str, str]) -> list[str]:
-    """Problems found; a service with any is reported as failed, not benchmarked."""
-    problems = []
-    for name, path in payloads.items():
-        response = httpx.post(
-            service.url + "/predict/",
-            content=path.read_bytes(),
-            headers={"Content-Type": "application/json"},
-            timeout=60,
-        )
-        got = response.json().get("prediction") if response.status_code == 200 else response.text
-        if got != expected[name]:
-            problems.append(f"{name}: expected {expected[name]}, got {got}")
-    return problems
-
-
-def load_test(
-    service: Service,
-    payload: Path,
-    content_type: str,
-    plan: Plan,
-    seconds: int,
-    load_cpus: str,
-) -> dict[str, Any]:
-    command = ab_command(
-        service.url + "/predict/", payload, plan.requests, plan.concurrency, seconds, content_type
-    )
-    with ResourceSampler(service.pid) as sampler:
-        result, _ = run_ab(command, load_cpus)
-    return {
-        "command": command,
-        "payload": payload.name,
-        "payload_sha256": sha256(payload),
-        "ab": result,
-        "resources": sampler.summary(),
-    }
-
-
-def open_loop_sweep(
-    service: Service,
-    payload: Path,
-    closed_loop: dict[str, Any],
-    plan: Plan,
-    args: argparse.Namespace,
-) -> dict[str, Any]:
-    """Offered rates around the closed-loop throughput, each held for a fixed time."""
-    closed_rps = closed_loop["ab"]["requests_per_second"]
-    # Warm-up, discarded: oha opening its connections would otherwise land in the first
-    # step's tail latency.
-    warm_up = oha_command(
-        service.url + "/predict/", payload, max(1, round(closed_rps / 2)), 2, "application/json"
-    )
-    run_oha(warm_up, args.load_cpus)
-    steps = []
-    for fraction in plan.open_loop_fractions:
-        rate = max(1, round(closed_rps * fraction))
-        log(f"{service.name}: open loop at {rate} req/s")
-        command = oha_command(
-            service.url + "/predict/", payload, rate, plan.open_loop_seconds, "application/json"
-        )
-        steps.append({"offered_rps": rate, "command": command, **run_oha(command, args.load_cpus)})
-    return {"slo_ms": args.slo_ms, "steps": steps}
-
-
-def measure_startup(launch: "Launch", runs: int) -> list[dict[str, float]]:
-    """Process (or `compose up`) start -> first 200 on GET /, `runs` times."""
-    results = []
-    for _ in range(runs):
-        service = launch()
-        info = httpx.get(service.url + "/info").json()["startup"]
-        results.append({"ready_seconds": service.healthy_at - service.started_at, **info})
-        service.stop()
-    return results
-
-
 def run(args: argparse.Namespace) -> Path:
-    plan = QUICK if args.quick else FULL
-    selected = select_strategies(args.mode, args.services)
+    plan = PLANS[args.plan]
     if args.requests:
         plan = Plan(**{**plan.__dict__, "requests": args.requests})
+    selected = select_strategies(args.mode, args.services)
     artifacts = Path(args.artifacts)
     if not (artifacts / STATE_DICT_FILE).exists():
         raise RuntimeError(f"no exported model in {artifacts}: run `make export` first")
-    payload_files = write_payloads(Path(tempfile.mkdtemp(prefix="bench-payloads-")))
-    main_payload = Path(args.payload) if args.payload else payload_files["study"]
+    payloads = write_payloads(Path(tempfile.mkdtemp(prefix="bench-payloads-")))
+    main_payload = Path(args.payload) if args.payload else payloads["study"]
     workers = str(len(args.service_cpus.split(",")))
-    log(
-        f"{args.mode} mode, plan {plan}; service on cpus {args.service_cpus} ({workers} workers), "
-        f"load on cpus {args.load_cpus}"
-    )
-    expected = {
-        name: expected_prediction(artifacts, path.with_suffix(".jpg"))
-        for name, path in payload_files.items()
-    }
     record: dict[str, Any] = {
         "mode": args.mode,
-        "quick": args.quick,
+        "plan_name": args.plan,
         "plan": plan.__dict__,
         "strategies": {
             name: {"title": s.title, "stack": s.stack, "port": s.port, "model": s.model_file}
             for name, s in selected.items()
         },
-        "machine": machine_metadata(args.service_cpus, args.load_cpus),
+        "machine": machine_metadata(args.mode, args.service_cpus, args.load_cpus),
         "services": {},
     }
-    log("measuring the ceiling (in-process, one thread)")
-    record["ceiling"] = measure_ceiling(
-        artifacts / OPTIMIZED_ONNX_FILE, main_payload, plan.ceiling_seconds, args.service_cpus
+    out = Path(args.out) if args.out else machine.results_folder(record["machine"])
+    path = out / f"{args.mode}-{args.plan}.json"
+    log(
+        f"{args.mode} mode, {args.plan} plan {plan}; service on cpus {args.service_cpus} "
+        f"({workers} workers), load on cpus {args.load_cpus}; results to {path}"
     )
-    record["ceiling"]["payload"] = main_payload.name
+    for warning in record["machine"]["warnings"]:
+        log(f"WARNING: {warning}")
+    progress = Progress(plan_phases(plan, args.mode, list(selected)), log)
+    job = Job(
+        plan=plan,
+        payloads=payloads,
+        main_payload=main_payload,
+        expected={
+            name: expected_prediction(artifacts, path.with_suffix(".jpg"))
+            for name, path in payloads.items()
+        },
+        ceiling_model=artifacts / OPTIMIZED_ONNX_FILE,
+        service_cpus=args.service_cpus,
+        load_cpus=args.load_cpus,
+        slo_ms=args.slo_ms,
+        progress=progress,
+        log=log,
+    )
     runtime = {"WORKERS": workers, "INTRA_OP_THREADS": "1", "INTER_OP_THREADS": "1"}
-    inputs = (args, plan, payload_files, main_payload, expected)
     if args.mode == "native":
-        record["services"] = run_native(artifacts, runtime, selected, inputs)
+        record["ceiling"] = measure_first_ceiling(job)
+        record["services"] = run_native(artifacts, runtime, selected, job)
     else:
-        record["services"], record["deployment"] = run_compose(runtime, selected, inputs)
-    out = Path(args.out)
+        record["services"], record["deployment"], record["ceiling"] = run_compose(
+            runtime, selected, job
+        )
     out.mkdir(parents=True, exist_ok=True)
-    path = out / f"{args.mode}-{'quick' if args.quick else 'full'}.json"
     path.write_text(json.dumps(record, indent=2) + "\n")
-    log(f"wrote {path}")
+    log(f"wrote {path} in {progress.elapsed() / 60:.1f} min")
     return path
+
+
+def measure_first_ceiling(job: Job) -> dict[str, Any]:
+    """The in-process ceiling once before any service (each is measured around it too)."""
+    with job.progress.phase("ceiling"):
+        ceiling: dict[str, Any] = job.ceiling()
+    ceiling["payload"] = job.main_payload.name
+    return ceiling
 
 
 def select_strategies(mode: str, names: str | None) -> dict[str, Strategy]:
@@ -273,10 +223,9 @@ def select_strategies(mode: str, names: str | None) -> dict[str, Strategy]:
 
 
 def run_native(
-    artifacts: Path, runtime: dict[str, str], strategies: dict[str, Strategy], inputs: tuple
+    artifacts: Path, runtime: dict[str, str], strategies: dict[str, Strategy], job: Job
 ) -> dict[str, Any]:
     """Each service as a local process pinned with taskset, its model from a GCS emulator."""
-    args = inputs[0]
     results = {}
     with tempfile.TemporaryDirectory() as gcs_dir:
         emulator = GcsEmulator.start(Path(gcs_dir))
@@ -290,109 +239,50 @@ def run_native(
                 env = emulator.env(MODEL_URI=uris[strategy.model_file], **runtime)
 
                 def launch(s: Strategy = strategy, env: dict[str, str] = env) -> RunningService:
-                    return start_service(s, env, args.service_cpus)
+                    return start_service(s, env, job.service_cpus)
 
-                results[name] = measure_service(name, launch, *inputs)
+                results[name] = measure_service(name, launch, job)
         finally:
             emulator.stop()
     return results
 
 
 def run_compose(
-    runtime: dict[str, str], strategies: dict[str, Strategy], inputs: tuple
-) -> tuple[dict[str, Any], dict[str, Any]]:
+    runtime: dict[str, str], strategies: dict[str, Strategy], job: Job
+) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
     """Each service as its container (cpuset = the service cores), the stack's own GCS
     emulator and export job providing the model."""
-    args = inputs[0]
-    log("compose: images (docker/build-images.sh)")
-    build_images()
+    with job.progress.phase("images"):
+        build_images()
     env = {**build_environment(), **runtime}
-    env |= {"SERVICE_CPUS": runtime["WORKERS"], "SERVICE_CPUSET": args.service_cpus}
+    env |= {"SERVICE_CPUS": runtime["WORKERS"], "SERVICE_CPUSET": job.service_cpus}
     stack = Stack(COMPOSE_PROJECT, env)
     results, deployment = {}, {}
     try:
-        stack.check("up", "--exit-code-from", "model", "model", timeout=1200)
+        with job.progress.phase(EXPORT_JOB):
+            stack.check("up", "--exit-code-from", "model", "model", timeout=1200)
+        ceiling = measure_first_ceiling(job)
         for name in strategies:
             deployment[name] = {"image": stack.image(name), "image_mb": stack.image_size_mb(name)}
 
             def launch(name: str = name) -> ContainerService:
                 return start_container(stack, name)
 
-            results[name] = measure_service(name, launch, *inputs)
+            results[name] = measure_service(name, launch, job)
     finally:
         stack.down()
-    return results, deployment
-
-
-def measure_service(
-    name: str,
-    launch: "Launch",
-    args: argparse.Namespace,
-    plan: Plan,
-    payload_files: dict[str, Path],
-    main_payload: Path,
-    expected: dict[str, str],
-) -> dict[str, Any]:
-    log(f"{name}: starting")
-    service = launch()
-    result: dict[str, Any] = {}
-    try:
-        problems = verify(service, payload_files, expected)
-        check = httpx.post(
-            service.url + "/predict/",
-            content=main_payload.read_bytes(),
-            headers={"Content-Type": "application/json"},
-            timeout=60,
-        )
-        if check.status_code != 200:
-            problems.append(f"{main_payload.name}: {check.status_code} {check.text}")
-        if problems:
-            log(f"{name}: FAILED verification: {problems}")
-            return {"failed": problems}
-
-        # The ceiling again, on the same core just before and just after the service's main
-        # run: the service's CPU cost per request is judged against their mean.
-        def ceiling() -> dict[str, float]:
-            return measure_ceiling(
-                Path(args.artifacts) / OPTIMIZED_ONNX_FILE, main_payload, plan.ceiling_seconds,
-                args.service_cpus,
-            )  # fmt: skip
-
-        result["runtime"] = httpx.get(service.url + "/info", timeout=10).json()["runtime"]
-        log(f"{name}: verified; ceiling, ab on {main_payload.name}, ceiling")
-        before = ceiling()
-        result["main"] = load_test(
-            service, main_payload, "application/json", plan, plan.seconds, args.load_cpus
-        )
-        result["ceiling"] = mean_ceiling([before, ceiling()])
-        if plan.sweep_seconds:
-            sweep = {}
-            for size in ("small", "large"):
-                log(f"{name}: size sweep {size}")
-                sweep[size] = load_test(
-                    service, payload_files[size], "application/json", plan, plan.sweep_seconds,
-                    args.load_cpus,
-                )  # fmt: skip
-            log(f"{name}: raw JPEG body")
-            sweep["study_raw"] = load_test(
-                service, payload_files["study"].with_suffix(".jpg"), "image/jpeg", plan,
-                plan.sweep_seconds, args.load_cpus,
-            )  # fmt: skip
-            result["sweep"] = sweep
-        result["open_loop"] = open_loop_sweep(service, main_payload, result["main"], plan, args)
-        result["stages"] = httpx.get(service.url + "/metrics").text
-    finally:
-        service.stop()
-    log(f"{name}: startup x{plan.startup_runs}")
-    result["startup"] = measure_startup(launch, plan.startup_runs)
-    return result
+    return results, deployment, ceiling
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--mode", choices=("native", "compose"), default="native")
     parser.add_argument(
-        "--quick", action="store_true", help="seconds, not minutes (used by make test)"
+        "--plan",
+        choices=tuple(PLANS),
+        default="full",
+        help="full: the main job (~25 min on 2 cores); short: a first look (~5 min); "
+        "quick: seconds, make test's smoke run",
     )
     parser.add_argument("--service-cpus", default="0", help="cores for the service (taskset list)")
     parser.add_argument("--load-cpus", default="1", help="cores for the load generator")
@@ -401,7 +291,9 @@ def main() -> None:
     parser.add_argument("--services", help="measure only these strategies: a,b (default: all)")
     parser.add_argument("--slo-ms", type=float, default=100.0, help="p99 bound, open loop")
     parser.add_argument("--artifacts", default=str(ROOT / "artifacts"), help="exported model")
-    parser.add_argument("--out", default=str(ROOT / "results" / "raw"))
+    parser.add_argument(
+        "--out", help="folder for the raw JSON (default: results/<machine>/, see benchmark.machine)"
+    )
     args = parser.parse_args()
     # SIGTERM (a CI timeout, a test's kill) unwinds like Ctrl-C: services and containers
     # are stopped by the `finally` blocks on the way out.

@@ -1,11 +1,17 @@
 """The harness: ab output parsing on a recorded report, and a quick end-to-end run."""
 
 import json
+import os
 import subprocess
 import sys
+from pathlib import Path
 
+import pytest
 from benchmark.ab import ab_command, parse_ab
-from benchmark.report import END, START, derive, plot_results, render_readme, render_tables
+from benchmark.machine import machine_name
+from benchmark.plots import plot_results
+from benchmark.report import END, START, render_readme, render_results
+from benchmark.tables import derive, render_tables
 from serving_common.strategy import discover_strategies
 
 RECORDED_AB = """\
@@ -72,26 +78,28 @@ def test_ab_command_matches_the_study():
     assert command.index("-t") < command.index("-n")  # -t after -n would reset -n to 50000
 
 
-def test_quick_run_end_to_end(tmp_path, artifacts):
-    """Runner (real services, real ab, GCS emulator) then reporter, in quick mode."""
-    result = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "benchmark.runner",
-            "--quick",
-            "--out",
-            str(tmp_path),
-            "--artifacts",
-            str(artifacts),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+def run_quick(out: Path, artifacts: Path, *extra: str, path: str | None = None) -> dict:
+    """The runner's quick plan for real (services, ab, oha, GCS emulator): its raw record."""
+    command = [sys.executable, "-m", "benchmark.runner", "--plan", "quick", "--out", str(out)]
+    env = {**os.environ, "PATH": path or os.environ["PATH"]}
+    command += ["--artifacts", str(artifacts), *extra]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    record = json.loads((tmp_path / "native-quick.json").read_text())
+    record = json.loads((out / "native-quick.json").read_text())
+    record["log"] = result.stdout  # for the progress checks; not a field the runner writes
+    return record
+
+
+@pytest.fixture(scope="module")
+def quick_record(tmp_path_factory, artifacts) -> dict:
+    return run_quick(tmp_path_factory.mktemp("quick"), artifacts)
+
+
+def test_quick_run_end_to_end(quick_record, tmp_path):
+    """Runner (real services, real ab, GCS emulator) then reporter, in quick mode."""
+    record = quick_record
     assert record["machine"]["git_commit"] and record["machine"]["service_cpus"] == "0"
+    assert record["plan_name"] == "quick" and record["machine"]["warnings"] == []
     assert record["ceiling"]["requests_per_second"] > 0
     rows = derive(record)
     assert set(rows) == set(discover_strategies()) == set(record["strategies"])
@@ -104,16 +112,78 @@ def test_quick_run_end_to_end(tmp_path, artifacts):
         assert row["cpu_vs_ceiling"] == row["cpu_ms_per_request"] / row["ceiling_ms"]
         main = record["services"][name]["main"]
         assert main["resources"]["samples"] >= 2 and len(main["payload_sha256"]) == 64
+        assert main["resources"]["method"] == "psutil process tree"
         assert record["services"][name]["runtime"]["decoder"], name
         (step,) = record["services"][name]["open_loop"]["steps"]
         assert step["ok"] > 0 and step["p99_ms"] > 0, step
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{START}\nold\n{END}\ntail\n")
-    render_readme(readme, render_tables(record))
+    render_readme(readme, render_tables(record, "plots"))
     plots = plot_results(record, tmp_path / "plots")
     assert all(p.stat().st_size > 5_000 for p in plots)
     text = readme.read_text()
     assert "old" not in text and "| onnx_serving |" in text and text.endswith("tail\n")
+    assert "Quick plan" in text and "(taskset)" in text
+
+
+def test_progress_says_where_the_run_is(quick_record):
+    """Every phase announced in order with what is left; plain lines, no carriage return."""
+    phases = [line for line in quick_record["log"].splitlines() if ", phase " in line]
+    services = len(quick_record["services"])
+    assert len(phases) == 1 + 4 * services, quick_record["log"]  # ceiling, then 4 each
+    assert all("left]" in line for line in phases)
+    assert "phase 1/" in phases[0] and f"phase {len(phases)}/{len(phases)}" in phases[-1]
+    assert "\r" not in quick_record["log"]
+
+
+def test_without_taskset_the_run_says_it_was_not_pinned(tmp_path, artifacts):
+    """Where taskset does not exist (macOS), services and load run unpinned, and the raw
+    results and the report say so."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for folder in os.environ["PATH"].split(os.pathsep):
+        for tool in Path(folder).glob("*") if Path(folder).is_dir() else []:
+            link = bin_dir / tool.name
+            if tool.name != "taskset" and not link.exists():
+                link.symlink_to(tool)
+    record = run_quick(tmp_path, artifacts, "--services", "rust_onnx_serving", path=str(bin_dir))
+    (warning,) = record["machine"]["warnings"]
+    assert warning.startswith("taskset not found"), warning
+    assert derive(record)["rust_onnx_serving"]["requests"] >= 100
+    assert "cores not pinned as asked (taskset not found" in render_tables(record, "plots")
+
+
+def test_report_renders_every_machine(quick_record, tmp_path):
+    """Runs from several machines side by side: a summary table, one section each, each
+    machine's plots in its own folder; a full run shown in preference to a short one."""
+    results = tmp_path / "results"
+    apple = {**json.loads(json.dumps(quick_record)), "plan_name": "short"}
+    apple["machine"] |= {"cpu_model": "Apple M2 Max", "cpus_online": 12, "os": "darwin"}
+    apple["machine"] |= {"arch": "arm64", "warnings": ["taskset not found: ..."]}
+    full = {**quick_record, "plan_name": "full"}
+    runs = {
+        machine_name(quick_record["machine"]): {"native-full": full, "native-short": apple},
+        machine_name(apple["machine"]): {"native-short": apple},
+    }
+    for name, files in runs.items():
+        (results / name).mkdir(parents=True)
+        for file, record in files.items():
+            (results / name / f"{file}.json").write_text(json.dumps(record))
+    text = render_results(results, tmp_path)
+    summary = text.split("\n### ")[0]
+    assert summary.count("| onnx_serving |") == 1
+    assert "Apple M2 Max, 12 cores, darwin arm64, native (short plan)" in summary
+    host = f"{quick_record['machine']['cpu_model']}, {quick_record['machine']['cpus_online']} cores"
+    assert f"### {host}" in text and "### Apple M2 Max, 12 cores, darwin arm64" in text
+    sections = text.split("\n### ")[1:]
+    assert len(sections) == 2
+    apple_section = next(s for s in sections if s.startswith("Apple"))
+    host_section = next(s for s in sections if not s.startswith("Apple"))
+    assert "Short plan" in apple_section and "cores not pinned" in apple_section
+    assert "Short plan" not in host_section and "Quick plan" not in host_section  # the full run
+    for name in runs:
+        assert (results / name / "throughput.png").stat().st_size > 5_000
+        assert f"](results/{name}/throughput.png)" in text
 
 
 def test_parse_oha_recorded_output():
@@ -128,7 +198,7 @@ def test_parse_oha_recorded_output():
 
 
 def test_latency_bounded_throughput_picks_the_best_rate_within_the_slo():
-    from benchmark.report import latency_bounded_rps
+    from benchmark.tables import latency_bounded_rps
 
     def step(rate, p99, non_2xx=0):
         return {"achieved_rps": rate, "p99_ms": p99, "non_2xx": non_2xx, "errors": 0}
@@ -142,7 +212,7 @@ def test_latency_bounded_throughput_picks_the_best_rate_within_the_slo():
 
 
 def test_cpu_lists_read_like_taskset():
-    from benchmark.ceiling import parse_cpu_list
+    from benchmark.machine import parse_cpu_list
 
     assert parse_cpu_list("0") == {0}
     assert parse_cpu_list("0,2") == {0, 2}

@@ -88,8 +88,10 @@ impl InferencePool {
 /// services: when HTTP and inference want the same core, HTTP goes first, so health checks
 /// and 503s for the excess are answered at once under a flood; inference has the cores
 /// whenever HTTP is idle.
+#[cfg(target_os = "linux")]
 const INFERENCE_NICENESS: libc::c_int = 5;
 
+#[cfg(target_os = "linux")]
 fn yield_to_http() {
     // SAFETY: plain syscalls on the calling thread; a refusal leaves the priority as it was.
     unsafe {
@@ -97,6 +99,11 @@ fn yield_to_http() {
         libc::setpriority(libc::PRIO_PROCESS, thread, INFERENCE_NICENESS);
     }
 }
+
+/// Elsewhere a no-op: only Linux schedules threads by a niceness of their own (macOS has no
+/// gettid, and its setpriority(PRIO_PROCESS) takes a process: HTTP would be reniced too).
+#[cfg(not(target_os = "linux"))]
+fn yield_to_http() {}
 
 fn serve_jobs(
     jobs: &Mutex<Receiver<Job>>,

@@ -19,6 +19,7 @@ mod storage;
 #[cfg(test)]
 mod tests;
 
+use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -56,20 +57,22 @@ fn parse_config() -> Config {
     }
 }
 
-/// ORT_DYLIB_PATH, else libonnxruntime.so next to the binary: the library from the same
-/// pinned onnxruntime wheel the Python service uses, so both run the identical build.
+/// ORT_DYLIB_PATH, else the library next to the binary under the platform's name for it
+/// (libonnxruntime.so, libonnxruntime.dylib on macOS): the library from the same pinned
+/// onnxruntime wheel the Python service uses, so both run the identical build.
 fn onnxruntime_library() -> PathBuf {
     if let Some(path) = std::env::var_os("ORT_DYLIB_PATH").filter(|p| !p.is_empty()) {
         return PathBuf::from(path);
     }
+    let name = format!("{DLL_PREFIX}onnxruntime{DLL_SUFFIX}");
     let beside = std::env::current_exe()
         .ok()
-        .and_then(|exe| exe.parent().map(|d| d.join("libonnxruntime.so")));
+        .and_then(|exe| exe.parent().map(|d| d.join(&name)));
     match beside {
         Some(path) if path.exists() => path,
-        _ => fatal(
-            "ONNX Runtime library not found: set ORT_DYLIB_PATH or put libonnxruntime.so next to the binary",
-        ),
+        _ => fatal(format!(
+            "ONNX Runtime library not found: set ORT_DYLIB_PATH or put {name} next to the binary"
+        )),
     }
 }
 

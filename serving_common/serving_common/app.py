@@ -14,6 +14,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import AsyncIterator, Callable
@@ -66,9 +67,15 @@ INFERENCE_NICENESS = 5
 
 
 def _yield_to_http() -> None:
-    """Runs on the inference thread as it starts: lower its priority (never refused)."""
-    with contextlib.suppress(OSError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
+    """Runs on the inference thread as it starts: lower its priority (never refused).
+
+    Linux only, where a thread's native id is a valid PRIO_PROCESS target with a niceness
+    of its own. NOTE: elsewhere (macOS) setpriority takes a process id, which a thread id is
+    not: the call would fail, or renice whatever process had that number.
+    """
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
 
 
 class InferenceThread:

@@ -1,0 +1,158 @@
+"""One service measured: verified first, then closed loop (ab), size sweep, open loop (oha)
+and cold starts, each a progress phase. Natively or as a container: a `Service` is either."""
+
+import contextlib
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmark.ab import ab_command, run_ab
+from benchmark.ceiling import mean_ceiling, measure_ceiling
+from benchmark.compose import ContainerService
+from benchmark.oha import oha_command, run_oha
+from benchmark.processes import RunningService
+from benchmark.progress import Progress
+
+Service = RunningService | ContainerService
+Launch = Callable[[], Service]
+JSON = "application/json"
+
+
+@dataclass(frozen=True)
+class Plan:
+    requests: int  # ab -n
+    concurrency: int  # ab -c
+    seconds: int  # ab -t: a cap so the slowest strategy fits the time budget
+    sweep_seconds: int  # per size-sweep run; 0 skips the sweep
+    startup_runs: int
+    ceiling_seconds: float
+    open_loop_seconds: float  # per offered rate
+    open_loop_fractions: tuple[float, ...]  # offered rates, as fractions of closed-loop req/s
+
+
+@dataclass(frozen=True)
+class Job:
+    """What every service of a run is measured with."""
+
+    plan: Plan
+    payloads: dict[str, Path]  # name -> JSON body, with the JPEG beside it (.jpg)
+    main_payload: Path
+    expected: dict[str, str]  # payload name -> the PyTorch reference's top-1
+    ceiling_model: Path
+    service_cpus: str
+    load_cpus: str
+    slo_ms: float
+    progress: Progress
+    log: Callable[[str], None]
+
+    def ceiling(self) -> dict[str, float]:
+        return measure_ceiling(
+            self.ceiling_model, self.main_payload, self.plan.ceiling_seconds, self.service_cpus
+        )
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def verify(service: Service, job: Job) -> list[str]:
+    """Problems found; a service with any is reported as failed, not benchmarked."""
+    problems = []
+    for name, path in [*job.payloads.items(), (job.main_payload.name, job.main_payload)]:
+        response = httpx.post(
+            service.url + "/predict/",
+            content=path.read_bytes(),
+            headers={"Content-Type": JSON},
+            timeout=60,
+        )
+        if response.status_code != 200:
+            problems.append(f"{name}: {response.status_code} {response.text}")
+        elif name in job.expected and response.json()["prediction"] != job.expected[name]:
+            got = response.json()["prediction"]
+            problems.append(f"{name}: expected {job.expected[name]}, got {got}")
+    return problems
+
+
+def load_test(
+    service: Service, payload: Path, content_type: str, seconds: int, job: Job
+) -> dict[str, Any]:
+    plan = job.plan
+    command = ab_command(
+        service.url + "/predict/", payload, plan.requests, plan.concurrency, seconds, content_type
+    )
+    with service.sampler() as sampler:
+        result, _ = run_ab(command, job.load_cpus)
+    return {
+        "command": command,
+        "payload": payload.name,
+        "payload_sha256": sha256(payload),
+        "ab": result,
+        "resources": sampler.summary(),
+    }
+
+
+def open_loop_sweep(service: Service, closed_rps: float, job: Job) -> dict[str, Any]:
+    """Offered rates around the closed-loop throughput, each held for a fixed time."""
+    url, payload = service.url + "/predict/", job.main_payload
+    # Warm-up, discarded: oha opening its connections would otherwise land in the first
+    # step's tail latency.
+    run_oha(oha_command(url, payload, max(1, round(closed_rps / 2)), 2, JSON), job.load_cpus)
+    steps = []
+    for fraction in job.plan.open_loop_fractions:
+        rate = max(1, round(closed_rps * fraction))
+        job.log(f"  {service.name}: open loop at {rate} req/s")
+        command = oha_command(url, payload, rate, job.plan.open_loop_seconds, JSON)
+        steps.append({"offered_rps": rate, "command": command, **run_oha(command, job.load_cpus)})
+    return {"slo_ms": job.slo_ms, "steps": steps}
+
+
+def measure_startup(launch: Launch, runs: int) -> list[dict[str, float]]:
+    """Process (or `compose up`) start -> first 200 on GET /, `runs` times."""
+    results = []
+    for _ in range(runs):
+        service = launch()
+        info = httpx.get(service.url + "/info").json()["startup"]
+        results.append({"ready_seconds": service.healthy_at - service.started_at, **info})
+        service.stop()
+    return results
+
+
+def measure_service(name: str, launch: Launch, job: Job) -> dict[str, Any]:
+    plan, phase = job.plan, job.progress.phase
+    result: dict[str, Any] = {}
+    with contextlib.ExitStack() as running:
+        with phase(f"{name}: start and verify"):
+            service = launch()
+            running.callback(service.stop)
+            problems = verify(service, job)
+            if problems:
+                job.log(f"{name}: FAILED verification: {problems}")
+                return {"failed": problems}
+            result["runtime"] = httpx.get(service.url + "/info", timeout=10).json()["runtime"]
+        with phase(f"{name}: main run"):
+            # The ceiling again, on the same core just before and just after the service's
+            # main run: the service's CPU cost per request is judged against their mean.
+            before = job.ceiling()
+            result["main"] = load_test(service, job.main_payload, JSON, plan.seconds, job)
+            result["ceiling"] = mean_ceiling([before, job.ceiling()])
+        if plan.sweep_seconds:
+            with phase(f"{name}: size sweep"):
+                result["sweep"] = {
+                    size: load_test(service, job.payloads[size], JSON, plan.sweep_seconds, job)
+                    for size in ("small", "large")
+                }
+                raw_jpeg = job.payloads["study"].with_suffix(".jpg")
+                result["sweep"]["study_raw"] = load_test(
+                    service, raw_jpeg, "image/jpeg", plan.sweep_seconds, job
+                )
+        with phase(f"{name}: open loop"):
+            closed_rps = result["main"]["ab"]["requests_per_second"]
+            result["open_loop"] = open_loop_sweep(service, closed_rps, job)
+        result["stages"] = httpx.get(service.url + "/metrics").text
+    with phase(f"{name}: cold starts"):
+        result["startup"] = measure_startup(launch, plan.startup_runs)
+    return result
