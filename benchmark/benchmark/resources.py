@@ -107,18 +107,20 @@ class DockerStatsSampler:
 
     def __exit__(self, *_: object) -> None:
         assert self._process is not None
-        self._process.terminate()
+        # NOTE: `docker stats` streaming to a pipe does not exit on SIGTERM.
+        self._process.kill()
         self._process.wait()
         self._thread.join()
 
     def _read(self) -> None:
         assert self._process is not None and self._process.stdout is not None
         for line in self._process.stdout:
-            # NOTE: between updates the stream carries terminal escapes (clear screen).
+            # NOTE: the stream carries terminal escapes (cursor home, clear line) around
+            # each JSON document, even when not on a terminal.
             start = line.find("{")
             if start < 0:
                 continue
-            stats = json.loads(line[start:])
+            stats, _ = json.JSONDecoder().raw_decode(line, start)
             if stats.get("CPUPerc", "--") == "--":  # not started yet
                 continue
             self.cpu_percent.append(float(stats["CPUPerc"].rstrip("%")))
