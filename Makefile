@@ -103,11 +103,13 @@ test-rust:
 readme: setup-python
 	$(RUN)python -m benchmark.report
 
-# The main job: demo model -> GCS emulator -> each service in turn under ab -> README tables.
+# The main job: demo model -> GCS emulator -> each service in turn under ab, then every
+# preprocessing variant against the PyTorch reference on the fidelity set -> README tables.
 # SHORT=1: a first look in about 5 minutes (fewer requests and repeats, marked as such).
 PLAN := $(if $(SHORT),short,full)
 bench: setup export
 	$(RUN)python -m benchmark.runner --plan $(PLAN) $(BENCH_ARGS)
+	$(RUN)python -m benchmark.fidelity $(if $(SHORT),--seconds 2)
 	$(RUN)python -m benchmark.report
 
 # The same measurements on the containers, plus image sizes and container start times.

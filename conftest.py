@@ -12,7 +12,8 @@ import torch
 from benchmark.processes import GcsEmulator, RunningService, free_port, start_service
 from serving_common.strategy import discover_strategies
 from weather_model.contract import LABELS
-from weather_model.network import demo_state_dict, load_network
+from weather_model.demo import demo_state_dict
+from weather_model.network import load_network
 from weather_model.reference import decode_rgb, reference_probabilities
 
 ROOT = Path(__file__).parent

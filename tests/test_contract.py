@@ -256,6 +256,6 @@ def test_metrics_sum_over_workers(service):
     samples = dict(line.rsplit(" ", 1) for line in text.splitlines() if line[:1].isalpha())
     assert float(samples['predict_requests_total{status="200"}']) >= 6
     assert float(samples['predict_requests_total{status="400"}']) >= 1
-    for stage in ("parse", "decode", "inference"):
+    for stage in ("parse", "decode", "preprocess", "inference"):
         assert float(samples[f'predict_stage_duration_seconds_count{{stage="{stage}"}}']) >= 6
     assert float(samples["predict_request_duration_seconds_count"]) >= 7

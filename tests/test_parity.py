@@ -38,13 +38,17 @@ def test_service_matches_reference(service, image):
 
 @pytest.fixture(scope="module")
 def onnx_services(artifacts) -> Iterator[list[RunningService]]:
-    """Both ONNX strategies on the same exported graph, from a local path."""
+    """Both ONNX strategies on the same exported graph, from a local path, the Python one
+    resizing with fast_image_resize as the Rust one does (RESIZER=simd)."""
     strategies = [STRATEGIES[name] for name in ("onnx_serving", "rust_onnx_serving")]
     running = []
     try:
         for s in strategies:
             running.append(
-                start_service(s, {**os.environ, "MODEL_URI": str(artifacts / s.model_file)})
+                start_service(
+                    s,
+                    {**os.environ, "MODEL_URI": str(artifacts / s.model_file), "RESIZER": "simd"},
+                )
             )
         yield running
     finally:
@@ -54,6 +58,7 @@ def onnx_services(artifacts) -> Iterator[list[RunningService]]:
 
 @pytest.mark.parametrize("image", [p for p in IMAGES if p.suffix == ".jpg"], ids=lambda p: p.name)
 def test_onnx_services_agree_exactly_on_jpeg(onnx_services, image):
-    # Same libjpeg-turbo decode, same ONNX Runtime build, same graph: the same numbers.
+    # Same libjpeg-turbo decode, same resizer, same ONNX Runtime build, same graph: the same
+    # numbers.
     python, rust = (predict(service, image).json()["probabilities"] for service in onnx_services)
     assert python == pytest.approx(rust, rel=0, abs=1e-6)

@@ -1,67 +1,42 @@
-"""The hardware ceiling: the cheapest correct pipeline, in-process, on one thread.
+"""The hardware ceiling: a preprocessing pipeline in-process, on one thread.
 
-Parse JSON, base64-decode, decode the JPEG with libjpeg-turbo, one ONNX Runtime run with
-preprocessing in the graph. No HTTP, no framework: what one core can do per second. It runs
-on the services' core, and the runner measures it again before and after each service's main
-run, because this machine's speed drifts by several percent over minutes.
+Parse JSON, base64-decode, decode, preprocess, one ONNX Runtime run (benchmark.pipelines):
+no HTTP, no framework, what one core can do per second with that pipeline. Two matter for
+each service: the pipeline its defaults run (its efficiency is judged against it) and
+today's reference-exact one, the any-size graph (speed-ups are quoted against it). Both run
+on the services' core, before and after each service's main run, because this machine's
+speed drifts by several percent over minutes.
 """
 
-import time
 from pathlib import Path
-
-import onnxruntime as ort
-import orjson
-import pybase64
-import simplejpeg
-from weather_model.contract import ONNX_INPUT, PROBABILITIES_OUTPUT
+from typing import Any
 
 from benchmark.machine import pinned
+from benchmark.pipelines import PIPELINES, STAGES, LoadedPipeline, time_stages
 
 
 def measure_ceiling(
-    model: Path, payload: Path, seconds: float, cpus: str | None = None
-) -> dict[str, float]:
+    artifacts: Path, pipeline: str, payload: Path, seconds: float, cpus: str | None = None
+) -> dict[str, Any]:
+    loaded = LoadedPipeline(PIPELINES[pipeline], artifacts)
     with pinned(cpus):
-        return _measure(model, payload, seconds)
+        return time_stages(loaded, payload.read_bytes(), seconds)
 
 
-def mean_ceiling(runs: list[dict[str, float]]) -> dict[str, object]:
+def mean_ceiling(runs: list[dict[str, Any]]) -> dict[str, Any]:
     """Several measurements as one: total iterations over total time (and CPU time)."""
     iterations = sum(run["iterations"] for run in runs)
     seconds = sum(run["seconds"] for run in runs)
     cpu_ms = sum(run["cpu_ms_per_request"] * run["iterations"] for run in runs)
     return {
+        "pipeline": runs[0]["pipeline"],
         "iterations": iterations,
         "seconds": seconds,
         "requests_per_second": iterations / seconds,
         "cpu_ms_per_request": cpu_ms / iterations,
+        "stage_ms": {
+            stage: sum(run["stage_ms"][stage] * run["iterations"] for run in runs) / iterations
+            for stage in STAGES
+        },
         "runs": runs,
-    }
-
-
-def _measure(model: Path, payload: Path, seconds: float) -> dict[str, float]:
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = 1
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    session = ort.InferenceSession(str(model), options, providers=["CPUExecutionProvider"])
-    body = payload.read_bytes()
-
-    def once() -> None:
-        pixels = simplejpeg.decode_jpeg(pybase64.b64decode(orjson.loads(body)["image"]), "RGB")
-        session.run([PROBABILITIES_OUTPUT], {ONNX_INPUT: pixels})
-
-    once()  # warm-up: first run allocates
-    count, started = 0, time.perf_counter()
-    cpu_started = time.process_time()
-    while time.perf_counter() - started < seconds:
-        once()
-        count += 1
-    elapsed = time.perf_counter() - started
-    cpu = time.process_time() - cpu_started
-    return {
-        "iterations": count,
-        "seconds": elapsed,
-        "requests_per_second": count / elapsed,
-        "cpu_ms_per_request": 1000 * cpu / count,
     }

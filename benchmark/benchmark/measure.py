@@ -14,6 +14,7 @@ from benchmark.ab import ab_command, run_ab
 from benchmark.ceiling import mean_ceiling, measure_ceiling
 from benchmark.compose import ContainerService
 from benchmark.oha import oha_command, run_oha
+from benchmark.pipelines import REFERENCE_PIPELINE
 from benchmark.processes import RunningService
 from benchmark.progress import Progress
 
@@ -42,16 +43,20 @@ class Job:
     payloads: dict[str, Path]  # name -> JSON body, with the JPEG beside it (.jpg)
     main_payload: Path
     expected: dict[str, str]  # payload name -> the PyTorch reference's top-1
-    ceiling_model: Path
+    artifacts: Path  # the exported model, every graph the ceilings run
     service_cpus: str
     load_cpus: str
     slo_ms: float
     progress: Progress
     log: Callable[[str], None]
 
-    def ceiling(self) -> dict[str, float]:
+    def ceiling(self, pipeline: str) -> dict[str, Any]:
         return measure_ceiling(
-            self.ceiling_model, self.main_payload, self.plan.ceiling_seconds, self.service_cpus
+            self.artifacts,
+            pipeline,
+            self.main_payload,
+            self.plan.ceiling_seconds,
+            self.service_cpus,
         )
 
 
@@ -121,9 +126,15 @@ def measure_startup(launch: Launch, runs: int) -> list[dict[str, float]]:
     return results
 
 
-def measure_service(name: str, launch: Launch, job: Job) -> dict[str, Any]:
+def ceiling_pipelines(own: str) -> list[str]:
+    """The pipelines timed around a service: its own and today's reference-exact one."""
+    return list(dict.fromkeys([own, REFERENCE_PIPELINE]))
+
+
+def measure_service(name: str, pipeline: str, launch: Launch, job: Job) -> dict[str, Any]:
+    """`pipeline`: the in-process pipeline the service's defaults run (its ceiling)."""
     plan, phase = job.plan, job.progress.phase
-    result: dict[str, Any] = {}
+    result: dict[str, Any] = {"pipeline": pipeline}
     with contextlib.ExitStack() as running:
         with phase(f"{name}: start and verify"):
             service = launch()
@@ -134,11 +145,16 @@ def measure_service(name: str, launch: Launch, job: Job) -> dict[str, Any]:
                 return {"failed": problems}
             result["runtime"] = httpx.get(service.url + "/info", timeout=10).json()["runtime"]
         with phase(f"{name}: main run"):
-            # The ceiling again, on the same core just before and just after the service's
-            # main run: the service's CPU cost per request is judged against their mean.
-            before = job.ceiling()
+            # The ceilings, on the same core just before and just after the service's main
+            # run: the service's CPU cost per request is judged against their mean.
+            pipelines = ceiling_pipelines(pipeline)
+            before = [job.ceiling(p) for p in pipelines]
             result["main"] = load_test(service, job.main_payload, JSON, plan.seconds, job)
-            result["ceiling"] = mean_ceiling([before, job.ceiling()])
+            after = [job.ceiling(p) for p in pipelines]
+            runs = zip(pipelines, before, after, strict=True)
+            ceilings = {p: mean_ceiling([b, a]) for p, b, a in runs}
+            result["ceiling"] = ceilings[pipeline]
+            result["reference_ceiling"] = ceilings[REFERENCE_PIPELINE]
         if plan.sweep_seconds:
             with phase(f"{name}: size sweep"):
                 result["sweep"] = {

@@ -16,7 +16,13 @@ from serving_common.strategy import Strategy, discover_strategies
 
 from benchmark.machine import RESULTS
 from benchmark.plots import plot_results
-from benchmark.tables import derive, plan_name, render_deployment, render_tables
+from benchmark.tables import (
+    derive,
+    plan_name,
+    render_deployment,
+    render_fidelity,
+    render_tables,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 START, END = "<!-- results:start -->", "<!-- results:end -->"
@@ -24,6 +30,7 @@ START, END = "<!-- results:start -->", "<!-- results:end -->"
 STRATEGIES_START, STRATEGIES_END = "<!-- strategies:start -->", "<!-- strategies:end -->"
 # Which run of a machine is shown, best first: a short run only where no full one exists.
 PLANS_SHOWN = ("full", "short")
+FIDELITY_FILE = "fidelity.json"  # benchmark.fidelity's record
 
 
 def render_strategies(strategies: dict[str, Strategy]) -> str:
@@ -97,6 +104,18 @@ def render_machine(records: dict[str, Any], folder: Path, readme_dir: Path) -> s
     if "native" in records:
         plot_results(records["native"], folder)
         lines += [render_tables(records["native"], str(shown)), ""]
+    fidelity = folder / FIDELITY_FILE
+    if fidelity.exists():
+        lines += [
+            "Preprocessing variants: fidelity to the PyTorch reference and speed "
+            "(`python -m benchmark.fidelity`, part of `make bench`):",
+            "",
+            render_fidelity(
+                json.loads(fidelity.read_text()),
+                derive(records["native"]) if "native" in records else {},
+            ),
+            "",
+        ]
     if "compose" in records:
         lines += [
             "Deployment (Docker Compose):",

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from serving_common.strategy import Strategy, discover_strategies
-from weather_model.contract import LABELS, OPTIMIZED_ONNX_FILE, STATE_DICT_FILE
+from weather_model.contract import LABELS, STATE_DICT_FILE
 
 from benchmark import machine
 from benchmark.compose import (
@@ -34,6 +34,7 @@ from benchmark.compose import (
 )
 from benchmark.measure import Job, Plan, measure_service
 from benchmark.payloads import write_payloads
+from benchmark.pipelines import PIPELINES, REFERENCE_PIPELINE
 from benchmark.processes import GcsEmulator, RunningService, start_service
 from benchmark.progress import Phase, Progress
 
@@ -50,7 +51,7 @@ PLANS = {
         seconds=180,
         sweep_seconds=30,
         startup_runs=15,
-        ceiling_seconds=20,
+        ceiling_seconds=10,
         open_loop_seconds=15,
         open_loop_fractions=(0.5, 0.7, 0.8, 0.9, 1.0, 1.1),
     ),
@@ -119,7 +120,8 @@ def plan_phases(plan: Plan, mode: str, names: list[str]) -> list[Phase]:
     for name in names:
         steps = [
             ("start and verify", START_S[mode]),
-            ("main run", 2 * (plan.ceiling_seconds + 2) + plan.seconds),
+            # Two ceilings (the service's pipeline, today's), before and after.
+            ("main run", 4 * (plan.ceiling_seconds + 2) + plan.seconds),
             ("size sweep", 3 * (plan.sweep_seconds + 1) if plan.sweep_seconds else None),
             ("open loop", 3 + len(plan.open_loop_fractions) * (plan.open_loop_seconds + 1)),
             ("cold starts", plan.startup_runs * COLD_START_S[mode]),
@@ -144,6 +146,12 @@ def run(args: argparse.Namespace) -> Path:
     if args.requests:
         plan = Plan(**{**plan.__dict__, "requests": args.requests})
     selected = select_strategies(args.mode, args.services)
+    for strategy in selected.values():
+        if strategy.ceiling not in PIPELINES:
+            raise RuntimeError(
+                f"{strategy.name}/strategy.toml: ceiling {strategy.ceiling!r} is not one of "
+                f"{list(PIPELINES)} (benchmark/benchmark/pipelines.py)"
+            )
     artifacts = Path(args.artifacts)
     if not (artifacts / STATE_DICT_FILE).exists():
         raise RuntimeError(f"no exported model in {artifacts}: run `make export` first")
@@ -178,7 +186,7 @@ def run(args: argparse.Namespace) -> Path:
             name: expected_prediction(artifacts, path.with_suffix(".jpg"))
             for name, path in payloads.items()
         },
-        ceiling_model=artifacts / OPTIMIZED_ONNX_FILE,
+        artifacts=artifacts,
         service_cpus=args.service_cpus,
         load_cpus=args.load_cpus,
         slo_ms=args.slo_ms,
@@ -200,9 +208,10 @@ def run(args: argparse.Namespace) -> Path:
 
 
 def measure_first_ceiling(job: Job) -> dict[str, Any]:
-    """The in-process ceiling once before any service (each is measured around it too)."""
+    """Today's reference-exact ceiling once before any service (each service's ceilings are
+    measured around it too)."""
     with job.progress.phase("ceiling"):
-        ceiling: dict[str, Any] = job.ceiling()
+        ceiling: dict[str, Any] = job.ceiling(REFERENCE_PIPELINE)
     ceiling["payload"] = job.main_payload.name
     return ceiling
 
@@ -241,7 +250,7 @@ def run_native(
                 def launch(s: Strategy = strategy, env: dict[str, str] = env) -> RunningService:
                     return start_service(s, env, job.service_cpus)
 
-                results[name] = measure_service(name, launch, job)
+                results[name] = measure_service(name, strategy.ceiling, launch, job)
         finally:
             emulator.stop()
     return results
@@ -262,13 +271,13 @@ def run_compose(
         with job.progress.phase(EXPORT_JOB):
             stack.check("up", "--exit-code-from", "model", "model", timeout=1200)
         ceiling = measure_first_ceiling(job)
-        for name in strategies:
+        for name, strategy in strategies.items():
             deployment[name] = {"image": stack.image(name), "image_mb": stack.image_size_mb(name)}
 
             def launch(name: str = name) -> ContainerService:
                 return start_container(stack, name)
 
-            results[name] = measure_service(name, launch, job)
+            results[name] = measure_service(name, strategy.ceiling, launch, job)
     finally:
         stack.down()
     return results, deployment, ceiling

@@ -222,9 +222,13 @@ def test_cpu_lists_read_like_taskset():
 def test_mean_ceiling_weighs_runs_by_iterations():
     from benchmark.ceiling import mean_ceiling
 
-    fast = {"iterations": 300, "seconds": 3.0, "cpu_ms_per_request": 10.0}
-    slow = {"iterations": 100, "seconds": 2.0, "cpu_ms_per_request": 20.0}
+    stages = {"parse": 1.0, "decode": 4.0, "preprocess": 1.0, "inference": 4.0}
+    fast = {"pipeline": "simd", "iterations": 300, "seconds": 3.0, "cpu_ms_per_request": 10.0}
+    slow = {"pipeline": "simd", "iterations": 100, "seconds": 2.0, "cpu_ms_per_request": 20.0}
+    fast["stage_ms"] = stages
+    slow["stage_ms"] = {stage: 2 * ms for stage, ms in stages.items()}
     both = mean_ceiling([fast, slow])
     assert both["requests_per_second"] == 80.0
     assert both["cpu_ms_per_request"] == 12.5
+    assert both["stage_ms"] == {stage: 1.25 * ms for stage, ms in stages.items()}
     assert both["runs"] == [fast, slow]

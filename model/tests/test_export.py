@@ -17,7 +17,8 @@ from PIL import Image
 from torchvision import transforms
 from torchvision.models import MobileNet_V3_Small_Weights
 from weather_model import contract, parity
-from weather_model.network import demo_state_dict, load_network, state_dict_to_bytes
+from weather_model.demo import demo_state_dict, drawn_state_dict
+from weather_model.network import load_network, state_dict_to_bytes
 from weather_model.onnx_graph import (
     build_fixed_graph,
     build_serving_graph,
@@ -26,6 +27,7 @@ from weather_model.onnx_graph import (
 )
 from weather_model.parity import (
     MAX_PROBABILITY_DELTA,
+    MIN_DEMO_LABELS,
     MIN_DEMO_MARGIN,
     ParityError,
     check_parity,
@@ -74,6 +76,19 @@ def run_export(*args: str, env: dict[str, str] | None = None) -> subprocess.Comp
 
 def sha(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_demo_weights_answer_like_a_trained_model():
+    """Several labels over the sample photos, probabilities spread (not all p ~ 1), so that
+    agreeing with the reference means something."""
+    model = load_network(demo_state_dict())
+    probabilities = np.stack(
+        [reference_probabilities(model, decode_rgb(p.read_bytes())) for p in sample_images(IMAGES)]
+    )
+    top1 = probabilities.max(axis=1)
+    assert len(set(probabilities.argmax(axis=1))) >= MIN_DEMO_LABELS
+    assert 0.3 <= float(np.median(top1)) <= 0.9
+    assert (top1 < 0.9).sum() >= len(top1) // 2
 
 
 def test_second_export_gives_identical_bytes(artifacts, tmp_path):
@@ -279,7 +294,7 @@ def test_parity_check_fails_on_a_broken_graph(artifacts, name):
 
 
 def test_user_state_dict_round_trip(tmp_path):
-    weights = demo_state_dict(seed=7)
+    weights = drawn_state_dict(seed=7)  # any state_dict of the right shape
     source = tmp_path / "finetuned.pt"
     source.write_bytes(state_dict_to_bytes(weights))
     out = tmp_path / "out"
@@ -300,7 +315,7 @@ def test_user_state_dict_round_trip(tmp_path):
 
 def test_user_state_dict_from_gcs(gcs_emulator, tmp_path):
     uri = gcs_emulator.upload(
-        "user", "weights/finetuned.pt", state_dict_to_bytes(demo_state_dict(seed=3))
+        "user", "weights/finetuned.pt", state_dict_to_bytes(drawn_state_dict(seed=3))
     )
     result = run_export("--out", str(tmp_path), "--state-dict", uri, env=gcs_emulator.env())
     assert result.returncode == 0, result.stderr

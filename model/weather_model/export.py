@@ -23,10 +23,9 @@ from pathlib import Path
 from torch import Tensor, nn
 
 from weather_model import contract
+from weather_model.demo import DEMO_SEED, SAMPLE_IMAGES, demo_state_dict
 from weather_model.network import (
-    DEMO_SEED,
     StateDictError,
-    demo_state_dict,
     load_network,
     state_dict_from_bytes,
     state_dict_to_bytes,
@@ -41,7 +40,13 @@ from weather_model.onnx_graph import (
     export_network,
     optimize_offline,
 )
-from weather_model.parity import MIN_DEMO_MARGIN, ImageCheck, ParityError, check_parity
+from weather_model.parity import (
+    MIN_DEMO_LABELS,
+    MIN_DEMO_MARGIN,
+    ImageCheck,
+    ParityError,
+    check_parity,
+)
 from weather_model.reference import preprocessing_metadata, sample_images
 from weather_model.storage import (
     DOWNLOAD_DEADLINE_SECONDS,
@@ -49,8 +54,6 @@ from weather_model.storage import (
     read_artifact,
     write_artifact,
 )
-
-DEFAULT_IMAGES = Path(__file__).resolve().parents[2] / "images"
 
 
 def sha256(data: bytes) -> str:
@@ -134,6 +137,9 @@ def export(
                 raise ParityError(
                     f"demo weights not decisive on {check.image}: margin {check.margin:.3f}"
                 )
+        labels = {check.top1 for check in checks}
+        if len(labels) < MIN_DEMO_LABELS:
+            raise ParityError(f"demo weights give {len(labels)} labels on the sample images")
     artifacts = {contract.STATE_DICT_FILE: state_dict_to_bytes(state_dict), **graphs}
     metadata = build_metadata(artifacts, source)
     out.mkdir(parents=True, exist_ok=True)
@@ -149,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--state-dict", help="a user's state_dict: local path or gs://bucket/object"
     )
-    parser.add_argument("--images", type=Path, default=DEFAULT_IMAGES, help="parity images")
+    parser.add_argument("--images", type=Path, default=SAMPLE_IMAGES, help="parity images")
     parser.add_argument("--upload", help="also copy the artifacts to this gs:// prefix or folder")
     parser.add_argument(
         "--download-deadline",

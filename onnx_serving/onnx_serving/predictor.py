@@ -1,4 +1,11 @@
-"""ONNX Runtime strategy: the service decodes to uint8 pixels; the graph does the rest."""
+"""ONNX Runtime strategy. The graph MODEL_URI names decides the pipeline:
+
+* the any-size graph (model.onnx, model.optimized.onnx): the service decodes to uint8
+  pixels and the graph does the rest, resize included; one image per run;
+* the fixed graph (model.fixed.onnx): the service decodes, then resizes only the region
+  that survives the centre crop (RESIZER), and the graph normalises and classifies a batch
+  [N, crop, crop, 3] in one run.
+"""
 
 from collections.abc import Sequence
 from typing import Any
@@ -6,42 +13,35 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 import simplejpeg
-from serving_common.images import ImageLimits, decode_with_pil, sniff_image_format
+from serving_common.images import ImageLimits
 from serving_common.model_source import FetchedModel
-from serving_common.settings import Settings
+from serving_common.settings import ConfigError, Settings
 
-# JPEG colour spaces libjpeg-turbo converts to RGB exactly as Pillow does. Not CMYK or
-# YCCK: Pillow converts those itself, and libjpeg-turbo's result differs by one level.
-TURBO_COLORSPACES = frozenset({"YCbCr", "Gray", "RGB"})
+from onnx_serving.preprocess import (
+    Resizer,
+    choose_resizer,
+    decode_pixels,
+    describe_resizer,
+    resize_crop,
+    simd_cpu_extension,
+)
 
-
-def decode_jpeg_turbo(image: bytes, limits: ImageLimits) -> np.ndarray | None:
-    """libjpeg-turbo straight to an RGB uint8 array (no copy, no float), or None where
-    Pillow must decide: CMYK, YCCK, and anything libjpeg-turbo reports, even a recoverable
-    warning (strict mode), which Pillow then decodes as libjpeg does or refuses. Pillow's
-    reading is the reference; on every other JPEG the two give the same pixels (same
-    libjpeg settings: accurate integer IDCT, fancy upsampling), checked case by case in
-    onnx_serving/tests."""
-    try:
-        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(image)
-    except ValueError:
-        return None
-    limits.check(width, height)
-    if colorspace not in TURBO_COLORSPACES:
-        return None
-    try:
-        return simplejpeg.decode_jpeg(image, colorspace="RGB", strict=True)
-    except ValueError:
-        return None
+# A graph whose input is a batch [batch, crop, crop, 3] rather than one image [height,
+# width, 3]: metadata.json's "graphs" entry says which, and the session must agree.
+BATCH_INPUT_RANK = 4
 
 
-def decode_pixels(image: bytes, limits: ImageLimits) -> np.ndarray:
-    """JPEG or PNG bytes to the graph's input: uint8 RGB pixels [height, width, 3]."""
-    if sniff_image_format(image) == "jpeg":
-        pixels = decode_jpeg_turbo(image, limits)
-        if pixels is not None:
-            return pixels
-    return np.asarray(decode_with_pil(image, limits))
+def takes_batches(model: FetchedModel, session: ort.InferenceSession) -> bool:
+    """Whether the graph is the fixed one, from its metadata.json entry, checked against
+    the loaded graph's input; ConfigError if they disagree."""
+    declared = model.graph["input"]["shape"]
+    actual = session.get_inputs()[0].shape
+    if len(declared) != len(actual):
+        raise ConfigError(
+            f"{model.uri}: metadata.json declares the input {declared}, "
+            f"the graph takes {actual}; re-export the model"
+        )
+    return len(declared) == BATCH_INPUT_RANK
 
 
 class OnnxPredictor:
@@ -61,11 +61,28 @@ class OnnxPredictor:
             "intra_op": settings.intra_op_threads,
             "inter_op": settings.inter_op_threads,
         }
+        # The reference's sizes, as the model was exported with them.
+        preprocessing = model.metadata["preprocessing"]
+        self.resize_size: int = preprocessing["resize_shorter_side"]
+        self.crop_size: int = preprocessing["center_crop"]
+        self.dct_scaling = settings.jpeg_dct_scaling
+        # None: the any-size graph resizes in the graph, and RESIZER is ignored.
+        self.resizer: Resizer | None = None
+        if takes_batches(model, self.session):
+            self.resizer = choose_resizer(settings.resizer)
+        self.resizer_setting = settings.resizer
 
     def decode(self, image: bytes, limits: ImageLimits) -> np.ndarray:
-        return decode_pixels(image, limits)
+        return decode_pixels(image, limits, self.dct_scaling, resize_size=self.resize_size)
+
+    def preprocess(self, decoded: np.ndarray) -> np.ndarray:
+        if self.resizer is None:
+            return decoded  # the graph resizes; its cost is in the inference stage
+        return resize_crop(decoded, self.resizer, self.resize_size, self.crop_size)
 
     def predict(self, batch: Sequence[np.ndarray]) -> np.ndarray:
+        if self.resizer is not None:
+            return self.session.run([self.output_name], {self.input_name: np.stack(batch)})[0]
         # The any-size graph takes one image of its own size per run.
         return np.stack(
             [self.session.run([self.output_name], {self.input_name: one})[0] for one in batch]
@@ -78,4 +95,21 @@ class OnnxPredictor:
             "providers": self.session.get_providers(),
             "threads": self.threads,
             "decoder": f"simplejpeg {simplejpeg.__version__} (JPEG), Pillow (PNG)",
+            "pipeline": self.pipeline(),
+        }
+
+    def pipeline(self) -> dict[str, Any]:
+        """What happens between decoding and the network, for /info (keys as in the Rust
+        service's, plus the RESIZER setting)."""
+        if self.resizer is None:
+            resizer, extension, setting = "in graph", None, f"{self.resizer_setting} (ignored)"
+        else:
+            resizer, setting = describe_resizer(self.resizer), self.resizer_setting
+            extension = simd_cpu_extension() if self.resizer == "simd" else None
+        return {
+            "graph": "fixed" if self.resizer else "any-size",
+            "resizer": resizer,
+            "resizer_cpu_extension": extension,
+            "resizer_setting": setting,
+            "jpeg_dct_scaling": self.dct_scaling,
         }

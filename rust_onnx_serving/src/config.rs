@@ -2,6 +2,7 @@
 //! services (contract/README.md), read once at startup.
 
 use clap::Parser;
+use clap::builder::BoolishValueParser;
 
 /// The port this strategy listens on unless PORT says otherwise (contract/README.md), shared
 /// by the clap default and the `healthcheck` subcommand.
@@ -55,6 +56,11 @@ pub struct Config {
     /// The model download gives up (exit 1) after this many seconds of retries.
     #[arg(long, env = "STORAGE_TIMEOUT_SECONDS", default_value_t = 60, value_parser = clap::value_parser!(u32).range(1..))]
     pub storage_timeout_seconds: u32,
+
+    /// Decode large JPEGs at 1/2, 1/4 or 1/8 of their size in the DCT domain, keeping the
+    /// shorter side at least 256 (true/false, 1/0, yes/no, on/off).
+    #[arg(long, env = "JPEG_DCT_SCALING", default_value_t = false, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
+    pub jpeg_dct_scaling: bool,
 
     /// debug, info, warning or error.
     #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING", "ERROR"])]

@@ -74,9 +74,10 @@ pub struct ImageDecoder {
 }
 
 impl ImageDecoder {
-    pub fn new() -> Result<Self, String> {
+    /// `jpeg_dct_scaling`: JPEG_DCT_SCALING, large JPEGs decoded smaller (jpeg.rs).
+    pub fn new(jpeg_dct_scaling: bool) -> Result<Self, String> {
         Ok(Self {
-            jpeg: JpegDecoder::new()?,
+            jpeg: JpegDecoder::new(jpeg_dct_scaling)?,
         })
     }
 
@@ -168,7 +169,7 @@ mod tests {
     }
 
     fn decode(data: &[u8], limits: &ImageLimits) -> Result<RgbPixels, ServiceError> {
-        ImageDecoder::new().unwrap().decode(data, limits)
+        ImageDecoder::new(false).unwrap().decode(data, limits)
     }
 
     #[test]

@@ -158,6 +158,9 @@ async fn predict_inner(
         .with_label_values(&["decode"])
         .observe(scored.decode.as_secs_f64());
     stage
+        .with_label_values(&["preprocess"])
+        .observe(scored.preprocess.as_secs_f64());
+    stage
         .with_label_values(&["inference"])
         .observe(scored.inference.as_secs_f64());
     Ok(HttpResponse::Ok().json(prediction_document(

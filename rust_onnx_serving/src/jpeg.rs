@@ -6,6 +6,12 @@
 //! (TJERR_WARNING) still yields the whole image, as Pillow decodes through libjpeg's
 //! recoverable warnings. The one warning that matters is running out of data: libjpeg then
 //! grey-fills the rest, where Pillow refuses "image file is truncated".
+//!
+//! With JPEG_DCT_SCALING, a large JPEG is decoded at 1/2, 1/4 or 1/8 of its size in the DCT
+//! domain (preprocess.rs's rule: the shorter side stays at least 256), which saves most of
+//! the decoding and resizing work. Only where the Python service scales too, so that both
+//! see the same pixels: it hands CMYK and YCCK JPEGs, and any JPEG libjpeg warns about, to
+//! Pillow, which decodes them whole; so they are decoded whole here too.
 
 use std::ffi::CStr;
 
@@ -13,6 +19,7 @@ use turbojpeg::raw;
 
 use crate::decode::{ImageLimits, RgbPixels, check_dimensions, unreadable};
 use crate::errors::ServiceError;
+use crate::preprocess::dct_scale_denominator;
 
 /// libjpeg's JWRN_JPEG_EOF, which TurboJPEG's memory source emits when the data runs out.
 const PREMATURE_END: &str = "Premature end of JPEG file";
@@ -27,6 +34,8 @@ enum Outcome {
 /// A TurboJPEG decompressor; each inference thread owns one, so no call is ever shared.
 pub struct JpegDecoder {
     handle: raw::tjhandle,
+    /// JPEG_DCT_SCALING.
+    dct_scaling: bool,
 }
 
 // SAFETY: a TurboJPEG handle is plain heap state with no thread affinity; `&mut self` on
@@ -44,16 +53,32 @@ struct Header {
     width: u32,
     height: u32,
     cmyk: bool,
+    /// Lossless JPEGs have no DCT, and TurboJPEG ignores any scaling factor for them.
+    lossless: bool,
+}
+
+/// The size TurboJPEG decodes to at 1/`denominator` scale: ceil(side / denominator) (its
+/// TJSCALED), pixels of `channels` bytes.
+struct Output {
+    width: u32,
+    height: u32,
+    channels: usize,
+}
+
+impl Output {
+    fn bytes(&self) -> usize {
+        self.width as usize * self.height as usize * self.channels
+    }
 }
 
 impl JpegDecoder {
-    pub fn new() -> Result<Self, String> {
+    pub fn new(dct_scaling: bool) -> Result<Self, String> {
         // SAFETY: tj3Init has no preconditions; a null handle is checked below.
         let handle = unsafe { raw::tj3Init(raw::TJINIT_TJINIT_DECOMPRESS as CInt) };
         if handle.is_null() {
             return Err("TurboJPEG could not allocate a decompressor".to_owned());
         }
-        let decoder = Self { handle };
+        let decoder = Self { handle, dct_scaling };
         // Markers (ICC profiles, EXIF) are never used: do not keep them in memory.
         decoder.set(raw::TJPARAM_TJPARAM_SAVEMARKERS, 0)?;
         Ok(decoder)
@@ -108,24 +133,51 @@ impl JpegDecoder {
             width: dimension(raw::TJPARAM_TJPARAM_JPEGWIDTH),
             height: dimension(raw::TJPARAM_TJPARAM_JPEGHEIGHT),
             cmyk: colorspace == raw::TJCS_TJCS_CMYK as CInt || colorspace == raw::TJCS_TJCS_YCCK as CInt,
+            lossless: self.get(raw::TJPARAM_TJPARAM_LOSSLESS) == 1,
         })
     }
 
-    /// Decompress into `pixels` (`channels` bytes a pixel: RGB, or CMYK as libjpeg gives it).
-    fn decompress(&mut self, data: &[u8], header: &Header, pixels: &mut [u8]) -> Outcome {
-        let channels = if header.cmyk { 4 } else { 3 };
-        assert_eq!(
-            pixels.len(),
-            header.width as usize * header.height as usize * channels
-        );
-        let format = if header.cmyk {
+    /// The JPEG_DCT_SCALING denominator for this image: 1 (whole) when scaling is off, for
+    /// CMYK and YCCK, and for lossless JPEGs, which have no DCT.
+    fn denominator(&self, header: &Header) -> u32 {
+        if self.dct_scaling && !header.cmyk && !header.lossless {
+            dct_scale_denominator(header.width, header.height)
+        } else {
+            1
+        }
+    }
+
+    /// Sets the scaling factor for the next decompression (it stays on the handle, so it is
+    /// set on every image) and says what it will produce.
+    fn scale_for(&mut self, header: &Header, denominator: u32) -> Result<Output, ServiceError> {
+        let factor = raw::tjscalingfactor {
+            num: 1,
+            denom: denominator as CInt,
+        };
+        // SAFETY: a live handle; 1/1, 1/2, 1/4 and 1/8 are all factors TurboJPEG supports.
+        if unsafe { raw::tj3SetScalingFactor(self.handle, factor) } != 0 {
+            return Err(unreadable(&self.error_text()));
+        }
+        Ok(Output {
+            width: header.width.div_ceil(denominator),
+            height: header.height.div_ceil(denominator),
+            channels: if header.cmyk { 4 } else { 3 },
+        })
+    }
+
+    /// Decompress into `pixels` (`output.channels` bytes a pixel: RGB, or CMYK as libjpeg
+    /// gives it).
+    fn decompress(&mut self, data: &[u8], output: &Output, pixels: &mut [u8]) -> Outcome {
+        assert_eq!(pixels.len(), output.bytes());
+        let format = if output.channels == 4 {
             raw::TJPF_TJPF_CMYK
         } else {
             raw::TJPF_TJPF_RGB
         };
-        let pitch = header.width as usize * channels;
+        let pitch = output.width as usize * output.channels;
         // SAFETY: `pixels` holds exactly height rows of `pitch` bytes (asserted above), the
-        // size TurboJPEG writes for the header just read; `data` is a live slice.
+        // size TurboJPEG writes for the header just read at the scaling factor just set
+        // (scale_for); `data` is a live slice.
         let status = unsafe {
             raw::tj3Decompress8(
                 self.handle,
@@ -139,15 +191,32 @@ impl JpegDecoder {
         self.outcome(status)
     }
 
-    /// Decode to RGB as `Image.open(data).convert("RGB")` does, the size limits checked
-    /// from the header first.
+    /// Decode to RGB as `Image.open(data).convert("RGB")` does (scaled down with
+    /// JPEG_DCT_SCALING), the size limits checked from the header first.
     pub fn decode(&mut self, data: &[u8], limits: &ImageLimits) -> Result<RgbPixels, ServiceError> {
         let header = self.read_header(data)?;
         check_dimensions(header.width, header.height, limits)?;
-        let channels = if header.cmyk { 4 } else { 3 };
-        let mut pixels = vec![0u8; header.width as usize * header.height as usize * channels];
-        match self.decompress(data, &header, &mut pixels) {
-            Outcome::Clean => {}
+        let denominator = self.denominator(&header);
+        let (image, warned) = self.decode_at(data, &header, denominator)?;
+        if warned && denominator > 1 {
+            // libjpeg warned: the Python service decodes such a JPEG whole, with Pillow (see
+            // the module's comment). Rare, so decoding it twice costs little.
+            return Ok(self.decode_at(data, &header, 1)?.0);
+        }
+        Ok(image)
+    }
+
+    /// The image at 1/`denominator` scale, and whether libjpeg warned (and decoded anyway).
+    fn decode_at(
+        &mut self,
+        data: &[u8],
+        header: &Header,
+        denominator: u32,
+    ) -> Result<(RgbPixels, bool), ServiceError> {
+        let output = self.scale_for(header, denominator)?;
+        let mut pixels = vec![0u8; output.bytes()];
+        let warned = match self.decompress(data, &output, &mut pixels) {
+            Outcome::Clean => false,
             Outcome::Fatal(message) => return Err(unreadable(&message)),
             // The data ran out before the end marker (TurboJPEG reports only the first warning,
             // hence the marker walk too): libjpeg grey-filled the rest, Pillow refuses it as
@@ -158,16 +227,20 @@ impl JpegDecoder {
                     "the image cannot be decoded (the JPEG data ends before its end marker: truncated)",
                 ));
             }
-            Outcome::Warning(message) => tracing::debug!("JPEG decoded through a libjpeg warning: {message}"),
-        }
-        if header.cmyk {
+            Outcome::Warning(message) => {
+                tracing::debug!("JPEG decoded through a libjpeg warning: {message}");
+                true
+            }
+        };
+        if output.channels == 4 {
             adobe_cmyk_to_rgb(&mut pixels);
         }
-        Ok(RgbPixels {
-            width: header.width,
-            height: header.height,
+        let image = RgbPixels {
+            width: output.width,
+            height: output.height,
             data: pixels,
-        })
+        };
+        Ok((image, warned))
     }
 }
 
@@ -279,22 +352,86 @@ mod tests {
 
     /// A 64x48 gradient JPEG in `format` (RGB or CMYK samples).
     fn gradient_jpeg(format: turbojpeg::PixelFormat) -> Vec<u8> {
+        sized_jpeg(format, (64, 48), false)
+    }
+
+    /// A `width` x `height` pattern JPEG in `format` (RGB, greyscale or CMYK samples),
+    /// lossless or not.
+    fn sized_jpeg(
+        format: turbojpeg::PixelFormat,
+        (width, height): (usize, usize),
+        lossless: bool,
+    ) -> Vec<u8> {
         let channels = format.size();
-        let pixels: Vec<u8> = (0..64 * 48 * channels).map(|i| (i * 7 % 251) as u8).collect();
+        let pixels: Vec<u8> = (0..width * height * channels)
+            .map(|i| (i * 7 % 251) as u8)
+            .collect();
         let image = turbojpeg::Image {
             pixels,
-            width: 64,
-            pitch: 64 * channels,
-            height: 48,
+            width,
+            pitch: width * channels,
+            height,
             format,
         };
-        turbojpeg::compress(image.as_deref(), 90, turbojpeg::Subsamp::Sub2x2)
-            .unwrap()
-            .to_vec()
+        let mut compressor = turbojpeg::Compressor::new().unwrap();
+        compressor.set_quality(90).unwrap();
+        let subsampling = match format {
+            turbojpeg::PixelFormat::GRAY => turbojpeg::Subsamp::Gray,
+            _ if lossless => turbojpeg::Subsamp::None,
+            _ => turbojpeg::Subsamp::Sub2x2,
+        };
+        compressor.set_subsamp(subsampling).unwrap();
+        compressor.set_lossless(lossless).unwrap();
+        compressor.compress_to_vec(image.as_deref()).unwrap()
     }
 
     fn decode(data: &[u8]) -> Result<RgbPixels, ServiceError> {
-        JpegDecoder::new().unwrap().decode(data, &LIMITS)
+        JpegDecoder::new(false).unwrap().decode(data, &LIMITS)
+    }
+
+    /// JPEG_DCT_SCALING: ceil(w / d) x ceil(h / d), d from the header's size; CMYK,
+    /// lossless (no DCT to scale) and warned-about JPEGs whole. The factor is set again for
+    /// every image.
+    #[test]
+    fn dct_scaling_decodes_large_jpegs_smaller() {
+        use turbojpeg::PixelFormat::{CMYK, GRAY, RGB};
+        let limits = ImageLimits {
+            max_pixels: 10_000_000,
+            max_aspect_ratio: 20,
+        };
+        let mut scaling = JpegDecoder::new(true).unwrap();
+        let mut whole = JpegDecoder::new(false).unwrap();
+        let size = |decoder: &mut JpegDecoder, data: &[u8]| {
+            let image = decoder.decode(data, &limits).unwrap();
+            assert_eq!(image.data.len(), (image.width * image.height * 3) as usize);
+            (image.width, image.height)
+        };
+        // Shorter side 517: 1/2 keeps ceil(517 / 2) = 259 >= 256.
+        let rgb = sized_jpeg(RGB, (1030, 517), false);
+        assert_eq!(size(&mut scaling, &rgb), (515, 259));
+        assert_eq!(size(&mut whole, &rgb), (1030, 517));
+        // Stray bytes before the end marker: libjpeg warns, and the image is decoded whole,
+        // as the Python service's Pillow fallback decodes it.
+        let mut stray = rgb[..rgb.len() - 2].to_vec();
+        stray.extend([0x00, 0x13, 0x37, 0xFF, 0xD9]);
+        assert_eq!(
+            scaling.decode(&stray, &limits).unwrap(),
+            whole.decode(&stray, &limits).unwrap()
+        );
+        // 1/8: ceil(2050 / 8) = 257, ceil(2101 / 8) = 263.
+        assert_eq!(
+            size(&mut scaling, &sized_jpeg(GRAY, (2101, 2050), false)),
+            (263, 257)
+        );
+        assert_eq!(size(&mut scaling, &gradient_jpeg(RGB)), (64, 48));
+        assert_eq!(
+            size(&mut scaling, &sized_jpeg(CMYK, (1030, 517), false)),
+            (1030, 517)
+        );
+        assert_eq!(
+            size(&mut scaling, &sized_jpeg(RGB, (1030, 517), true)),
+            (1030, 517)
+        );
     }
 
     #[test]

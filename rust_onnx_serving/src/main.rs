@@ -5,6 +5,9 @@
 //! one session per worker, each warmed up on a built-in image and handed to an inference
 //! thread of its own, then the HTTP server (whose threads never decode or infer). Any
 //! startup problem ends the process with status 1 and one line naming the cause.
+//!
+//! The graph MODEL_URI names picks the pipeline (predictor.rs): the any-size graph resizes
+//! inside, the fixed graph takes crops this service resizes (preprocess.rs).
 
 mod admission;
 mod config;
@@ -15,6 +18,7 @@ mod inference;
 mod jpeg;
 mod metrics;
 mod predictor;
+mod preprocess;
 mod storage;
 #[cfg(test)]
 mod tests;
@@ -33,7 +37,7 @@ use crate::config::{Config, DEFAULT_PORT};
 use crate::decode::ImageLimits;
 use crate::http::{AppState, SERVICE, routes};
 use crate::inference::InferencePool;
-use crate::predictor::Predictor;
+use crate::predictor::{GraphKind, Predictor};
 
 fn fatal(message: impl std::fmt::Display) -> ! {
     eprintln!("{SERVICE}: fatal: {message}");
@@ -123,6 +127,7 @@ async fn main() {
     let model = storage::fetch_model(&config.model_uri, storage_timeout)
         .await
         .unwrap_or_else(|e| fatal(e));
+    preprocess::check_sizes(&model.metadata).unwrap_or_else(|e| fatal(format!("{}: {e}", model.uri)));
     let load_started = Instant::now();
     let workers = usize::from(config.workers);
     let predictors: Vec<Predictor> = (0..workers)
@@ -143,15 +148,26 @@ async fn main() {
         })
         .collect();
     let load_seconds = load_started.elapsed().as_secs_f64();
+    // Every session loads the same graph: one kind for all.
+    let kind = predictors[0].kind();
     tracing::info!(
-        "{workers} session(s) loaded and warmed up in {load_seconds:.3} s; input {:?}, output {:?}",
+        "{workers} session(s) loaded and warmed up in {load_seconds:.3} s; {} graph, input {:?}, output {:?}",
+        kind.name(),
         model.graph.input.name,
         model.graph.output.name
     );
 
     let (inference, inference_threads) =
-        InferencePool::start(predictors, image_limits(&config)).unwrap_or_else(|e| fatal(e));
-    let state = web::Data::new(app_state(&config, &model, &library, load_seconds, inference));
+        InferencePool::start(predictors, image_limits(&config), config.jpeg_dct_scaling)
+            .unwrap_or_else(|e| fatal(e));
+    let state = web::Data::new(app_state(
+        &config,
+        &model,
+        &library,
+        load_seconds,
+        kind,
+        inference,
+    ));
     drop(model);
 
     let server = HttpServer::new(move || {
@@ -192,6 +208,7 @@ fn app_state(
     model: &storage::FetchedModel,
     library: &Path,
     load_seconds: f64,
+    kind: GraphKind,
     inference: InferencePool,
 ) -> AppState {
     let info = json!({
@@ -205,6 +222,7 @@ fn app_state(
             "ort": "2.0.0-rc.15",
             "library": library.display().to_string(),
             "decoder": "libjpeg-turbo 3 via the TurboJPEG API (JPEG), png (PNG)",
+            "pipeline": pipeline_info(kind, config.jpeg_dct_scaling),
         },
         "workers": config.workers,
         "intra_op_threads": config.intra_op_threads,
@@ -226,4 +244,22 @@ fn app_state(
         admission: Admission::new(config.max_pending_total()),
         inference,
     }
+}
+
+/// /info's account of the preprocessing: which graph, who resizes (and with which SIMD
+/// extension), whether JPEGs are decoded smaller.
+fn pipeline_info(kind: GraphKind, jpeg_dct_scaling: bool) -> serde_json::Value {
+    let (resizer, cpu_extension) = match kind {
+        GraphKind::AnySize => ("in graph", None),
+        GraphKind::Fixed => (
+            preprocess::RESIZER,
+            Some(preprocess::CropResizer::new().cpu_extension()),
+        ),
+    };
+    json!({
+        "graph": kind.name(),
+        "resizer": resizer,
+        "resizer_cpu_extension": cpu_extension,
+        "jpeg_dct_scaling": jpeg_dct_scaling,
+    })
 }

@@ -1,14 +1,16 @@
 //! In-process tests of what is specific to this service (actix_web::test, and a real actix
 //! server on a loopback port where the socket matters): a smoke test of each route, the
-//! batch-shaped predictor, the warm-up check, the JSON body parser, the streamed body limit,
-//! the aspect-ratio bound, the body deadline (408) and admission (503).
-//! The contract itself (every error row, 404/405, query errors, limits) is checked over real
-//! HTTP against every service by tests/test_contract.py; the decoder tests are in
-//! predictor.rs.
+//! batch-shaped predictor, both graph kinds, the warm-up check, the JSON body parser, the
+//! streamed body limit, the aspect-ratio bound, the body deadline (408) and admission (503).
+//! The contract itself (every error row, 404/405, query errors, limits) and the
+//! probabilities against the PyTorch reference are checked over real HTTP against every
+//! service by tests/test_contract.py; the decoder tests are in decode.rs and jpeg.rs, the
+//! crop arithmetic and resize in preprocess.rs.
 //!
 //! The model is MODEL_URI (a local path or gs://, with metadata.json beside it; a relative
 //! path is read from the repository root, where make runs) and the ONNX Runtime library
-//! ORT_DYLIB_PATH; the Makefile sets both.
+//! ORT_DYLIB_PATH; the Makefile sets both. The graph-kind tests also load the other graphs
+//! beside it (model.optimized.onnx, model.fixed.onnx).
 
 use std::io::{Read, Write};
 use std::net::TcpStream;
@@ -31,7 +33,7 @@ use crate::decode::{ImageDecoder, RgbPixels};
 use crate::http::{AppState, image_from_json, routes};
 use crate::inference::InferencePool;
 use crate::metrics::Metrics;
-use crate::predictor::{GraphSpec, Predictor, TensorSpec, load_session};
+use crate::predictor::{GraphKind, GraphSpec, Predictor, TensorSpec, load_session};
 use crate::storage::FetchedModel;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -98,10 +100,19 @@ fn fixture() -> &'static Fixture {
             let session = load_session(&environment, &model.bytes, 1, 1).unwrap();
             Predictor::new(session, &model.graph).unwrap()
         };
-        let (pool, _threads) = InferencePool::start(vec![predictor()], crate::image_limits(&config)).unwrap();
-        let state = crate::app_state(&config, &model, Path::new(&library), 0.0, pool.clone());
+        let (pool, _threads) =
+            InferencePool::start(vec![predictor()], crate::image_limits(&config), false).unwrap();
+        let own = predictor();
+        let state = crate::app_state(
+            &config,
+            &model,
+            Path::new(&library),
+            0.0,
+            own.kind(),
+            pool.clone(),
+        );
         Fixture {
-            predictor: Mutex::new(predictor()),
+            predictor: Mutex::new(own),
             environment,
             model,
             config,
@@ -216,6 +227,7 @@ async fn info_and_metrics() {
         "predict_requests_total{status=\"200\"}",
         "predict_requests_total{status=\"400\"}",
         "predict_stage_duration_seconds_count{stage=\"decode\"}",
+        "predict_stage_duration_seconds_count{stage=\"preprocess\"}",
         "predict_stage_duration_seconds_count{stage=\"inference\"}",
         "predict_stage_duration_seconds_count{stage=\"parse\"}",
         "predict_request_duration_seconds_bucket",
@@ -230,21 +242,79 @@ async fn info_and_metrics() {
 async fn a_batch_gives_one_vector_per_image() {
     let limits = crate::image_limits(&fixture().config);
     let decode = |name: &str| {
-        ImageDecoder::new()
+        ImageDecoder::new(false)
             .unwrap()
             .decode(&image(name), &limits)
             .unwrap()
     };
-    let (coffee, grey) = (decode("coffee.jpg"), decode("camera_grey.png"));
-    let mut predictor = fixture().predictor.lock().unwrap();
-    let alone = [
-        predictor.infer(std::slice::from_ref(&coffee)).unwrap(),
-        predictor.infer(std::slice::from_ref(&grey)).unwrap(),
+    let images = [
+        decode("coffee.jpg"),
+        decode("camera_grey.png"),
+        decode("hubble_wide.jpg"),
     ];
-    let batch = predictor.infer(&[coffee, grey]).unwrap();
-    assert_eq!(batch, [alone[0][0].clone(), alone[1][0].clone()]);
-    assert_eq!(batch[0].len(), fixture().state.labels.len());
+    let mut predictor = fixture().predictor.lock().unwrap();
+    let alone: Vec<Vec<f32>> = images
+        .iter()
+        .map(|image| predictor.infer(std::slice::from_ref(image)).unwrap().remove(0))
+        .collect();
+    // The fixed graph runs the three as one [3, 224, 224, 3] tensor.
+    let batch = predictor.infer(&images).unwrap();
+    assert_eq!(batch.len(), 3);
+    for (together, single) in batch.iter().zip(&alone) {
+        assert_eq!(together.len(), fixture().state.labels.len());
+        let worst = together
+            .iter()
+            .zip(single)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(worst < 1e-6, "batched and single runs differ by {worst}");
+    }
     assert!(predictor.infer(&[]).unwrap().is_empty());
+}
+
+/// A predictor for the graph `file` beside MODEL_URI (same folder, same metadata.json).
+fn sibling_predictor(file: &str) -> Predictor {
+    let uri = model_uri();
+    let sibling = format!(
+        "{}/{file}",
+        uri.rsplit_once('/').map_or(".", |(folder, _)| folder)
+    );
+    let model = std::thread::spawn(move || {
+        tokio::runtime::Runtime::new()
+            .unwrap()
+            .block_on(crate::storage::fetch_model(&sibling, Duration::from_secs(30)))
+    })
+    .join()
+    .unwrap()
+    .unwrap_or_else(|e| panic!("{file} beside MODEL_URI: {e}"));
+    let session = load_session(&fixture().environment, &model.bytes, 1, 1).unwrap();
+    Predictor::new(session, &model.graph).unwrap()
+}
+
+/// The input shape picks the pipeline; both give nearly the same probabilities on the
+/// study photo (the crop resize here is uint8, the graph's float: pixels differ by at most
+/// one level). tests/test_contract.py holds both to the PyTorch reference.
+#[actix_web::test]
+async fn both_graph_kinds_are_recognised_and_agree() {
+    let mut any_size = sibling_predictor("model.optimized.onnx");
+    let mut fixed = sibling_predictor("model.fixed.onnx");
+    assert_eq!(
+        (any_size.kind(), fixed.kind()),
+        (GraphKind::AnySize, GraphKind::Fixed)
+    );
+    let photo = ImageDecoder::new(false)
+        .unwrap()
+        .decode(&image("hubble_wide.jpg"), &crate::image_limits(&fixture().config))
+        .unwrap();
+    let a = any_size.infer(std::slice::from_ref(&photo)).unwrap().remove(0);
+    let b = fixed.infer(std::slice::from_ref(&photo)).unwrap().remove(0);
+    let worst = a.iter().zip(&b).map(|(x, y)| (x - y).abs()).fold(0f32, f32::max);
+    assert!(worst < 0.01, "any-size {a:?}\nfixed    {b:?}");
+    // The any-size graph takes no crops of the service's making, the fixed one no photo.
+    assert!(matches!(
+        any_size.preprocess(std::slice::from_ref(&photo)).unwrap(),
+        crate::predictor::GraphInput::Images(_)
+    ));
 }
 
 #[actix_web::test]
@@ -320,6 +390,27 @@ async fn body_limit_applies_without_content_length() {
         (413, Some("body_too_large")),
         "{body}"
     );
+}
+
+#[actix_web::test]
+async fn info_says_the_pipeline() {
+    let (_, info) = call(test::TestRequest::get().uri("/info").to_request()).await;
+    let pipeline = &info["runtime"]["pipeline"];
+    let kind = fixture().predictor.lock().unwrap().kind();
+    assert_eq!(pipeline["graph"], kind.name());
+    assert_eq!(pipeline["jpeg_dct_scaling"], false);
+    match kind {
+        GraphKind::Fixed => {
+            assert!(
+                pipeline["resizer"]
+                    .as_str()
+                    .unwrap()
+                    .starts_with("fast_image_resize ")
+            );
+            assert!(pipeline["resizer_cpu_extension"].is_string(), "{pipeline}");
+        }
+        GraphKind::AnySize => assert_eq!(pipeline["resizer"], "in graph"),
+    }
 }
 
 #[actix_web::test]

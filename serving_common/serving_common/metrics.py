@@ -19,7 +19,8 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
     0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
-STAGES = ("parse", "decode", "inference")
+# The labels of predict_stage_duration_seconds, in the order a request goes through them.
+STAGES = ("parse", "decode", "preprocess", "inference")
 
 
 class Metrics:

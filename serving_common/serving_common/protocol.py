@@ -19,7 +19,7 @@ import orjson
 import pybase64
 
 from serving_common.errors import ServiceError
-from serving_common.metrics import Metrics
+from serving_common.metrics import STAGES, Metrics
 from serving_common.startup import ServiceState
 
 JSON_MEDIA_TYPE = "application/json"
@@ -210,20 +210,24 @@ class Admission:
 def answer_prediction(
     state: ServiceState, kind: str, body: bytes, with_probabilities: bool, read_seconds: float
 ) -> dict[str, Any]:
-    """The CPU-bound part of one /predict/: parse the body, decode, infer as a batch of one,
-    shape the answer. Blocking: hosts run it off the threads that answer HTTP. The parse
-    stage is `read_seconds` (the body arriving) plus the JSON and base64 decoding."""
+    """The CPU-bound part of one /predict/: parse the body, decode, preprocess, infer as a
+    batch of one, shape the answer. Blocking: hosts run it off the threads that answer HTTP.
+    The parse stage is `read_seconds` (the body arriving) plus the JSON and base64 decoding."""
     started = time.perf_counter()
     image = image_from_body(kind, body)
     parsed = time.perf_counter()
     decoded = state.predictor.decode(image, state.limits)
     decoded_at = time.perf_counter()
-    (scores,) = state.predictor.predict([decoded])
+    preprocessed = state.predictor.preprocess(decoded)
+    preprocessed_at = time.perf_counter()
+    (scores,) = state.predictor.predict([preprocessed])
     done = time.perf_counter()
+    parse, decode, preprocess, inference = STAGES
     stage = state.metrics.stage
-    stage.labels("parse").observe(read_seconds + parsed - started)
-    stage.labels("decode").observe(decoded_at - parsed)
-    stage.labels("inference").observe(done - decoded_at)
+    stage.labels(parse).observe(read_seconds + parsed - started)
+    stage.labels(decode).observe(decoded_at - parsed)
+    stage.labels(preprocess).observe(preprocessed_at - decoded_at)
+    stage.labels(inference).observe(done - preprocessed_at)
     return prediction_document(state.model.labels, scores, with_probabilities)
 
 

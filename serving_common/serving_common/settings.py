@@ -11,7 +11,8 @@ class ConfigError(ValueError):
 
 
 class Settings(BaseSettings):
-    """Environment variables shared by all three services (contract/README.md)."""
+    """Environment variables shared by all three services (contract/README.md); the last
+    two only matter to some, as their comments say."""
 
     model_config = SettingsConfigDict(protected_namespaces=(), extra="ignore")
 
@@ -28,8 +29,15 @@ class Settings(BaseSettings):
     body_timeout_seconds: int = Field(30, ge=1)
     storage_timeout_seconds: int = Field(60, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
+    # The ONNX services only: JPEGs decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
+    # where the shorter side stays at least the resize size (weather_model.crop).
+    jpeg_dct_scaling: bool = False
+    # The Python ONNX service with the fixed graph only: what resizes the crop region.
+    # Pillow by default: the fastest resize that keeps to the fidelity bound (README,
+    # "Preprocessing"); "simd" (cykooz-resizer) is faster and misses it narrowly.
+    resizer: Literal["pillow", "simd"] = "pillow"
 
-    @field_validator("log_level", mode="before")
+    @field_validator("log_level", "resizer", mode="before")
     @classmethod
     def _lowercase(cls, value: object) -> object:
         return value.lower() if isinstance(value, str) else value

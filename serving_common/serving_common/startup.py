@@ -107,6 +107,8 @@ def build_state(
     started = time.perf_counter()
     try:
         predictor = load(model, settings)
+    except ConfigError as exc:  # a setting this predictor cannot honour: its own line
+        raise StartupError(str(exc)) from None
     except Exception as exc:
         raise StartupError(f"{model.uri}: the runtime cannot load it ({exc})") from None
     seconds = time.perf_counter() - started
@@ -129,13 +131,13 @@ def warm_up_image() -> bytes:
 
 
 def warm_up(state: ServiceState) -> None:
-    """One prediction before serving, through the same decode and predict as a request:
-    the first request is not the slow one, and a model whose output does not match
+    """One prediction before serving, through the same decode, preprocess and predict as a
+    request: the first request is not the slow one, and a model whose output does not match
     metadata.json's labels stops the service here instead of answering wrongly."""
     started = time.perf_counter()
     try:
         decoded = state.predictor.decode(warm_up_image(), state.limits)
-        output = np.asarray(state.predictor.predict([decoded]))
+        output = np.asarray(state.predictor.predict([state.predictor.preprocess(decoded)]))
     except Exception as exc:
         raise StartupError(f"{state.model.uri}: the warm-up inference failed ({exc})") from None
     expected = (1, len(state.model.labels))

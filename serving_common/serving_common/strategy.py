@@ -48,6 +48,9 @@ class Strategy:
     docker: DockerSpec | None
     # Python strategies hosted by serving_common: "package.module:Class" of the Predictor.
     predictor: str | None = None
+    # The in-process pipeline (benchmark/benchmark/pipelines.py) whose ceiling this
+    # strategy's efficiency is judged against: the one its default configuration runs.
+    ceiling: str = "graph"
 
     @property
     def model_file(self) -> str:
@@ -116,6 +119,7 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
         run=tuple(run),
         docker=docker,
         predictor=predictor,
+        ceiling=text("ceiling") if "ceiling" in raw else Strategy.ceiling,
     )
 
 

@@ -9,6 +9,7 @@ import pytest
 from fastapi.testclient import TestClient
 from serving_common.app import create_app
 from serving_common.errors import ServiceError
+from serving_common.metrics import STAGES
 from serving_common.model_source import fetch_model
 from serving_common.settings import load_settings
 from serving_common.startup import build_state, import_predictor
@@ -32,10 +33,12 @@ def state(request, artifacts, tmp_path_factory):
 
 def test_predictor_is_batch_shaped(state):
     predictor = state.predictor
-    decoded = [predictor.decode(path.read_bytes(), state.limits) for path in IMAGES]
-    batch = predictor.predict(decoded)
+    inputs = [
+        predictor.preprocess(predictor.decode(path.read_bytes(), state.limits)) for path in IMAGES
+    ]
+    batch = predictor.predict(inputs)
     assert batch.shape == (len(IMAGES), len(LABELS))
-    one_by_one = np.concatenate([predictor.predict([one]) for one in decoded])
+    one_by_one = np.concatenate([predictor.predict([one]) for one in inputs])
     np.testing.assert_allclose(batch, one_by_one, atol=1e-5)
     np.testing.assert_allclose(batch.sum(axis=1), 1.0, atol=1e-4)
 
@@ -54,7 +57,10 @@ def test_fastapi_host_serves_the_protocol(state):
         assert (info["body_timeout_seconds"], info["storage_timeout_seconds"]) == (30, 60)
         error = client.post("/predict/", content=b"{", headers={"Content-Type": "application/json"})
         assert (error.status_code, error.json()["error_type"]) == (400, "invalid_json")
-        assert 'predict_requests_total{status="400"}' in client.get("/metrics").text
+        metrics = client.get("/metrics").text
+        assert 'predict_requests_total{status="400"}' in metrics
+        for stage in STAGES:
+            assert f'predict_stage_duration_seconds_count{{stage="{stage}"}} 2.0' in metrics
 
 
 def test_media_type_and_probabilities_flag():

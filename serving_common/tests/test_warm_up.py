@@ -23,6 +23,9 @@ def fake_predictor(output: np.ndarray):
         def decode(self, image: bytes, limits: ImageLimits):
             return np.asarray(decode_with_pil(image, limits))
 
+        def preprocess(self, decoded):
+            return decoded[::2, ::2]  # something the predictions can be told apart by
+
         def predict(self, batch):
             self.seen.extend(one.shape for one in batch)
             return output
@@ -40,9 +43,9 @@ def start(output: np.ndarray):
     )
 
 
-def test_the_warm_up_predicts_once_on_a_built_in_image():
+def test_the_warm_up_predicts_once_on_a_built_in_image_decoded_and_preprocessed():
     state = start(np.full((1, 11), 1 / 11, np.float32))
-    assert state.predictor.seen == [(240, 320, 3)]
+    assert state.predictor.seen == [(120, 160, 3)]
     assert warm_up_image()[:3] == b"\xff\xd8\xff"
 
 

@@ -29,10 +29,13 @@ class TorchPredictor:
     def decode(self, image: bytes, limits: ImageLimits) -> Image.Image:
         return decode_with_pil(image, limits)
 
-    def predict(self, batch: Sequence[Image.Image]) -> np.ndarray:
+    def preprocess(self, decoded: Image.Image) -> torch.Tensor:
         with torch.inference_mode():
-            inputs = torch.stack([self.transforms(image) for image in batch])
-            return self.network(inputs).softmax(dim=-1).numpy()
+            return self.transforms(decoded)  # type: ignore[no-any-return]
+
+    def predict(self, batch: Sequence[torch.Tensor]) -> np.ndarray:
+        with torch.inference_mode():
+            return self.network(torch.stack(list(batch))).softmax(dim=-1).numpy()
 
     def describe(self) -> dict[str, Any]:
         return {

@@ -1,0 +1,181 @@
+"""`python -m benchmark.fidelity`: every preprocessing variant against the PyTorch reference
+on the fidelity set, with each variant's in-process speed: the frontier the ONNX services'
+defaults are chosen from (`make bench` runs it).
+
+A variant meets the bound when it gives the reference's top-1 on every input the reference
+is decisive about (top-1 ahead of the runner-up by at least DECISIVE_MARGIN) and no
+probability moves by more than MAX_PROBABILITY_DELTA on any input. The Python variants run
+in-process (benchmark.pipelines, the onnx_serving code); the Rust service's run as the real
+service, natively, over HTTP. Writes results/<machine>/fidelity.json.
+"""
+
+import argparse
+import json
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+from serving_common.strategy import discover_strategies
+from weather_model.contract import FIXED_ONNX_FILE, LABELS, OPTIMIZED_ONNX_FILE, STATE_DICT_FILE
+from weather_model.network import load_network, state_dict_from_bytes
+from weather_model.parity import MAX_PROBABILITY_DELTA
+from weather_model.reference import decode_rgb, reference_probabilities
+
+from benchmark.fidelity_set import fidelity_set
+from benchmark.machine import RESULTS, describe, machine_name, pinned
+from benchmark.payloads import write_payloads
+from benchmark.pipelines import (
+    PIPELINES,
+    REFERENCE_PIPELINE,
+    LoadedPipeline,
+    time_entropy_decoding,
+    time_stages,
+)
+from benchmark.processes import start_service
+from benchmark.report import FIDELITY_FILE
+
+ROOT = Path(__file__).resolve().parents[2]
+DECISIVE_MARGIN = 0.05
+# The Rust service's configurations: (variant name, model file, JPEG_DCT_SCALING).
+RUST_VARIANTS = (
+    ("rust_graph", OPTIMIZED_ONNX_FILE, "false"),
+    ("rust_fir", FIXED_ONNX_FILE, "false"),
+    ("rust_fir_dct", FIXED_ONNX_FILE, "true"),
+)
+
+
+def agreement(reference: np.ndarray, got: np.ndarray) -> dict[str, Any]:
+    """How `got` [inputs, labels] agrees with `reference` [inputs, labels]."""
+    ranked = np.sort(reference, axis=1)
+    decisive = ranked[:, -1] - ranked[:, -2] >= DECISIVE_MARGIN
+    same_top1 = got.argmax(axis=1) == reference.argmax(axis=1)
+    delta = np.abs(got - reference).max(axis=1)  # per input, the largest move of any label
+    return {
+        "inputs": len(reference),
+        "top1_agreement": float(same_top1.mean()),
+        "decisive_inputs": int(decisive.sum()),
+        "decisive_agreement": float(same_top1[decisive].mean()),
+        "max_delta": float(delta.max()),
+        "mean_delta": float(delta.mean()),
+        "meets_bound": bool(same_top1[decisive].all() and delta.max() <= MAX_PROBABILITY_DELTA),
+    }
+
+
+def reference(artifacts: Path, inputs: dict[str, bytes]) -> np.ndarray:
+    model = load_network(state_dict_from_bytes((artifacts / STATE_DICT_FILE).read_bytes()))
+    return np.stack([reference_probabilities(model, decode_rgb(data)) for data in inputs.values()])
+
+
+@contextmanager
+def rust_service(artifacts: Path, model_file: str, dct_scaling: str) -> Iterator[str]:
+    strategy = discover_strategies([ROOT])["rust_onnx_serving"]
+    env = {
+        "MODEL_URI": str(artifacts / model_file),
+        "JPEG_DCT_SCALING": dct_scaling,
+        "PATH": "/usr/bin:/bin",
+    }
+    service = start_service(strategy, env)
+    try:
+        yield service.url
+    finally:
+        service.stop()
+
+
+def service_probabilities(url: str, inputs: dict[str, bytes]) -> np.ndarray:
+    rows = []
+    with httpx.Client(timeout=60) as client:
+        for data in inputs.values():
+            kind = "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"
+            answer = client.post(
+                f"{url}/predict/?probabilities=true", content=data, headers={"Content-Type": kind}
+            )
+            answer.raise_for_status()
+            probabilities = answer.json()["probabilities"]
+            rows.append([probabilities[label] for label in LABELS])
+    return np.array(rows)
+
+
+def measure(
+    artifacts: Path,
+    payload: Path,
+    seconds: float,
+    cpus: str | None,
+    rust_variants: tuple[tuple[str, str, str], ...] = RUST_VARIANTS,
+    pipelines: tuple[str, ...] = tuple(PIPELINES),
+    inputs: dict[str, bytes] | None = None,
+) -> dict[str, Any]:
+    """The record of fidelity.json; `inputs` default to the whole fidelity set."""
+    inputs = inputs if inputs is not None else fidelity_set()
+    expected = reference(artifacts, inputs)
+    variants: dict[str, Any] = {}
+    body = payload.read_bytes()
+    for name in pipelines:
+        pipeline = PIPELINES[name]
+        loaded = LoadedPipeline(pipeline, artifacts)
+        got = np.stack([loaded.probabilities(data) for data in inputs.values()])
+        with pinned(cpus):
+            speed = time_stages(loaded, body, seconds)
+        variants[name] = {"title": pipeline.title, **agreement(expected, got), "speed": speed}
+    for name, model_file, dct_scaling in rust_variants:
+        with rust_service(artifacts, model_file, dct_scaling) as url:
+            got = service_probabilities(url, inputs)
+        title = f"Rust service, {model_file}, JPEG_DCT_SCALING={dct_scaling}"
+        variants[name] = {"title": title, **agreement(expected, got)}
+    with pinned(cpus):
+        entropy_ms = time_entropy_decoding(body, seconds)
+    return {
+        "machine": describe(),
+        "date": datetime.now(UTC).isoformat(timespec="seconds"),
+        "payload": payload.name,
+        "inputs": len(inputs),
+        "decisive_margin": DECISIVE_MARGIN,
+        "max_probability_delta": MAX_PROBABILITY_DELTA,
+        "reference_pipeline": REFERENCE_PIPELINE,
+        # What each strategy's defaults run (strategy.toml's `ceiling`).
+        "defaults": {s.name: s.ceiling for s in discover_strategies([ROOT]).values()},
+        "fastest_meeting_bound": fastest_meeting_bound(variants),
+        "entropy_decoding_ms": entropy_ms,
+        "variants": variants,
+    }
+
+
+def fastest_meeting_bound(variants: dict[str, Any]) -> str | None:
+    timed = [(v["speed"]["requests_per_second"], n) for n, v in variants.items() if "speed" in v]
+    meeting = [(rps, name) for rps, name in timed if variants[name]["meets_bound"]]
+    return max(meeting)[1] if meeting else None
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
+    parser.add_argument("--payload", type=Path, help="a JSON body to time (default: study)")
+    parser.add_argument("--seconds", type=float, default=5.0, help="timing per variant")
+    parser.add_argument("--cpus", default="0", help="the core the timings run on")
+    parser.add_argument("--no-rust", action="store_true", help="skip the Rust service")
+    parser.add_argument("--out", type=Path, default=None)
+    args = parser.parse_args()
+    payload = args.payload or write_payloads(Path(tempfile.mkdtemp(prefix="fidelity-")))["study"]
+    rust = () if args.no_rust else RUST_VARIANTS
+    record = measure(args.artifacts, payload, args.seconds, args.cpus, rust)
+    out = args.out or RESULTS / machine_name(record["machine"]) / FIDELITY_FILE
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(record, indent=2) + "\n")
+    for name, variant in record["variants"].items():
+        speed = variant.get("speed", {}).get("requests_per_second")
+        print(
+            f"{name:12} top-1 {variant['top1_agreement']:.1%}, decisive "
+            f"{variant['decisive_agreement']:.1%}, max |Δp| {variant['max_delta']:.4f}, "
+            f"mean {variant['mean_delta']:.4f}"
+            + (f", {speed:.1f} req/s in-process" if speed else "")
+            + (" (meets the bound)" if variant["meets_bound"] else "")
+        )
+    print(f"fastest meeting the bound: {record['fastest_meeting_bound']}; wrote {out}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,94 @@
+"""The fidelity set, the agreement measure and the fidelity report, on real pipelines."""
+
+import io
+import json
+
+import numpy as np
+import pytest
+from benchmark.fidelity import RUST_VARIANTS, agreement, measure
+from benchmark.fidelity_set import DERIVED, fidelity_set
+from benchmark.payloads import write_payloads
+from benchmark.tables import render_fidelity
+from PIL import Image
+from weather_model.demo import SAMPLE_IMAGES
+from weather_model.reference import sample_images
+
+
+@pytest.fixture(scope="module")
+def inputs() -> dict[str, bytes]:
+    return fidelity_set()
+
+
+def test_fidelity_set_is_large_varied_and_reproducible(inputs):
+    photos = sample_images(SAMPLE_IMAGES)
+    assert len(inputs) == len(photos) * (1 + len(DERIVED)) >= 200
+    assert fidelity_set() == inputs  # byte for byte
+    ratios, formats, modes = [], set(), set()
+    for data in inputs.values():
+        image = Image.open(io.BytesIO(data))
+        ratios.append(image.width / image.height)
+        formats.add(image.format)
+        modes.add(image.mode)
+    assert min(ratios) == pytest.approx(1 / 3, rel=0.01)
+    assert max(ratios) == pytest.approx(3, rel=0.01)
+    assert formats == {"JPEG", "PNG"}
+    assert {"L", "RGB"} <= modes
+    sizes = [Image.open(io.BytesIO(data)).size for data in inputs.values()]
+    assert min(min(size) for size in sizes) < 224 < 2000 < max(max(size) for size in sizes)
+
+
+def _probabilities(top: float, second: float) -> np.ndarray:
+    rest = (1 - top - second) / 9
+    return np.array([top, second] + [rest] * 9)
+
+
+def test_agreement_bound():
+    decisive, close = _probabilities(0.6, 0.3), _probabilities(0.41, 0.40)
+    reference = np.stack([decisive, close])
+    assert agreement(reference, reference)["meets_bound"]
+    # The close call flips by 0.006: the bound holds (not decisive, small move).
+    flipped = np.stack([decisive, close[[1, 0, *range(2, 11)]]])
+    result = agreement(reference, flipped)
+    assert result["top1_agreement"] == 0.5
+    assert result["decisive_inputs"] == 1 and result["decisive_agreement"] == 1.0
+    assert result["meets_bound"]
+    # A move of 0.02 anywhere breaks it, as does a decisive flip.
+    moved = reference + np.array([[0.02, -0.02] + [0] * 9, [0] * 11])
+    assert not agreement(reference, moved)["meets_bound"]
+    assert agreement(reference, moved)["max_delta"] == pytest.approx(0.02)
+    swapped = np.stack([decisive[[1, 0, *range(2, 11)]], close])
+    assert not agreement(reference, swapped)["meets_bound"]
+
+
+def test_report_on_real_pipelines_and_the_rust_service(artifacts, inputs, tmp_path):
+    """A slice of the set through the exact Pillow pipeline, today's graph and the Rust
+    service's default: the record renders, and Pillow's resize meets the bound."""
+    chosen = {name: inputs[name] for name in list(inputs)[::40]}
+    payload = write_payloads(tmp_path)["study"]
+    record = measure(
+        artifacts,
+        payload,
+        seconds=0.2,
+        cpus=None,
+        rust_variants=RUST_VARIANTS[1:2],
+        pipelines=("graph", "pillow"),
+        inputs=chosen,
+    )
+    json.dumps(record)  # what fidelity.json holds
+    variants = record["variants"]
+    assert set(variants) == {"graph", "pillow", RUST_VARIANTS[1][0]}
+    assert variants["pillow"]["meets_bound"], variants["pillow"]
+    assert variants["pillow"]["max_delta"] < 0.005
+    for variant in variants.values():
+        assert variant["inputs"] == len(chosen)
+        assert variant["decisive_agreement"] == 1.0, variant
+    assert variants["pillow"]["speed"]["requests_per_second"] > 0
+    assert set(variants["graph"]["speed"]["stage_ms"]) == {
+        "parse",
+        "decode",
+        "preprocess",
+        "inference",
+    }
+    assert record["entropy_decoding_ms"] > 0
+    table = render_fidelity(record, {})
+    assert "| `pillow` |" in table and "| yes |" in table
