@@ -36,20 +36,17 @@ def test_service_matches_reference(service, image):
     assert worst <= MAX_PROBABILITY_DELTA, f"{service.name} on {image.name}: {worst:.4f}"
 
 
-@pytest.fixture(scope="module")
-def onnx_services(artifacts) -> Iterator[list[RunningService]]:
-    """Both ONNX strategies on the same exported graph, from a local path, the Python one
-    resizing with fast_image_resize as the Rust one does (RESIZER=simd)."""
+@pytest.fixture(scope="module", params=["pillow", "simd"])
+def onnx_services(artifacts, request) -> Iterator[list[RunningService]]:
+    """Both ONNX strategies on the same exported graph, from a local path, with the same
+    RESIZER: Pillow's resize (the Python service's Pillow, the Rust service's port of it)
+    or fast_image_resize (cykooz-resizer's build of it, the crate)."""
     strategies = [STRATEGIES[name] for name in ("onnx_serving", "rust_onnx_serving")]
     running = []
     try:
         for s in strategies:
-            running.append(
-                start_service(
-                    s,
-                    {**os.environ, "MODEL_URI": str(artifacts / s.model_file), "RESIZER": "simd"},
-                )
-            )
+            env = {**os.environ, "MODEL_URI": str(artifacts / s.model_file)}
+            running.append(start_service(s, {**env, "RESIZER": request.param}))
         yield running
     finally:
         for service in running:

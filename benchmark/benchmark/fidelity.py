@@ -41,12 +41,14 @@ from benchmark.report import FIDELITY_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 DECISIVE_MARGIN = 0.05
-# The Rust service's configurations: (variant name, model file, JPEG_DCT_SCALING).
-RUST_VARIANTS = (
-    ("rust_graph", OPTIMIZED_ONNX_FILE, "false"),
-    ("rust_fir", FIXED_ONNX_FILE, "false"),
-    ("rust_fir_dct", FIXED_ONNX_FILE, "true"),
-)
+# The Rust service's configurations: variant name -> its settings (contract/README.md).
+RustVariants = dict[str, dict[str, str]]
+RUST_VARIANTS: RustVariants = {
+    "rust_graph": {"MODEL_URI": OPTIMIZED_ONNX_FILE},
+    "rust_pillow": {"MODEL_URI": FIXED_ONNX_FILE, "RESIZER": "pillow"},
+    "rust_simd": {"MODEL_URI": FIXED_ONNX_FILE, "RESIZER": "simd"},
+    "rust_simd_dct": {"MODEL_URI": FIXED_ONNX_FILE, "RESIZER": "simd", "JPEG_DCT_SCALING": "true"},
+}
 
 
 def agreement(reference: np.ndarray, got: np.ndarray) -> dict[str, Any]:
@@ -72,13 +74,10 @@ def reference(artifacts: Path, inputs: dict[str, bytes]) -> np.ndarray:
 
 
 @contextmanager
-def rust_service(artifacts: Path, model_file: str, dct_scaling: str) -> Iterator[str]:
+def rust_service(artifacts: Path, settings: dict[str, str]) -> Iterator[str]:
+    """The Rust service with `settings`, its MODEL_URI a file in `artifacts`."""
     strategy = discover_strategies([ROOT])["rust_onnx_serving"]
-    env = {
-        "MODEL_URI": str(artifacts / model_file),
-        "JPEG_DCT_SCALING": dct_scaling,
-        "PATH": "/usr/bin:/bin",
-    }
+    env = {**settings, "MODEL_URI": str(artifacts / settings["MODEL_URI"]), "PATH": "/usr/bin:/bin"}
     service = start_service(strategy, env)
     try:
         yield service.url
@@ -105,7 +104,7 @@ def measure(
     payload: Path,
     seconds: float,
     cpus: str | None,
-    rust_variants: tuple[tuple[str, str, str], ...] = RUST_VARIANTS,
+    rust_variants: RustVariants = RUST_VARIANTS,
     pipelines: tuple[str, ...] = tuple(PIPELINES),
     inputs: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
@@ -121,10 +120,10 @@ def measure(
         with pinned(cpus):
             speed = time_stages(loaded, body, seconds)
         variants[name] = {"title": pipeline.title, **agreement(expected, got), "speed": speed}
-    for name, model_file, dct_scaling in rust_variants:
-        with rust_service(artifacts, model_file, dct_scaling) as url:
+    for name, settings in rust_variants.items():
+        with rust_service(artifacts, settings) as url:
             got = service_probabilities(url, inputs)
-        title = f"Rust service, {model_file}, JPEG_DCT_SCALING={dct_scaling}"
+        title = "Rust service, " + ", ".join(f"{k}={v}" for k, v in settings.items())
         variants[name] = {"title": title, **agreement(expected, got)}
     with pinned(cpus):
         entropy_ms = time_entropy_decoding(body, seconds)
@@ -160,7 +159,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     payload = args.payload or write_payloads(Path(tempfile.mkdtemp(prefix="fidelity-")))["study"]
-    rust = () if args.no_rust else RUST_VARIANTS
+    rust = {} if args.no_rust else RUST_VARIANTS
     record = measure(args.artifacts, payload, args.seconds, args.cpus, rust)
     out = args.out or RESULTS / machine_name(record["machine"]) / FIDELITY_FILE
     out.parent.mkdir(parents=True, exist_ok=True)

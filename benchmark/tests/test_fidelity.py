@@ -62,7 +62,8 @@ def test_agreement_bound():
 
 def test_report_on_real_pipelines_and_the_rust_service(artifacts, inputs, tmp_path):
     """A slice of the set through the exact Pillow pipeline, today's graph and the Rust
-    service's default: the record renders, and Pillow's resize meets the bound."""
+    service's default: the record renders, Pillow's resize meets the bound, and the Rust
+    service's port of it gives Pillow's numbers."""
     chosen = {name: inputs[name] for name in list(inputs)[::40]}
     payload = write_payloads(tmp_path)["study"]
     record = measure(
@@ -70,15 +71,18 @@ def test_report_on_real_pipelines_and_the_rust_service(artifacts, inputs, tmp_pa
         payload,
         seconds=0.2,
         cpus=None,
-        rust_variants=RUST_VARIANTS[1:2],
+        rust_variants={"rust_pillow": RUST_VARIANTS["rust_pillow"]},
         pipelines=("graph", "pillow"),
         inputs=chosen,
     )
     json.dumps(record)  # what fidelity.json holds
     variants = record["variants"]
-    assert set(variants) == {"graph", "pillow", RUST_VARIANTS[1][0]}
+    assert set(variants) == {"graph", "pillow", "rust_pillow"}
     assert variants["pillow"]["meets_bound"], variants["pillow"]
     assert variants["pillow"]["max_delta"] < 0.005
+    for statistic in ("max_delta", "mean_delta"):
+        rust, python = variants["rust_pillow"][statistic], variants["pillow"][statistic]
+        assert rust == pytest.approx(python, abs=1e-6), statistic
     for variant in variants.values():
         assert variant["inputs"] == len(chosen)
         assert variant["decisive_agreement"] == 1.0, variant

@@ -4,6 +4,8 @@
 use clap::Parser;
 use clap::builder::BoolishValueParser;
 
+use crate::preprocess::ResizerKind;
+
 /// The port this strategy listens on unless PORT says otherwise (contract/README.md), shared
 /// by the clap default and the `healthcheck` subcommand.
 pub const DEFAULT_PORT: u16 = 8082;
@@ -61,6 +63,11 @@ pub struct Config {
     /// shorter side at least 256 (true/false, 1/0, yes/no, on/off).
     #[arg(long, env = "JPEG_DCT_SCALING", default_value_t = false, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub jpeg_dct_scaling: bool,
+
+    /// What resizes the crop region for the fixed graph (ignored with the any-size graph):
+    /// pillow (Pillow's arithmetic, the reference's pixels) or simd (fast_image_resize).
+    #[arg(long, env = "RESIZER", default_value = "pillow", value_enum)]
+    pub resizer: ResizerKind,
 
     /// debug, info, warning or error.
     #[arg(long, env = "LOG_LEVEL", default_value = "info", value_parser = ["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING", "ERROR"])]

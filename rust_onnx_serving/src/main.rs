@@ -17,6 +17,7 @@ mod http;
 mod inference;
 mod jpeg;
 mod metrics;
+mod pillow_resize;
 mod predictor;
 mod preprocess;
 mod storage;
@@ -139,7 +140,7 @@ async fn main() {
                 usize::from(config.inter_op_threads),
             )
             .unwrap_or_else(|e| fatal(format!("{}: the runtime cannot load it ({e})", model.uri)));
-            let mut predictor = Predictor::new(session, &model.graph)
+            let mut predictor = Predictor::new(session, &model.graph, config.resizer)
                 .unwrap_or_else(|e| fatal(format!("{}: {e}", model.uri)));
             predictor
                 .warm_up(&model.labels)
@@ -222,7 +223,7 @@ fn app_state(
             "ort": "2.0.0-rc.15",
             "library": library.display().to_string(),
             "decoder": "libjpeg-turbo 3 via the TurboJPEG API (JPEG), png (PNG)",
-            "pipeline": pipeline_info(kind, config.jpeg_dct_scaling),
+            "pipeline": pipeline_info(kind, config),
         },
         "workers": config.workers,
         "intra_op_threads": config.intra_op_threads,
@@ -247,19 +248,21 @@ fn app_state(
 }
 
 /// /info's account of the preprocessing: which graph, who resizes (and with which SIMD
-/// extension), whether JPEGs are decoded smaller.
-fn pipeline_info(kind: GraphKind, jpeg_dct_scaling: bool) -> serde_json::Value {
-    let (resizer, cpu_extension) = match kind {
-        GraphKind::AnySize => ("in graph", None),
+/// extension), whether JPEGs are decoded smaller; the keys the Python service uses too.
+fn pipeline_info(kind: GraphKind, config: &Config) -> serde_json::Value {
+    let setting = config.resizer.name();
+    let ((resizer, cpu_extension), setting) = match kind {
+        GraphKind::AnySize => (("in graph", None), format!("{setting} (ignored)")),
         GraphKind::Fixed => (
-            preprocess::RESIZER,
-            Some(preprocess::CropResizer::new().cpu_extension()),
+            preprocess::CropResizer::new(config.resizer).describe(),
+            setting.into(),
         ),
     };
     json!({
         "graph": kind.name(),
         "resizer": resizer,
         "resizer_cpu_extension": cpu_extension,
-        "jpeg_dct_scaling": jpeg_dct_scaling,
+        "resizer_setting": setting,
+        "jpeg_dct_scaling": config.jpeg_dct_scaling,
     })
 }

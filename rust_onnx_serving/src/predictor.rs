@@ -16,7 +16,7 @@ use ort::value::{TensorElementType, TensorRef};
 use serde::Deserialize;
 
 use crate::decode::RgbPixels;
-use crate::preprocess::{CROP_BYTES, CROP_SIZE, CropResizer};
+use crate::preprocess::{CROP_BYTES, CROP_SIZE, CropResizer, ResizerKind};
 
 /// One input or output of a graph, as metadata.json's "graphs" entry names it (its dtype and
 /// shape there are descriptive; the session's own types are checked in [`Predictor::new`]).
@@ -105,7 +105,8 @@ impl Predictor {
     /// Checks the session against its metadata entry: the named input must be one this
     /// service feeds (uint8 `[height, width, 3]` or `[batch, 224, 224, 3]`), the named
     /// output a float32 tensor. A mismatch is a startup error, not a 500 on every request.
-    pub fn new(session: Session, graph: &GraphSpec) -> Result<Self, String> {
+    /// `resizer` resizes the fixed graph's crops.
+    pub fn new(session: Session, graph: &GraphSpec, resizer: ResizerKind) -> Result<Self, String> {
         let (input, output) = (&graph.input.name, &graph.output.name);
         let input_type = session
             .inputs()
@@ -139,7 +140,7 @@ impl Predictor {
             output: output.clone(),
             session,
             kind,
-            resizer: CropResizer::new(),
+            resizer: CropResizer::new(resizer),
         })
     }
 

@@ -1,8 +1,9 @@
 //! The fixed graph's preprocessing, done here: torchvision's `Resize(256)` then
 //! `CenterCrop(224)`, as one antialiased uint8 resize of only the region that survives the
-//! crop (fast_image_resize's crop box, with the whole image's scale and the filter clipped at
-//! the image's own borders, as Pillow's `box`). Resizing 224x224 pixels instead of the whole
-//! photo is most of the saving.
+//! crop (with the whole image's scale and the filter clipped at the image's own borders, as
+//! Pillow's `box`). Resizing 224x224 pixels instead of the whole photo is most of the saving.
+//! RESIZER picks who resizes: `pillow` (pillow_resize.rs: Pillow's arithmetic, the
+//! reference's pixels) or `simd` (fast_image_resize: faster, one level off on some pixels).
 //!
 //! The arithmetic is model/weather_model/crop.py's, line for line (the tests hold numbers
 //! computed by it); change both together.
@@ -11,6 +12,7 @@ use fast_image_resize::images::{Image, ImageRef};
 use fast_image_resize::{FilterType, PixelType, ResizeAlg, ResizeOptions, Resizer};
 
 use crate::decode::RgbPixels;
+use crate::pillow_resize;
 
 /// weather_model.contract's RESIZE_SIZE: the shorter side after torchvision's Resize.
 pub const RESIZE_SIZE: u32 = 256;
@@ -19,8 +21,30 @@ pub const CROP_SIZE: u32 = 224;
 /// Bytes of one crop, `[CROP_SIZE, CROP_SIZE, 3]`.
 pub const CROP_BYTES: usize = (CROP_SIZE * CROP_SIZE * 3) as usize;
 
-/// The crate and version that resizes, for /info (a test checks it against Cargo.lock).
-pub const RESIZER: &str = "fast_image_resize 6.1.0";
+/// The crate and version that resizes with RESIZER=simd, for /info (a test checks it
+/// against Cargo.lock).
+pub const SIMD_RESIZER: &str = "fast_image_resize 6.1.0";
+/// What resizes with RESIZER=pillow, for /info.
+pub const PILLOW_RESIZER: &str = "Pillow's bilinear resize, ported (src/pillow_resize.rs)";
+
+/// RESIZER: who resizes the crop region for the fixed graph.
+#[derive(clap::ValueEnum, Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ResizerKind {
+    /// Pillow's arithmetic: the reference's own pixels, within the fidelity bound.
+    Pillow,
+    /// fast_image_resize: SIMD, about 3x faster, one level off on some pixels.
+    Simd,
+}
+
+impl ResizerKind {
+    /// The setting's value, as RESIZER spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Pillow => "pillow",
+            Self::Simd => "simd",
+        }
+    }
+}
 
 /// libjpeg-turbo decodes at n/8 of full size in the DCT domain; 1/2, 1/4 and 1/8 have fast
 /// inverse DCTs, the other eighths do not.
@@ -93,37 +117,60 @@ pub fn check_sizes(metadata: &serde_json::Value) -> Result<(), String> {
     ))
 }
 
-/// One per inference thread: fast_image_resize keeps its scratch buffers between calls.
+/// One per inference thread: both resizers keep scratch buffers between calls.
 pub struct CropResizer {
-    resizer: Resizer,
+    kind: ResizerKind,
+    /// Single-threaded (the crate's rayon feature is off), with the best SIMD extension
+    /// this CPU has.
+    simd: Resizer,
+    pillow: pillow_resize::Buffers,
 }
 
 impl CropResizer {
-    /// Single-threaded (the crate's rayon feature is off), with the best SIMD extension
-    /// this CPU has.
-    pub fn new() -> Self {
+    pub fn new(kind: ResizerKind) -> Self {
         Self {
-            resizer: Resizer::new(),
+            kind,
+            simd: Resizer::new(),
+            pillow: pillow_resize::Buffers::default(),
         }
     }
 
-    /// The SIMD extension in use ("avx2", "sse4_1", "neon", "none"), for /info.
-    pub fn cpu_extension(&self) -> String {
-        format!("{:?}", self.resizer.cpu_extensions()).to_ascii_lowercase()
+    /// For /info: what resizes, and the SIMD extension in use ("avx2", "sse4_1", "neon",
+    /// "none"; none for Pillow's arithmetic, which is plain Rust).
+    pub fn describe(&self) -> (&'static str, Option<String>) {
+        match self.kind {
+            ResizerKind::Pillow => (PILLOW_RESIZER, None),
+            ResizerKind::Simd => (
+                SIMD_RESIZER,
+                Some(format!("{:?}", self.simd.cpu_extensions()).to_ascii_lowercase()),
+            ),
+        }
     }
 
     /// `image`'s centre crop, resized with Pillow's antialiased bilinear filter, written to
     /// `crop` (CROP_BYTES: `[CROP_SIZE, CROP_SIZE, 3]`).
     pub fn resize_crop(&mut self, image: &RgbPixels, crop: &mut [u8]) -> Result<(), String> {
+        let region = crop_box(image.width, image.height);
+        if self.kind == ResizerKind::Pillow {
+            // The box as the Python service hands it to Pillow: (left, top, right, bottom).
+            let bounds = [
+                region.left,
+                region.top,
+                region.left + region.width,
+                region.top + region.height,
+            ];
+            let side = CROP_SIZE as usize;
+            pillow_resize::resize_region(image, bounds, (side, side), crop, &mut self.pillow);
+            return Ok(());
+        }
         let source = ImageRef::new(image.width, image.height, &image.data, PixelType::U8x3)
             .map_err(|e| e.to_string())?;
         let mut target =
             Image::from_slice_u8(CROP_SIZE, CROP_SIZE, crop, PixelType::U8x3).map_err(|e| e.to_string())?;
-        let region = crop_box(image.width, image.height);
         let options = ResizeOptions::new()
             .resize_alg(ResizeAlg::Convolution(FilterType::Bilinear))
             .crop(region.left, region.top, region.width, region.height);
-        self.resizer
+        self.simd
             .resize(&source, &mut target, &options)
             .map_err(|e| e.to_string())
     }
@@ -182,9 +229,11 @@ mod tests {
         assert_eq!(dct_scale_denominator(2040, 2040), 4);
     }
 
-    fn resized(image: &RgbPixels) -> Vec<u8> {
+    const KINDS: [ResizerKind; 2] = [ResizerKind::Pillow, ResizerKind::Simd];
+
+    fn resized(image: &RgbPixels, kind: ResizerKind) -> Vec<u8> {
         let mut crop = vec![0u8; CROP_BYTES];
-        CropResizer::new().resize_crop(image, &mut crop).unwrap();
+        CropResizer::new(kind).resize_crop(image, &mut crop).unwrap();
         crop
     }
 
@@ -200,10 +249,13 @@ mod tests {
 
     #[test]
     fn a_uniform_image_stays_uniform() {
-        for (w, h) in [(1200, 727), (100, 60), (256, 256), (255, 5100)] {
-            let crop = resized(&image(w, h, |_, _| [200, 17, 99]));
+        for ((w, h), kind) in [(1200, 727), (100, 60), (256, 256), (255, 5100)]
+            .into_iter()
+            .flat_map(|size| KINDS.map(|kind| (size, kind)))
+        {
+            let crop = resized(&image(w, h, |_, _| [200, 17, 99]), kind);
             assert_eq!(crop.len(), CROP_BYTES);
-            assert!(crop.chunks(3).all(|p| p == [200, 17, 99]), "{w}x{h}");
+            assert!(crop.chunks(3).all(|p| p == [200, 17, 99]), "{w}x{h} {kind:?}");
         }
     }
 
@@ -212,30 +264,52 @@ mod tests {
     #[test]
     fn a_horizontal_gradient_stays_monotonic() {
         let (w, h) = (1200, 727);
-        let crop = resized(&image(w, h, |x, _| [(x * 255 / (w - 1)) as u8, 0, 0]));
-        let row = |y: usize| -> Vec<u8> { (0..224).map(|x| crop[(y * 224 + x) * 3]).collect() };
-        let first = row(0);
-        assert!(first.windows(2).all(|pair| pair[0] <= pair[1]), "{first:?}");
-        assert!((0..224).all(|y| row(y) == first));
-        // The crop spans x = 281.5 .. 918.5 of 1200: values about 60 .. 195.
-        assert!(
-            (55..=65).contains(&first[0]) && (190..=200).contains(&first[223]),
-            "{first:?}"
-        );
+        let ramp = image(w, h, |x, _| [(x * 255 / (w - 1)) as u8, 0, 0]);
+        for kind in KINDS {
+            let crop = resized(&ramp, kind);
+            let row = |y: usize| -> Vec<u8> { (0..224).map(|x| crop[(y * 224 + x) * 3]).collect() };
+            let first = row(0);
+            assert!(
+                first.windows(2).all(|pair| pair[0] <= pair[1]),
+                "{kind:?} {first:?}"
+            );
+            assert!((0..224).all(|y| row(y) == first));
+            // The crop spans x = 281.5 .. 918.5 of 1200: values about 60 .. 195.
+            assert!(
+                (55..=65).contains(&first[0]) && (190..=200).contains(&first[223]),
+                "{kind:?} {first:?}"
+            );
+        }
     }
 
     /// A 256x256 image needs no resize: its crop is the centre 224x224, copied.
     #[test]
     fn at_256_the_crop_is_a_plain_centre_crop() {
         let source = image(256, 256, |x, y| [x as u8, y as u8, (x ^ y) as u8]);
-        let crop = resized(&source);
-        for (y, x) in [(0, 0), (0, 223), (223, 0), (100, 57)] {
-            let (sx, sy) = (x + 16, y + 16);
-            assert_eq!(
-                crop[(y * 224 + x) * 3..][..3],
-                [sx as u8, sy as u8, (sx ^ sy) as u8]
-            );
+        for kind in KINDS {
+            let crop = resized(&source, kind);
+            for (y, x) in [(0, 0), (0, 223), (223, 0), (100, 57)] {
+                let (sx, sy) = (x + 16, y + 16);
+                assert_eq!(
+                    crop[(y * 224 + x) * 3..][..3],
+                    [sx as u8, sy as u8, (sx ^ sy) as u8]
+                );
+            }
         }
+    }
+
+    /// fast_image_resize's 16-bit weights put it at most one level from Pillow's 22-bit ones.
+    #[test]
+    fn the_two_resizers_differ_by_at_most_one_level() {
+        let texture = image(1200, 727, |x, y| {
+            [(x * 7 + y * 3) as u8, (x * y) as u8, ((x ^ y) * 5) as u8]
+        });
+        let (pillow, simd) = (
+            resized(&texture, ResizerKind::Pillow),
+            resized(&texture, ResizerKind::Simd),
+        );
+        let worst = pillow.iter().zip(&simd).map(|(a, b)| a.abs_diff(*b)).max();
+        assert_eq!(worst, Some(1));
     }
 
     #[test]
@@ -253,12 +327,12 @@ mod tests {
     #[test]
     fn resizer_names_its_locked_version() {
         let lock = include_str!("../Cargo.lock");
-        let version = RESIZER.strip_prefix("fast_image_resize ").unwrap();
+        let version = SIMD_RESIZER.strip_prefix("fast_image_resize ").unwrap();
         assert!(
             lock.contains(&format!(
                 "name = \"fast_image_resize\"\nversion = \"{version}\"\n"
             )),
-            "RESIZER says {version}; Cargo.lock locks another version"
+            "SIMD_RESIZER says {version}; Cargo.lock locks another version"
         );
     }
 }

@@ -34,6 +34,7 @@ use crate::http::{AppState, image_from_json, routes};
 use crate::inference::InferencePool;
 use crate::metrics::Metrics;
 use crate::predictor::{GraphKind, GraphSpec, Predictor, TensorSpec, load_session};
+use crate::preprocess::{PILLOW_RESIZER, ResizerKind, SIMD_RESIZER};
 use crate::storage::FetchedModel;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
@@ -98,7 +99,7 @@ fn fixture() -> &'static Fixture {
         .unwrap_or_else(|e| panic!("MODEL_URI={uri}: {e}"));
         let predictor = || {
             let session = load_session(&environment, &model.bytes, 1, 1).unwrap();
-            Predictor::new(session, &model.graph).unwrap()
+            Predictor::new(session, &model.graph, ResizerKind::Pillow).unwrap()
         };
         let (pool, _threads) =
             InferencePool::start(vec![predictor()], crate::image_limits(&config), false).unwrap();
@@ -288,7 +289,7 @@ fn sibling_predictor(file: &str) -> Predictor {
     .unwrap()
     .unwrap_or_else(|e| panic!("{file} beside MODEL_URI: {e}"));
     let session = load_session(&fixture().environment, &model.bytes, 1, 1).unwrap();
-    Predictor::new(session, &model.graph).unwrap()
+    Predictor::new(session, &model.graph, ResizerKind::Pillow).unwrap()
 }
 
 /// The input shape picks the pipeline; both give nearly the same probabilities on the
@@ -326,7 +327,7 @@ async fn names_missing_from_the_graph_fail_at_load() {
             input: TensorSpec { name: input.into() },
             output: TensorSpec { name: output.into() },
         };
-        Predictor::new(session, &graph).err()
+        Predictor::new(session, &graph, ResizerKind::Pillow).err()
     };
     let (input, output) = (&f.model.graph.input.name, &f.model.graph.output.name);
     assert!(load(input, output).is_none());
@@ -401,16 +402,25 @@ async fn info_says_the_pipeline() {
     assert_eq!(pipeline["jpeg_dct_scaling"], false);
     match kind {
         GraphKind::Fixed => {
-            assert!(
-                pipeline["resizer"]
-                    .as_str()
-                    .unwrap()
-                    .starts_with("fast_image_resize ")
-            );
-            assert!(pipeline["resizer_cpu_extension"].is_string(), "{pipeline}");
+            assert_eq!(pipeline["resizer"], PILLOW_RESIZER);
+            assert_eq!(pipeline["resizer_setting"], "pillow");
+            assert!(pipeline["resizer_cpu_extension"].is_null(), "{pipeline}");
         }
-        GraphKind::AnySize => assert_eq!(pipeline["resizer"], "in graph"),
+        GraphKind::AnySize => {
+            assert_eq!(pipeline["resizer"], "in graph");
+            assert_eq!(pipeline["resizer_setting"], "pillow (ignored)");
+        }
     }
+}
+
+/// RESIZER=simd names fast_image_resize and the SIMD extension it found on this CPU.
+#[actix_web::test]
+async fn info_names_the_simd_resizer_and_its_extension() {
+    let config = Config::parse_from(["test", "--model-uri", "unused", "--resizer", "simd"]);
+    let pipeline = crate::pipeline_info(GraphKind::Fixed, &config);
+    assert_eq!(pipeline["resizer"], SIMD_RESIZER);
+    assert_eq!(pipeline["resizer_setting"], "simd");
+    assert!(pipeline["resizer_cpu_extension"].is_string(), "{pipeline}");
 }
 
 #[actix_web::test]

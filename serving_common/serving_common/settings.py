@@ -32,9 +32,10 @@ class Settings(BaseSettings):
     # The ONNX services only: JPEGs decoded at 1/2, 1/4 or 1/8 scale in the DCT domain
     # where the shorter side stays at least the resize size (weather_model.crop).
     jpeg_dct_scaling: bool = False
-    # The Python ONNX service with the fixed graph only: what resizes the crop region.
-    # Pillow by default: the fastest resize that keeps to the fidelity bound (README,
-    # "Preprocessing"); "simd" (cykooz-resizer) is faster and misses it narrowly.
+    # The ONNX services with the fixed graph only: what resizes the crop region. Pillow by
+    # default: the only resize that keeps to the fidelity bound (README, "Preprocessing");
+    # "simd" (fast_image_resize) is faster and misses it narrowly. The Rust service reads
+    # the same setting (src/config.rs).
     resizer: Literal["pillow", "simd"] = "pillow"
 
     @field_validator("log_level", "resizer", mode="before")
