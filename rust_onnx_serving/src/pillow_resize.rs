@@ -14,8 +14,9 @@
 //! as a one-level difference on some pixels. Only the memory layout differs: the horizontal
 //! pass runs on the pixels transposed, so that both passes are one long multiply-add over
 //! contiguous bytes, which the compiler vectorises (with AVX2 where the CPU has it); that
-//! makes it about 3x faster than filtering pixel by pixel, with the same integer sums. tests/test_parity.py compares the service's
-//! answers with the Python service's, whose crops Pillow itself resizes.
+//! makes it about 3x faster than filtering pixel by pixel, with the same integer sums.
+//! tests/test_parity.py compares the service's answers with the Python service's, whose
+//! crops Pillow itself resizes.
 
 use crate::decode::RgbPixels;
 
