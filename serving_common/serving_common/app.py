@@ -30,6 +30,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving_common import protocol
 from serving_common.errors import ServiceError
+from serving_common.metrics import Metrics
+from serving_common.settings import Settings
 from serving_common.startup import ServiceState
 
 log = logging.getLogger(__name__)
@@ -107,13 +109,16 @@ class InferenceThread:
 class AdmissionGate:
     """Admission control in front of the framework (plain ASGI): a /predict/ request is
     pending from its headers until its answer is sent; one over MAX_PENDING_REQUESTS is
-    answered 503 before FastAPI routes it, so a refusal costs no routing or handler."""
+    answered 503 before FastAPI routes it, so a refusal costs no routing or handler.
 
-    def __init__(self, app: ASGIApp, state: ServiceState) -> None:
+    Any ASGI host can put it in front of its app: it needs the settings and the metrics, not
+    the predictor (a framework's HTTP process may have none)."""
+
+    def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
         self.app = app
-        self.admission = protocol.Admission(state.settings.max_pending_requests)
-        self.metrics = state.metrics
-        self.body_timeout_seconds = state.settings.body_timeout_seconds
+        self.admission = protocol.Admission(settings.max_pending_requests)
+        self.metrics = metrics
+        self.body_timeout_seconds = settings.body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if (
@@ -168,7 +173,7 @@ def create_app(state: ServiceState) -> FastAPI:
     )
     app.state.service = state
     settings, metrics = state.settings, state.metrics
-    app.add_middleware(AdmissionGate, state=state)
+    app.add_middleware(AdmissionGate, settings=settings, metrics=metrics)
 
     @app.exception_handler(ServiceError)
     async def service_error(_: Request, exc: ServiceError) -> Response:

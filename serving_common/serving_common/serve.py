@@ -8,7 +8,6 @@ which ends the whole service.
 """
 
 import ctypes
-import json
 import os
 import signal
 import sys
@@ -22,20 +21,11 @@ from uvicorn.config import STARTUP_FAILURE
 from uvicorn.supervisors import Multiprocess
 
 from serving_common.app import create_app
-from serving_common.model_source import FetchedModel
-from serving_common.settings import load_settings
-from serving_common.startup import (
-    StartupError,
-    build_state,
-    download_model,
-    fatal,
-    import_predictor,
-    read_manifest,
-    read_settings,
-)
+from serving_common.startup import Launch, StartupError, fatal, prepare
 
-# Hands the fetched model from the main process to uvicorn's worker processes.
+# Hand the launch (the fetched model) and the supervisor's pid to uvicorn's worker processes.
 _FETCHED_ENV = "SERVING_FETCHED_MODEL"
+_SUPERVISOR_ENV = "SERVING_SUPERVISOR_PID"
 # Seconds in-flight requests get to finish after SIGTERM.
 DRAIN_SECONDS = 30
 
@@ -43,49 +33,27 @@ DRAIN_SECONDS = 30
 def run_service(folder: Path) -> None:
     """Entry point of a Python strategy: `folder` holds its strategy.toml, which names its
     Predictor class."""
-    try:
-        strategy = read_manifest(folder)
-        if strategy.predictor is None:
-            raise StartupError(f"{folder}/strategy.toml: `predictor` is not set")
-        predictor = strategy.predictor
-    except StartupError as exc:
-        fatal(folder.name, exc)
-    try:
-        settings = read_settings(strategy)
-        cache = Path(tempfile.mkdtemp(prefix=f"{strategy.name}-model-"))
-        model = download_model(settings, cache)
-        server: dict[str, Any] = {
-            "host": "0.0.0.0",
-            "port": settings.port,
-            "log_level": settings.log_level,
-            "access_log": False,
-            "timeout_graceful_shutdown": DRAIN_SECONDS,
-        }
-        if settings.workers == 1:
-            app = create_app(
-                build_state(strategy.name, settings, model, import_predictor(predictor))
-            )
-            exit_zero_once_drained()
-            uvicorn.run(app, **server)
-            return
-    except StartupError as exc:
-        fatal(strategy.name, exc)
-    except OSError as exc:  # a local file: the model cache, the temporary folder
-        fatal(strategy.name, f"{exc.filename or 'local file'}: {exc.strerror or exc}")
-    os.environ[_FETCHED_ENV] = json.dumps(
-        {
-            "folder": str(folder),
-            "supervisor": os.getpid(),
-            "uri": model.uri,
-            "path": str(model.path),
-            "metadata": model.metadata,
-            "download_seconds": model.download_seconds,
-        }
-    )
-    os.environ.setdefault(
-        "PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix=f"{strategy.name}-prom-")
-    )
-    serve_workers(settings.workers, server, strategy.name)
+    launch = prepare(folder)
+    settings, name = launch.settings, launch.strategy.name
+    server: dict[str, Any] = {
+        "host": "0.0.0.0",
+        "port": settings.port,
+        "log_level": settings.log_level,
+        "access_log": False,
+        "timeout_graceful_shutdown": DRAIN_SECONDS,
+    }
+    if settings.workers == 1:
+        try:
+            app = create_app(launch.load())
+        except StartupError as exc:
+            fatal(name, exc)
+        exit_zero_once_drained()
+        uvicorn.run(app, **server)
+        return
+    os.environ[_FETCHED_ENV] = launch.handoff()
+    os.environ[_SUPERVISOR_ENV] = str(os.getpid())
+    os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix=f"{name}-prom-"))
+    serve_workers(settings.workers, server, name)
 
 
 def serve_workers(workers: int, server: dict[str, Any], service: str) -> None:
@@ -125,19 +93,12 @@ def exit_with_parent(supervisor: int) -> None:
 
 def worker_app() -> FastAPI:
     """App factory run inside each uvicorn worker process (WORKERS > 1)."""
-    handoff = json.loads(os.environ[_FETCHED_ENV])
-    exit_with_parent(handoff["supervisor"])
-    strategy = read_manifest(Path(handoff["folder"]))
-    model = FetchedModel(
-        handoff["uri"], Path(handoff["path"]), handoff["metadata"], handoff["download_seconds"]
-    )
-    settings = load_settings(strategy.port)
+    exit_with_parent(int(os.environ[_SUPERVISOR_ENV]))
+    launch = Launch.from_handoff(os.environ[_FETCHED_ENV])
     try:
-        return create_app(
-            build_state(strategy.name, settings, model, import_predictor(str(strategy.predictor)))
-        )
+        return create_app(launch.load())
     except StartupError as exc:
         # NOTE: uvicorn's supervisor restarts workers that die, except those that exit with
         # STARTUP_FAILURE: it then stops the others, and `serve_workers` exits 1.
-        print(f"{strategy.name}: fatal: {exc}", file=sys.stderr, flush=True)
+        print(f"{launch.strategy.name}: fatal: {exc}", file=sys.stderr, flush=True)
         sys.exit(STARTUP_FAILURE)

@@ -11,8 +11,8 @@ class ConfigError(ValueError):
 
 
 class Settings(BaseSettings):
-    """Environment variables shared by all three services (contract/README.md); the last
-    two only matter to some, as their comments say."""
+    """Environment variables shared by every service (contract/README.md); the last four
+    only matter to some, as their comments say."""
 
     model_config = SettingsConfigDict(protected_namespaces=(), extra="ignore")
 
@@ -37,6 +37,12 @@ class Settings(BaseSettings):
     # "simd" (fast_image_resize) is faster and misses it narrowly. The Rust service reads
     # the same setting (src/config.rs).
     resizer: Literal["pillow", "simd"] = "pillow"
+    # The framework strategies only (BentoML, Ray Serve, LitServe): dynamic batching. Up to
+    # MAX_BATCH_SIZE requests run as one inference; the first of a batch waits at most
+    # BATCH_WAIT_MS for others to join. 1 = no batching (the default, as in the services
+    # that do not batch).
+    max_batch_size: int = Field(1, ge=1, le=256)
+    batch_wait_ms: float = Field(5.0, ge=0, le=1000)
 
     @field_validator("log_level", "resizer", mode="before")
     @classmethod

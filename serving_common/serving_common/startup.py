@@ -1,14 +1,18 @@
 """Startup, whatever hosts the service: its manifest, settings, the model download (sha256
 checked against metadata.json) and the predictor, or one line naming what went wrong.
 
-`serve.py` runs the result under uvicorn; another framework calls the same functions.
+`serve.py` runs the result under uvicorn; a framework's launcher calls `prepare` in its main
+process, hands the `Launch` to its workers (`handoff` / `Launch.from_handoff`), and each
+worker calls `Launch.load`.
 """
 
 import importlib
 import io
+import json
 import logging
 import os
 import sys
+import tempfile
 import time
 from dataclasses import dataclass, field
 from functools import cached_property
@@ -45,6 +49,67 @@ class ServiceState:
     @cached_property
     def limits(self) -> ImageLimits:
         return ImageLimits(self.settings.max_image_pixels, self.settings.max_aspect_ratio)
+
+
+@dataclass(frozen=True)
+class Launch:
+    """What a service's main process settles before any worker starts: the strategy, its
+    settings and the downloaded model."""
+
+    strategy: Strategy
+    settings: Settings
+    model: FetchedModel
+
+    def load(self) -> ServiceState:
+        """This process's predictor, warmed up; StartupError names what went wrong."""
+        predictor = import_predictor(str(self.strategy.predictor))
+        return build_state(self.strategy.name, self.settings, self.model, predictor)
+
+    def handoff(self) -> str:
+        """The launch as one string, for worker processes (an environment variable, an
+        argument); the settings are re-read from the same environment there."""
+        model = self.model
+        return json.dumps(
+            {
+                "folder": str(self.strategy.folder),
+                "uri": model.uri,
+                "path": str(model.path),
+                "metadata": model.metadata,
+                "download_seconds": model.download_seconds,
+            }
+        )
+
+    @classmethod
+    def from_handoff(cls, text: str) -> "Launch":
+        fields = json.loads(text)
+        strategy = read_manifest(Path(fields["folder"]))
+        model = FetchedModel(
+            fields["uri"], Path(fields["path"]), fields["metadata"], fields["download_seconds"]
+        )
+        try:
+            settings = load_settings(strategy.port)
+        except ConfigError as exc:
+            raise StartupError(str(exc)) from None
+        return cls(strategy, settings, model)
+
+
+def prepare(folder: Path) -> Launch:
+    """The main process's startup: manifest, settings (logged), the model downloaded once;
+    any problem ends the process with one line naming it."""
+    try:
+        strategy = read_manifest(folder)
+        if strategy.predictor is None:
+            raise StartupError(f"{folder}/strategy.toml: `predictor` is not set")
+    except StartupError as exc:
+        fatal(folder.name, exc)
+    try:
+        settings = read_settings(strategy)
+        cache = Path(tempfile.mkdtemp(prefix=f"{strategy.name}-model-"))
+        return Launch(strategy, settings, download_model(settings, cache))
+    except StartupError as exc:
+        fatal(strategy.name, exc)
+    except OSError as exc:  # a local file: the model cache, the temporary folder
+        fatal(strategy.name, f"{exc.filename or 'local file'}: {exc.strerror or exc}")
 
 
 def fatal(service: str, message: object) -> NoReturn:
