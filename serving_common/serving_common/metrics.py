@@ -19,6 +19,8 @@ LATENCY_BUCKETS = (
     0.001, 0.0025, 0.005, 0.0075, 0.01, 0.015, 0.02, 0.03, 0.05, 0.075,
     0.1, 0.15, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
 )  # fmt: skip
+# Inferences by how many requests each ran (1 unless a host batches: MAX_BATCH_SIZE).
+BATCH_SIZE_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 # The labels of predict_stage_duration_seconds, in the order a request goes through them.
 STAGES = ("parse", "decode", "preprocess", "inference")
 
@@ -44,6 +46,12 @@ class Metrics:
             "Time per stage of a prediction",
             ["stage"],
             buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.batch_size = Histogram(
+            "predict_batch_size",
+            "Requests per inference",
+            buckets=BATCH_SIZE_BUCKETS,
             registry=registry,
         )
 

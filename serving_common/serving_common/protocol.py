@@ -213,22 +213,39 @@ def answer_prediction(
     """The CPU-bound part of one /predict/: parse the body, decode, preprocess, infer as a
     batch of one, shape the answer. Blocking: hosts run it off the threads that answer HTTP.
     The parse stage is `read_seconds` (the body arriving) plus the JSON and base64 decoding."""
+    (scores,) = predict_batch(state, [network_input(state, kind, body, read_seconds)])
+    return prediction_document(state.model.labels, scores, with_probabilities)
+
+
+def network_input(state: ServiceState, kind: str, body: bytes, read_seconds: float) -> Any:
+    """One request's part before inference: parse the body, decode, preprocess (timed as
+    the parse, decode and preprocess stages). A batching host runs it per request and then
+    `predict_batch` on several."""
+    parse, decode, preprocess, _ = STAGES
+    stage = state.metrics.stage
     started = time.perf_counter()
     image = image_from_body(kind, body)
     parsed = time.perf_counter()
     decoded = state.predictor.decode(image, state.limits)
     decoded_at = time.perf_counter()
     preprocessed = state.predictor.preprocess(decoded)
-    preprocessed_at = time.perf_counter()
-    (scores,) = state.predictor.predict([preprocessed])
-    done = time.perf_counter()
-    parse, decode, preprocess, inference = STAGES
-    stage = state.metrics.stage
     stage.labels(parse).observe(read_seconds + parsed - started)
     stage.labels(decode).observe(decoded_at - parsed)
-    stage.labels(preprocess).observe(preprocessed_at - decoded_at)
-    stage.labels(inference).observe(done - preprocessed_at)
-    return prediction_document(state.model.labels, scores, with_probabilities)
+    stage.labels(preprocess).observe(time.perf_counter() - decoded_at)
+    return preprocessed
+
+
+def predict_batch(state: ServiceState, inputs: list[Any]) -> np.ndarray:
+    """One inference on `network_input`s: [len(inputs), labels]. Its time is the inference
+    stage of each request in it; its size is counted in predict_batch_size."""
+    started = time.perf_counter()
+    scores = state.predictor.predict(inputs)
+    seconds = time.perf_counter() - started
+    inference = state.metrics.stage.labels(STAGES[-1])
+    for _ in inputs:
+        inference.observe(seconds)
+    state.metrics.batch_size.observe(len(inputs))
+    return scores
 
 
 def prediction_document(
