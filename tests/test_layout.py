@@ -119,3 +119,9 @@ def test_a_bad_manifest_is_refused_with_the_fix(tmp_path):
     )
     with pytest.raises(ManifestError, match="folder is 'broken_serving'"):
         load_strategy(folder)
+    (folder / "strategy.toml").write_text(
+        'name = "broken_serving"\ntitle = "t"\nstack = "s"\nport = 8090\n'
+        'model = "ONNX_FILE"\nrun = ["python"]\n[variants.batched]\nMAX_BATCH_SIZE = 8\n'
+    )
+    with pytest.raises(ManifestError, match="tables of environment strings"):
+        load_strategy(folder)

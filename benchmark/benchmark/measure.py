@@ -100,15 +100,20 @@ def load_test(
     }
 
 
-def open_loop_sweep(service: Service, closed_rps: float, job: Job) -> dict[str, Any]:
+def offered_rates(closed_rps: list[float], fractions: tuple[float, ...]) -> list[int]:
+    """Fractions of each closed-loop throughput given (the service's own, and for a variant
+    its base configuration's too, so that both are compared at the same rates)."""
+    return sorted({max(1, round(rps * f)) for rps in closed_rps for f in fractions})
+
+
+def open_loop_sweep(service: Service, closed_rps: list[float], job: Job) -> dict[str, Any]:
     """Offered rates around the closed-loop throughput, each held for a fixed time."""
     url, payload = service.url + "/predict/", job.main_payload
     # Warm-up, discarded: oha opening its connections would otherwise land in the first
     # step's tail latency.
-    run_oha(oha_command(url, payload, max(1, round(closed_rps / 2)), 2, JSON), job.load_cpus)
+    run_oha(oha_command(url, payload, max(1, round(closed_rps[0] / 2)), 2, JSON), job.load_cpus)
     steps = []
-    for fraction in job.plan.open_loop_fractions:
-        rate = max(1, round(closed_rps * fraction))
+    for rate in offered_rates(closed_rps, job.plan.open_loop_fractions):
         job.log(f"  {service.name}: open loop at {rate} req/s")
         command = oha_command(url, payload, rate, job.plan.open_loop_seconds, JSON)
         steps.append({"offered_rps": rate, "command": command, **run_oha(command, job.load_cpus)})
@@ -131,8 +136,12 @@ def ceiling_pipelines(own: str) -> list[str]:
     return list(dict.fromkeys([own, REFERENCE_PIPELINE]))
 
 
-def measure_service(name: str, pipeline: str, launch: Launch, job: Job) -> dict[str, Any]:
-    """`pipeline`: the in-process pipeline the service's defaults run (its ceiling)."""
+def measure_service(
+    name: str, pipeline: str, launch: Launch, job: Job, base: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """`pipeline`: the in-process pipeline the service's defaults run (its ceiling); `base`:
+    for a variant, its strategy's default configuration's results (its open-loop rates are
+    offered to the variant too)."""
     plan, phase = job.plan, job.progress.phase
     result: dict[str, Any] = {"pipeline": pipeline}
     with contextlib.ExitStack() as running:
@@ -166,7 +175,9 @@ def measure_service(name: str, pipeline: str, launch: Launch, job: Job) -> dict[
                     service, raw_jpeg, "image/jpeg", plan.sweep_seconds, job
                 )
         with phase(f"{name}: open loop"):
-            closed_rps = result["main"]["ab"]["requests_per_second"]
+            closed_rps = [result["main"]["ab"]["requests_per_second"]]
+            if base and "main" in base:
+                closed_rps.append(base["main"]["ab"]["requests_per_second"])
             result["open_loop"] = open_loop_sweep(service, closed_rps, job)
         result["stages"] = httpx.get(service.url + "/metrics").text
     with phase(f"{name}: cold starts"):

@@ -163,8 +163,14 @@ def run(args: argparse.Namespace) -> Path:
         "plan_name": args.plan,
         "plan": plan.__dict__,
         "strategies": {
-            name: {"title": s.title, "stack": s.stack, "port": s.port, "model": s.model_file}
-            for name, s in selected.items()
+            key: {
+                "title": s.title,
+                "stack": s.stack,
+                "port": s.port,
+                "model": s.model_file,
+                "environment": extra,
+            }
+            for key, s, extra in configurations(selected)
         },
         "machine": machine_metadata(args.mode, args.service_cpus, args.load_cpus),
         "services": {},
@@ -177,7 +183,8 @@ def run(args: argparse.Namespace) -> Path:
     )
     for warning in record["machine"]["warnings"]:
         log(f"WARNING: {warning}")
-    progress = Progress(plan_phases(plan, args.mode, list(selected)), log)
+    keys = [key for key, _, _ in configurations(selected)]
+    progress = Progress(plan_phases(plan, args.mode, keys), log)
     job = Job(
         plan=plan,
         payloads=payloads,
@@ -231,11 +238,28 @@ def select_strategies(mode: str, names: str | None) -> dict[str, Strategy]:
     return {name: available[name] for name in wanted}
 
 
+def configurations(
+    strategies: dict[str, Strategy],
+) -> list[tuple[str, Strategy, dict[str, str]]]:
+    """What is measured: each strategy's default configuration, then its variants as
+    "<name>+<variant>" with the environment each adds (strategy.toml `[variants]`)."""
+    return [
+        (key, strategy, extra)
+        for name, strategy in strategies.items()
+        for key, extra in [(name, {}), *((f"{name}+{v}", e) for v, e in strategy.variants.items())]
+    ]
+
+
+def base_name(key: str) -> str:
+    """ "bentoml_serving+batched" -> "bentoml_serving"."""
+    return key.split("+", 1)[0]
+
+
 def run_native(
     artifacts: Path, runtime: dict[str, str], strategies: dict[str, Strategy], job: Job
 ) -> dict[str, Any]:
     """Each service as a local process pinned with taskset, its model from a GCS emulator."""
-    results = {}
+    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as gcs_dir:
         emulator = GcsEmulator.start(Path(gcs_dir))
         try:
@@ -244,13 +268,14 @@ def run_native(
                 for p in artifacts.iterdir()
                 if p.is_file()
             }
-            for name, strategy in strategies.items():
-                env = emulator.env(MODEL_URI=uris[strategy.model_file], **runtime)
+            for key, strategy, extra in configurations(strategies):
+                env = emulator.env(MODEL_URI=uris[strategy.model_file], **runtime, **extra)
 
                 def launch(s: Strategy = strategy, env: dict[str, str] = env) -> RunningService:
                     return start_service(s, env, job.service_cpus)
 
-                results[name] = measure_service(name, strategy.ceiling, launch, job)
+                base = results.get(base_name(key)) if extra else None
+                results[key] = measure_service(key, strategy.ceiling, launch, job, base)
         finally:
             emulator.stop()
     return results
@@ -266,18 +291,22 @@ def run_compose(
     env = {**build_environment(), **runtime}
     env |= {"SERVICE_CPUS": runtime["WORKERS"], "SERVICE_CPUSET": job.service_cpus}
     stack = Stack(COMPOSE_PROJECT, env)
-    results, deployment = {}, {}
+    results: dict[str, Any] = {}
+    deployment: dict[str, Any] = {}
     try:
         with job.progress.phase(EXPORT_JOB):
             stack.check("up", "--exit-code-from", "model", "model", timeout=1200)
         ceiling = measure_first_ceiling(job)
-        for name, strategy in strategies.items():
-            deployment[name] = {"image": stack.image(name), "image_mb": stack.image_size_mb(name)}
+        for key, strategy, extra in configurations(strategies):
+            name = strategy.name
+            deployment[key] = {"image": stack.image(name), "image_mb": stack.image_size_mb(name)}
+            variant = Stack(stack.project, {**stack.env, **extra})
 
-            def launch(name: str = name) -> ContainerService:
-                return start_container(stack, name)
+            def launch(name: str = name, variant: Stack = variant) -> ContainerService:
+                return start_container(variant, name)
 
-            results[name] = measure_service(name, strategy.ceiling, launch, job)
+            base = results.get(name) if extra else None
+            results[key] = measure_service(key, strategy.ceiling, launch, job, base)
     finally:
         stack.down()
     return results, deployment, ceiling

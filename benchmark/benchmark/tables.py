@@ -37,7 +37,7 @@ def latency_bounded_rps(open_loop: dict[str, Any]) -> float:
 
 
 def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per-service metrics derived from one raw record."""
+    """Per-service metrics derived from one raw record, fastest per core first."""
     cores = len(record["machine"]["service_cpus"].split(","))
     rows = {}
     for name, result in record["services"].items():
@@ -85,7 +85,7 @@ def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
                 for k, v in result.get("sweep", {}).items()
             },
         }
-    return rows
+    return dict(sorted(rows.items(), key=lambda row: -row[1]["rps_per_core"]))
 
 
 def _span(values: list[float]) -> str:
@@ -227,8 +227,12 @@ def render_deployment(record: dict[str, Any], native: dict[str, Any] | None = No
         "per core | native requests/s per core | p99 ms | RSS MB (mean) |",
         "|---|---|---|---|---|---|---|",
     ]
-    for name, deployment in record["deployment"].items():
-        r = rows.get(name)
+    deployments = record["deployment"]
+    for name in [
+        *(n for n in rows if n in deployments),
+        *(n for n in deployments if n not in rows),
+    ]:
+        deployment, r = deployments[name], rows.get(name)
         native_rps = f"{native_rows[name]['rps_per_core']:.1f}" if name in native_rows else "-"
         measured = f"failed | {native_rps} | - | -"
         if r:

@@ -11,6 +11,7 @@ from benchmark.ab import ab_command, parse_ab
 from benchmark.machine import machine_name
 from benchmark.plots import plot_results
 from benchmark.report import END, START, render_readme, render_results
+from benchmark.runner import configurations
 from benchmark.tables import derive, render_tables
 from serving_common.strategy import discover_strategies
 
@@ -102,7 +103,10 @@ def test_quick_run_end_to_end(quick_record, tmp_path):
     assert record["plan_name"] == "quick" and record["machine"]["warnings"] == []
     assert record["ceiling"]["requests_per_second"] > 0
     rows = derive(record)
-    assert set(rows) == set(discover_strategies()) == set(record["strategies"])
+    measured = [key for key, _, _ in configurations(discover_strategies())]
+    assert set(rows) == set(measured) == set(record["strategies"])
+    per_core = [row["rps_per_core"] for row in rows.values()]
+    assert per_core == sorted(per_core, reverse=True)  # the tables' order
     for name, row in rows.items():
         assert row["requests"] >= 100 and row["non_2xx"] == 0, name
         assert row["efficiency"] > 0 and row["rss_mb_peak"] > 50 and row["ready_s"] > 0

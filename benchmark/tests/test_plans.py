@@ -1,13 +1,15 @@
 """Plans, progress, machine names and docker stats parsing: the harness's small parts."""
 
 import time
+from dataclasses import replace
 
 import pytest
 from benchmark.machine import machine_name
+from benchmark.measure import offered_rates
 from benchmark.progress import Phase, Progress, clock
 from benchmark.resources import parse_docker_size
-from benchmark.runner import PLANS, plan_phases
-from serving_common.strategy import discover_strategies
+from benchmark.runner import PLANS, configurations, plan_phases
+from serving_common.strategy import discover_strategies, load_strategy
 
 
 def test_machine_names_say_cpu_cores_os_and_arch():
@@ -20,13 +22,31 @@ def test_machine_names_say_cpu_cores_os_and_arch():
     assert name("AMD EPYC", 2, "linux", "x86_64") == "amd-epyc-2-cores-linux-x86_64"
 
 
-def test_the_short_plan_takes_about_five_minutes():
-    """What the plan allots, for today's strategies; `make bench SHORT=1` measured it."""
-    names = list(discover_strategies())
+def test_the_short_plan_takes_about_a_minute_and_a_half_per_configuration():
+    """What the plan allots, for today's strategies and their variants; `make bench SHORT=1`
+    measured about five minutes for the first three strategies."""
+    names = [key for key, _, _ in configurations(discover_strategies())]
     short = sum(p.planned_s for p in plan_phases(PLANS["short"], "native", names))
     full = sum(p.planned_s for p in plan_phases(PLANS["full"], "native", names))
-    assert 3 * 60 <= short <= 6 * 60, short
+    assert 60 <= short / len(names) <= 120, short
     assert full > 4 * short
+
+
+def test_each_strategy_then_its_variants_is_measured():
+    folder = discover_strategies()["onnx_serving"].folder
+    plain = replace(load_strategy(folder), name="a")
+    batched = replace(plain, name="b", variants={"batched": {"MAX_BATCH_SIZE": "8"}})
+    assert configurations({"a": plain, "b": batched}) == [
+        ("a", plain, {}),
+        ("b", batched, {}),
+        ("b+batched", batched, {"MAX_BATCH_SIZE": "8"}),
+    ]
+
+
+def test_a_variant_is_offered_its_base_configurations_rates_too():
+    assert offered_rates([100.0], (0.5, 1.0)) == [50, 100]
+    assert offered_rates([130.0, 100.0], (0.5, 1.0)) == [50, 65, 100, 130]
+    assert offered_rates([1.0], (0.1,)) == [1]
 
 
 def test_progress_estimates_what_is_left_from_the_phases_done():

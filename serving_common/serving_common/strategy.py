@@ -10,7 +10,7 @@ are read, and a bad one is refused with a line that says how to fix it.
 import os
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -51,6 +51,9 @@ class Strategy:
     # The in-process pipeline (benchmark/benchmark/pipelines.py) whose ceiling this
     # strategy's efficiency is judged against: the one its default configuration runs.
     ceiling: str = "graph"
+    # Configurations the harness measures besides the default one, each named and given as
+    # the environment it adds (e.g. batched = {MAX_BATCH_SIZE = "8"}): "<name>+<variant>".
+    variants: dict[str, dict[str, str]] = field(default_factory=dict)
 
     @property
     def model_file(self) -> str:
@@ -102,6 +105,13 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
     predictor = raw.get("predictor")
     if predictor is not None and (not isinstance(predictor, str) or ":" not in predictor):
         raise fail('`predictor` must be an import path "package.module:Class"')
+    variants = raw.get("variants", {})
+    if not isinstance(variants, dict) or not all(
+        isinstance(env, dict)
+        and all(isinstance(k, str) and k.isupper() and isinstance(v, str) for k, v in env.items())
+        for env in variants.values()
+    ):
+        raise fail('`[variants.NAME]` must be tables of environment strings, e.g. A = "1"')
     docker = None
     if "docker" in raw:
         table = raw["docker"]
@@ -120,6 +130,7 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
         docker=docker,
         predictor=predictor,
         ceiling=text("ceiling") if "ceiling" in raw else Strategy.ceiling,
+        variants=variants,
     )
 
 
