@@ -251,7 +251,7 @@ def configurations(
 
 
 def base_name(key: str) -> str:
-    """ "bentoml_serving+batched" -> "bentoml_serving"."""
+    """ "litserve_serving+batched" -> "litserve_serving"."""
     return key.split("+", 1)[0]
 
 

@@ -1,1 +1,0 @@
-"""bentoml_serving."""
