@@ -208,10 +208,44 @@ def run(args: argparse.Namespace) -> Path:
         record["services"], record["deployment"], record["ceiling"] = run_compose(
             runtime, selected, job
         )
+    if args.add:
+        record = added_to(path, record)
     out.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(record, indent=2) + "\n")
     log(f"wrote {path} in {progress.elapsed() / 60:.1f} min")
     return path
+
+
+def run_summary(record: dict[str, Any]) -> dict[str, Any]:
+    """When and at which commit a run measured which configurations, and how fast the
+    machine was at its start (today's ceiling): what tells runs of one record apart."""
+    return {
+        "date": record["machine"]["date"],
+        "git_commit": record["machine"]["git_commit"],
+        "ceiling_rps": record["ceiling"]["requests_per_second"],
+        "services": list(record["services"]),
+    }
+
+
+def added_to(path: Path, new: dict[str, Any]) -> dict[str, Any]:
+    """The record at `path` with `new`'s configurations added, or measured again (`--add`):
+    a new strategy is measured without measuring every other one again. Both runs must be
+    of the same mode, plan and cores; `runs` lists which run measured what."""
+    if not path.exists():
+        return {**new, "runs": [run_summary(new)]}
+    old = json.loads(path.read_text())
+    for key in ("mode", "plan"):
+        if old[key] != json.loads(json.dumps(new[key])):
+            raise RuntimeError(f"--add: {path} has {key} {old[key]}, this run {new[key]}")
+    for key in ("service_cpus", "load_cpus"):
+        if old["machine"][key] != new["machine"][key]:
+            raise RuntimeError(f"--add: {path} was measured with {key} {old['machine'][key]}")
+    return {
+        **old,
+        "strategies": old["strategies"] | new["strategies"],
+        "services": old["services"] | new["services"],
+        "runs": [*old.get("runs", [run_summary(old)]), run_summary(new)],
+    }
 
 
 def measure_first_ceiling(job: Job) -> dict[str, Any]:
@@ -327,6 +361,12 @@ def main() -> None:
     parser.add_argument("--payload", help="a request body to use instead of the study-sized one")
     parser.add_argument("-n", "--requests", type=int, help="ab -n")
     parser.add_argument("--services", help="measure only these strategies: a,b (default: all)")
+    parser.add_argument(
+        "--add",
+        action="store_true",
+        help="add the measured services to the existing results of this mode and plan "
+        "(replacing any measured before) instead of starting a new file",
+    )
     parser.add_argument("--slo-ms", type=float, default=100.0, help="p99 bound, open loop")
     parser.add_argument("--artifacts", default=str(ROOT / "artifacts"), help="exported model")
     parser.add_argument(

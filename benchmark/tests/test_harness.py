@@ -11,8 +11,8 @@ from benchmark.ab import ab_command, parse_ab
 from benchmark.machine import machine_name
 from benchmark.plots import plot_results
 from benchmark.report import END, START, render_readme, render_results
-from benchmark.runner import configurations
-from benchmark.tables import derive, render_tables
+from benchmark.runner import added_to, configurations
+from benchmark.tables import derive, measured, render_tables
 from serving_common.strategy import discover_strategies
 
 RECORDED_AB = """\
@@ -190,6 +190,38 @@ def test_report_renders_every_machine(quick_record, tmp_path):
     for name in runs:
         assert (results / name / "throughput.png").stat().st_size > 5_000
         assert f"](results/{name}/throughput.png)" in text
+
+
+def test_a_run_added_to_a_record_keeps_the_others_and_says_which_run_measured_what(
+    quick_record, tmp_path
+):
+    """`--add`: a new strategy measured on its own joins the file's table; a configuration
+    measured again replaces its row; a run of another plan is refused."""
+    path = tmp_path / "native-quick.json"
+    path.write_text(json.dumps(quick_record))
+    names = list(quick_record["services"])
+    first = next(n for n in names if not any(n in other for other in names if other != n))
+    later = json.loads(json.dumps(quick_record))
+    later["machine"] |= {"date": "2026-12-01T10:00:00+00:00", "git_commit": "f" * 40}
+    later["services"] = {"new_serving": quick_record["services"][first]}
+    later["strategies"] = {"new_serving": quick_record["strategies"][first]}
+    merged = added_to(path, later)
+    assert set(merged["services"]) == {*quick_record["services"], "new_serving"}
+    assert [run["services"] for run in merged["runs"]] == [
+        list(quick_record["services"]),
+        ["new_serving"],
+    ]
+    text = render_tables(merged, "plots")
+    assert "in 2 runs" in text and "at commit `ffffffffff` (new_serving;" in text
+    assert "| new_serving |" in text
+    path.write_text(json.dumps(merged))
+    again = json.loads(json.dumps(later))
+    again["services"] = {first: quick_record["services"][first]}
+    regrown = added_to(path, again)
+    assert len(regrown["runs"]) == 3 and set(regrown["services"]) == set(merged["services"])
+    assert measured(regrown).count(first) == 1  # only the run that measured it last
+    with pytest.raises(RuntimeError, match="plan"):
+        added_to(path, {**later, "plan": {**later["plan"], "requests": 1}})
 
 
 def test_parse_oha_recorded_output():
