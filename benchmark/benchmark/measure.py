@@ -143,9 +143,15 @@ def measure_service(
     for a variant, its strategy's default configuration's results (its open-loop rates are
     offered to the variant too)."""
     plan, phase = job.plan, job.progress.phase
-    result: dict[str, Any] = {"pipeline": pipeline}
+    result: dict[str, Any] = {"pipeline": pipeline, "ceilings_measured": "service stopped"}
+    # The ceilings, on the same core just before the service starts and just after it
+    # stops: its CPU cost per request is judged against their mean. Never while it runs:
+    # an idle framework's own work (a worker polling its queue, a cluster's heartbeats)
+    # would lower them and flatter its efficiency.
+    pipelines = ceiling_pipelines(pipeline)
     with contextlib.ExitStack() as running:
         with phase(f"{name}: start and verify"):
+            before = [job.ceiling(p) for p in pipelines]
             service = launch()
             running.callback(service.stop)
             problems = verify(service, job)
@@ -154,16 +160,7 @@ def measure_service(
                 return {"failed": problems}
             result["runtime"] = httpx.get(service.url + "/info", timeout=10).json()["runtime"]
         with phase(f"{name}: main run"):
-            # The ceilings, on the same core just before and just after the service's main
-            # run: the service's CPU cost per request is judged against their mean.
-            pipelines = ceiling_pipelines(pipeline)
-            before = [job.ceiling(p) for p in pipelines]
             result["main"] = load_test(service, job.main_payload, JSON, plan.seconds, job)
-            after = [job.ceiling(p) for p in pipelines]
-            runs = zip(pipelines, before, after, strict=True)
-            ceilings = {p: mean_ceiling([b, a]) for p, b, a in runs}
-            result["ceiling"] = ceilings[pipeline]
-            result["reference_ceiling"] = ceilings[REFERENCE_PIPELINE]
         if plan.sweep_seconds:
             with phase(f"{name}: size sweep"):
                 result["sweep"] = {
@@ -181,5 +178,10 @@ def measure_service(
             result["open_loop"] = open_loop_sweep(service, closed_rps, job)
         result["stages"] = httpx.get(service.url + "/metrics").text
     with phase(f"{name}: cold starts"):
+        after = [job.ceiling(p) for p in pipelines]
+        runs = zip(pipelines, before, after, strict=True)
+        ceilings = {p: mean_ceiling([b, a]) for p, b, a in runs}
+        result["ceiling"] = ceilings[pipeline]
+        result["reference_ceiling"] = ceilings[REFERENCE_PIPELINE]
         result["startup"] = measure_startup(launch, plan.startup_runs)
     return result

@@ -82,7 +82,8 @@ def render_summary(machines: dict[str, dict[str, dict[str, Any]]]) -> str:
         for name, mode in columns
     ]
     lines = [
-        "Requests/s per core (efficiency against the machine's in-process ceiling):",
+        "Requests/s per core (efficiency against the machine's in-process ceiling; † ceiling "
+        "timed beside the idle service, see each machine's table):",
         "",
         f"| strategy | {' | '.join(header)} |",
         "|---|" + "---|" * len(columns),
@@ -91,7 +92,10 @@ def render_summary(machines: dict[str, dict[str, dict[str, Any]]]) -> str:
         cells = []
         for column in columns:
             row = derived[column].get(strategy)
-            cells.append(f"{row['rps_per_core']:.1f} ({row['efficiency']:.0%})" if row else "-")
+            mark = "†" if row and row["ceiling_beside_service"] else ""
+            cells.append(
+                f"{row['rps_per_core']:.1f} ({row['efficiency']:.0%}{mark})" if row else "-"
+            )
         lines.append(f"| {strategy} | {' | '.join(cells)} |")
     return "\n".join(lines)
 

@@ -118,13 +118,14 @@ def plan_phases(plan: Plan, mode: str, names: list[str]) -> list[Phase]:
         phases += [Phase("images", 0.0), Phase(EXPORT_JOB, EXPORT_JOB_S)]
     phases.append(Phase("ceiling", plan.ceiling_seconds + 2))
     for name in names:
+        # Two ceilings (the service's pipeline, today's) before it starts and after it stops.
+        ceilings = 2 * (plan.ceiling_seconds + 2)
         steps = [
-            ("start and verify", START_S[mode]),
-            # Two ceilings (the service's pipeline, today's), before and after.
-            ("main run", 4 * (plan.ceiling_seconds + 2) + plan.seconds),
+            ("start and verify", ceilings + START_S[mode]),
+            ("main run", plan.seconds),
             ("size sweep", 3 * (plan.sweep_seconds + 1) if plan.sweep_seconds else None),
             ("open loop", 3 + len(plan.open_loop_fractions) * (plan.open_loop_seconds + 1)),
-            ("cold starts", plan.startup_runs * COLD_START_S[mode]),
+            ("cold starts", ceilings + plan.startup_runs * COLD_START_S[mode]),
         ]
         phases += [Phase(f"{name}: {step}", s) for step, s in steps if s is not None]
     return phases

@@ -68,6 +68,8 @@ def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
             "rps": ab["requests_per_second"],
             "rps_per_core": per_core,
             "efficiency": per_core / ceiling["requests_per_second"],
+            # Older records timed the ceilings beside the service, idle but running.
+            "ceiling_beside_service": result.get("ceilings_measured") != "service stopped",
             "ceiling_rps": ceiling["requests_per_second"],
             "ceiling_ms": ceiling["cpu_ms_per_request"],
             "mean_ms": ab["time_per_request_ms"],
@@ -175,7 +177,7 @@ def render_tables(record: dict[str, Any], plots: str) -> str:
         f"`{ceiling['payload']}`. Today's reference-exact pipeline (`graph`: libjpeg-turbo, "
         f"the any-size graph with the resize inside) gave {ceiling['requests_per_second']:.1f} "
         "requests/s at the start. Each service's own pipeline and `graph` are measured again "
-        "just before and just after its main run (mean of the two): efficiency and CPU cost "
+        "just before it starts and just after it stops (mean of the two): efficiency and CPU cost "
         "are judged against its own pipeline's, the speed-up against `graph`'s.",
         "",
         "| service | pipeline | requests/s | per core | efficiency | vs today's ceiling "
@@ -186,11 +188,19 @@ def render_tables(record: dict[str, Any], plots: str) -> str:
     for name, r in rows.items():
         lines.append(
             f"| {name} | `{r['pipeline']}` | {r['rps']:.1f} | {r['rps_per_core']:.1f} | "
-            f"{r['efficiency']:.0%} | {r['vs_reference']:.2f}x | "
+            f"{r['efficiency']:.0%}{'†' if r['ceiling_beside_service'] else ''} | "
+            f"{r['vs_reference']:.2f}x | "
             f"{_ratio(r['rps'], base.get('rps'))} | {r['mean_ms']:.1f} | {r['p50_ms']:.0f} | "
             f"{r['p90_ms']:.0f} | {r['p99_ms']:.0f} | {r['non_2xx']:.0f} | "
             f"{r['bounded_per_core']:.1f} | {_ms(r['p99_at_80_ms'])} |"
         )
+    if any(r["ceiling_beside_service"] for r in rows.values()):
+        lines += [
+            "",
+            "† Ceilings timed while the service ran, idle (results measured before the harness "
+            "stopped services for them): a service's own idle work, such as a framework worker "
+            "polling its queue, lowers the ceiling and flatters the efficiency.",
+        ]
     lines += ["", *render_stages(rows)]
     runs = next(iter(rows.values()))["startup_runs"] if rows else 0
     lines += [
