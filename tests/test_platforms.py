@@ -280,6 +280,9 @@ PLATFORMS = [
 SELECTIONS = {
     "onnx_serving": ["--no-dev", "--package", "onnx-serving"],
     "torch_serving": ["--no-dev", "--package", "torch-serving"],
+    "litserve_serving": ["--no-dev", "--package", "litserve-serving"],
+    "bentoml_serving": ["--no-dev", "--package", "bentoml-serving"],
+    "ray_serving": ["--no-dev", "--package", "ray-serving"],
     "exporter": ["--no-dev", "--package", "weather-model", "--extra", "export"],
     "gcs emulator": ["--only-group", "emulator"],
     "make setup": ["--all-packages"],

@@ -1,0 +1,1 @@
+"""bentoml_serving."""

@@ -1,0 +1,87 @@
+"""The API method's work, on BentoML's inference thread: each request parsed, decoded and
+preprocessed on its own, one inference for all that were not refused, each answered with
+its own finished HTTP response.
+
+BentoML hands the method one request, or with MAX_BATCH_SIZE > 1 whatever its dispatcher
+gathered. A refused request (bad JSON or base64, not an image, a bomb) gets its own error
+and never fails the others: BentoML would answer every request of a batch with the
+exception of one.
+"""
+
+import contextlib
+import logging
+import os
+import sys
+import threading
+from typing import Any, cast
+
+from serving_common.app import INFERENCE_NICENESS, json_response
+from serving_common.errors import ServiceError
+from serving_common.protocol import (
+    CLIENT_GONE_STATUS,
+    network_input,
+    predict_batch,
+    prediction_document,
+)
+from serving_common.startup import ServiceState
+from starlette.responses import Response
+
+from bentoml_serving.request import PredictRequest
+
+log = logging.getLogger(__name__)
+INTERNAL_ERROR = {"error": "internal error", "error_type": "internal"}
+_thread = threading.local()
+
+
+def error_response(refusal: ServiceError) -> Response:
+    response = json_response(refusal.body(), refusal.status)
+    response.headers.update(refusal.headers)
+    return response
+
+
+def yield_to_http() -> None:
+    """Lower the calling thread's priority once (app.py's INFERENCE_NICENESS): HTTP first
+    when both want the same core. Per thread, as BentoML's threads come and go (anyio ends
+    an idle one after 10 s). Linux only, where a thread's native id is a PRIO_PROCESS
+    target; elsewhere it would name a process."""
+    if getattr(_thread, "yielded", False):
+        return
+    _thread.yielded = True
+    if sys.platform == "linux":
+        with contextlib.suppress(OSError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
+
+
+def answer_requests(state: ServiceState, requests: list[PredictRequest]) -> list[Response]:
+    """One finished response per request, in order."""
+    answers: list[Response | None] = [None] * len(requests)
+    admitted: list[int] = []
+    inputs: list[Any] = []
+    for i, request in enumerate(requests):
+        if request.gone:  # its client left while it waited: dropped, counted 499 by front.py
+            answers[i] = Response(status_code=CLIENT_GONE_STATUS)
+            continue
+        try:
+            inputs.append(
+                network_input(state, request.media_type, request.body, request.read_seconds)
+            )
+            admitted.append(i)
+        except ServiceError as refusal:
+            answers[i] = error_response(refusal)
+        except Exception:
+            log.exception("internal error")
+            answers[i] = json_response(INTERNAL_ERROR, 500)
+    if admitted:
+        try:
+            scores = predict_batch(state, inputs)
+        except Exception:
+            log.exception("internal error")
+            for i in admitted:
+                answers[i] = json_response(INTERNAL_ERROR, 500)
+        else:
+            labels = state.model.labels
+            for i, row in zip(admitted, scores, strict=True):
+                document = prediction_document(labels, row, requests[i].with_probabilities)
+                answers[i] = json_response(document)
+    # Every request has its answer by now: refused, dropped or predicted.
+    return cast(list[Response], answers)
