@@ -1,0 +1,1 @@
+"""ray_serving: Ray Serve hosting onnx_serving's ONNX Runtime predictor."""

@@ -1,0 +1,94 @@
+"""The launcher's parts in-process, without Ray: which HAProxy log lines are predictions
+dropped before a replica saw them, the one line a replica's startup failure becomes, the
+environment Ray starts with, and the process-tree walk that stops what is left."""
+
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from ray_serving.aborts import dropped_prediction
+from ray_serving.ingress import HAPROXY_ENV, haproxy_log_socket, ray_environment
+from ray_serving.launcher import replica_problem
+from ray_serving.processes import descendants, stop_descendants
+
+# HAProxy's HTTP log lines (`option httplog`), as sent to syslog.
+PREFIX = "<134>Nov 30 10:30:00 haproxy[1234]: 127.0.0.1:40000 [30/Nov/2026:10:30:00.123] "
+DROPPED = PREFIX + (
+    "http_frontend ray_serving/<NOSRV> 0/-1/-1/-1/1 -1 0 - - CC-- 1/1/0/0/0 0/0 "
+    '"POST /predict/?probabilities=true HTTP/1.1"'
+)
+REACHED = PREFIX + (
+    "http_frontend ray_serving/replica_1 0/0/0/-1/40 -1 0 - - CD-- 1/1/0/0/0 0/0 "
+    '"POST /predict/ HTTP/1.1"'
+)
+SERVED = PREFIX + (
+    "http_frontend ray_serving/replica_1 0/0/0/12/12 200 190 - - ---- 1/1/0/0/0 0/0 "
+    '"POST /predict HTTP/1.1"'
+)
+HEALTH = PREFIX + (
+    'http_frontend ray_serving/<NOSRV> 0/-1/-1/-1/0 -1 0 - - CC-- 1/1/0/0/0 0/0 "GET / HTTP/1.1"'
+)
+
+
+def test_only_predictions_dropped_before_a_replica_count():
+    assert dropped_prediction(DROPPED)
+    assert not dropped_prediction(REACHED)  # the replica saw it and counted it
+    assert not dropped_prediction(SERVED)
+    assert not dropped_prediction(HEALTH)
+    assert not dropped_prediction("<133>Nov 30 haproxy[1]: Server ray_serving/replica_1 is UP")
+
+
+def test_a_replica_startup_failure_is_its_own_line():
+    traceback = (
+        "Deploying application ray_serving failed: Traceback (most recent call last):\n"
+        '  File "app.py", line 1, in __init__\n'
+        "ray_serving.app.ReplicaStartupError: gs://m/model.onnx: no such object\n"
+    )
+    assert replica_problem(RuntimeError(traceback)) == "gs://m/model.onnx: no such object"
+    assert replica_problem(RuntimeError("timed out\nmore")) == "Serve did not start: timed out"
+
+
+def test_each_launch_gets_its_own_haproxy_files_and_ports(tmp_path):
+    one, two = ray_environment(tmp_path / "one"), ray_environment(tmp_path / "two")
+    for name in ("RAY_SERVE_HAPROXY_SOCKET_PATH", "RAY_SERVE_HAPROXY_CONFIG_FILE_LOC"):
+        assert one[name].startswith(str(tmp_path / "one"))
+    assert one["RAY_SERVE_HAPROXY_LOG_TARGET"] == str(haproxy_log_socket(tmp_path / "one"))
+    for port in ("RAY_SERVE_HAPROXY_STATS_PORT", "RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"):
+        assert one[port] != two[port]
+    assert one[HAPROXY_ENV] == ("1" if sys.platform == "linux" else "0")
+
+
+def test_haproxys_admin_socket_path_fits_a_unix_socket():
+    """Serve puts it under <dir>/<node id: 56 characters>/; a socket path has at most 107
+    bytes. The launch folder is where __main__.py makes it."""
+    work = tempfile.mkdtemp(prefix="ray_serving-")
+    try:
+        socket_dir = os.path.dirname(ray_environment(Path(work))["RAY_SERVE_HAPROXY_SOCKET_PATH"])
+        assert len(os.path.join(socket_dir, "n" * 56, "admin.sock")) <= 107
+    finally:
+        os.rmdir(work)
+
+
+def test_what_is_left_of_a_tree_is_stopped():
+    """A child and its child: both found under the child's parent; the grandchild stopped
+    with the child's tree."""
+    script = (
+        "import subprocess, sys, time; "
+        "subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(60)']); "
+        "time.sleep(60)"
+    )
+    child = subprocess.Popen([sys.executable, "-c", script])
+    try:
+        deadline = time.monotonic() + 10
+        while not descendants(child.pid) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        (grandchild,) = descendants(child.pid)
+        assert {child.pid, grandchild} <= set(descendants())
+        assert stop_descendants(child.pid, grace_seconds=5) == [grandchild]
+        assert descendants(child.pid) == []
+    finally:
+        child.kill()
+        child.wait()
