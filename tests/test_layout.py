@@ -125,3 +125,15 @@ def test_a_bad_manifest_is_refused_with_the_fix(tmp_path):
     )
     with pytest.raises(ManifestError, match="tables of environment strings"):
         load_strategy(folder)
+
+
+def test_a_framework_is_set_against_a_strategy_that_exists(tmp_path):
+    folder = tmp_path / "framed_serving"
+    folder.mkdir()
+    (folder / "strategy.toml").write_text(
+        'name = "framed_serving"\ntitle = "t"\nstack = "s"\nport = 8090\n'
+        'model = "ONNX_FILE"\nrun = ["python"]\nframework_over = "hand_built_serving"\n'
+    )
+    assert load_strategy(folder).framework_over == "hand_built_serving"
+    with pytest.raises(ManifestError, match="'hand_built_serving', which is not a strategy"):
+        discover_strategies([tmp_path])

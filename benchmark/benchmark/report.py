@@ -21,6 +21,7 @@ from benchmark.tables import (
     plan_name,
     render_deployment,
     render_fidelity,
+    render_framework_costs,
     render_tables,
 )
 
@@ -100,14 +101,19 @@ def render_summary(machines: dict[str, dict[str, dict[str, Any]]]) -> str:
     return "\n".join(lines)
 
 
-def render_machine(records: dict[str, Any], folder: Path, readme_dir: Path) -> str:
-    """One machine's section: native tables and plots, then the deployment table."""
+def render_machine(
+    records: dict[str, Any], folder: Path, readme_dir: Path, framework_over: dict[str, str]
+) -> str:
+    """One machine's section: native tables and plots, what each framework costs, then the
+    deployment table. `framework_over`: framework strategy -> the one it is set against."""
     any_record = records.get("native") or records["compose"]
     shown = folder.relative_to(readme_dir) if folder.is_relative_to(readme_dir) else folder
     lines = [f"### {machine_title(any_record)}", "", f"Raw results: `{shown}/`.", ""]
     if "native" in records:
         plot_results(records["native"], folder)
         lines += [render_tables(records["native"], str(shown)), ""]
+        costs = render_framework_costs(records["native"], framework_over)
+        lines += [costs, ""] if costs else []
     fidelity = folder / FIDELITY_FILE
     if fidelity.exists():
         lines += [
@@ -130,15 +136,19 @@ def render_machine(records: dict[str, Any], folder: Path, readme_dir: Path) -> s
     return "\n".join(lines).rstrip()
 
 
-def render_results(results: Path, readme_dir: Path) -> str:
+def render_results(results: Path, readme_dir: Path, strategies: dict[str, Strategy]) -> str:
     """The summary across machines, then each machine's section (and its plots)."""
+    framework_over = {
+        s.name: s.framework_over for s in strategies.values() if s.framework_over is not None
+    }
     results = results.resolve()
     machines = load_machines(results)
     if not machines:
         return "No results yet: `make bench`."
     sections = [render_summary(machines)]
     sections += [
-        render_machine(records, results / name, readme_dir) for name, records in machines.items()
+        render_machine(records, results / name, readme_dir, framework_over)
+        for name, records in machines.items()
     ]
     return "\n\n".join(sections)
 
@@ -157,9 +167,10 @@ def main() -> None:
     parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
     parser.add_argument("--results", type=Path, default=RESULTS, help="one folder per machine")
     args = parser.parse_args()
-    strategies = render_strategies(discover_strategies([ROOT]))
-    render_readme(args.readme, strategies, (STRATEGIES_START, STRATEGIES_END))
-    render_readme(args.readme, render_results(args.results, args.readme.parent.resolve()))
+    strategies = discover_strategies([ROOT])
+    render_readme(args.readme, render_strategies(strategies), (STRATEGIES_START, STRATEGIES_END))
+    readme_dir = args.readme.parent.resolve()
+    render_readme(args.readme, render_results(args.results, readme_dir, strategies))
     print(f"rendered {args.readme}: the strategy table and the results in {args.results}")
 
 

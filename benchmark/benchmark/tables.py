@@ -8,6 +8,7 @@ STAGES = ("parse", "decode", "preprocess", "inference")
 _STAGE_LINE = re.compile(
     r'^predict_stage_duration_seconds_(sum|count)\{stage="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE
 )
+_BATCH_LINE = re.compile(r"^predict_batch_size_(sum|count) ([0-9.e+-]+)$", re.MULTILINE)
 
 
 def stage_ms(metrics: str) -> dict[str, float]:
@@ -20,6 +21,15 @@ def stage_ms(metrics: str) -> dict[str, float]:
         for stage in STAGES
         if totals.get(("count", stage))
     }
+
+
+def mean_batch_size(metrics: str) -> float | None:
+    """Requests per inference over the run, from a service's /metrics text; None where the
+    service does not count them (the Rust and PyTorch hosts)."""
+    totals: dict[str, float] = {}
+    for kind, value in _BATCH_LINE.findall(metrics):
+        totals[kind] = totals.get(kind, 0.0) + float(value)
+    return totals["sum"] / totals["count"] if totals.get("count") else None
 
 
 def _mean(values: list[float]) -> float:
@@ -90,6 +100,7 @@ def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
             "bounded_per_core": latency_bounded_rps(result["open_loop"]) / cores,
             # At 80% of the service's own closed-loop throughput: latency with headroom.
             "p99_at_80_ms": p99_at(result["open_loop"], 0.8 * ab["requests_per_second"]),
+            "mean_batch": mean_batch_size(result.get("stages", "")),
             **{
                 f"sweep_{k}": v["ab"]["requests_per_second"] / cores
                 for k, v in result.get("sweep", {}).items()
@@ -355,4 +366,45 @@ def render_fidelity(record: dict[str, Any], services: dict[str, dict[str, Any]])
                 for name, r in services.items()
             ),
         ]
+    return "\n".join(lines)
+
+
+def render_framework_costs(record: dict[str, Any], framework_over: dict[str, str]) -> str:
+    """Each framework configuration against the strategy hosting the same predictor
+    without a framework (`framework_over`: strategy name -> that strategy, from the
+    manifests), both from `record`; empty when the record has no such pair."""
+    rows = derive(record)
+    pairs = [
+        (name, framework_over[name.split("+")[0]])
+        for name in rows
+        if framework_over.get(name.split("+")[0]) in rows
+    ]
+    if not pairs:
+        return ""
+    slo = next(
+        (r["open_loop"]["slo_ms"] for r in record["services"].values() if "open_loop" in r), 100.0
+    )
+    lines = [
+        "What a framework costs: each framework configuration against the strategy that hosts "
+        "the same predictor without one, from the same record (the differences are the "
+        "framework's; `+batched`: its dynamic batching on).",
+        "",
+        "| configuration | against | requests/s per core | difference | CPU ms/request "
+        f"| difference | p99 ms at 80% of its own capacity | per core at p99 ≤ {slo:.0f} ms "
+        "| RSS MB | ratio | start s | requests per inference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, host in pairs:
+        r, h = rows[name], rows[host]
+        batch = f"{r['mean_batch']:.2f}" if r["mean_batch"] is not None else "-"
+        lines.append(
+            f"| {name} | {host} | {r['rps_per_core']:.1f} | "
+            f"{r['rps_per_core'] / h['rps_per_core'] - 1:+.0%} | "
+            f"{r['cpu_ms_per_request']:.1f} | "
+            f"{r['cpu_ms_per_request'] - h['cpu_ms_per_request']:+.1f} | "
+            f"{_ms(r['p99_at_80_ms'])} (host {_ms(h['p99_at_80_ms'])}) | "
+            f"{r['bounded_per_core']:.1f} (host {h['bounded_per_core']:.1f}) | "
+            f"{r['rss_mb_mean']:.0f} | {r['rss_mb_mean'] / h['rss_mb_mean']:.1f}x | "
+            f"{r['ready_s']:.1f} | {batch} |"
+        )
     return "\n".join(lines)

@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -175,7 +176,8 @@ def test_report_renders_every_machine(quick_record, tmp_path):
         (results / name).mkdir(parents=True)
         for file, record in files.items():
             (results / name / f"{file}.json").write_text(json.dumps(record))
-    text = render_results(results, tmp_path)
+    strategies = discover_strategies()
+    text = render_results(results, tmp_path, strategies)
     summary = text.split("\n### ")[0]
     assert summary.count("| onnx_serving |") == 1
     assert "Apple M2 Max, 12 cores, darwin arm64, native (short plan)" in summary
@@ -187,6 +189,12 @@ def test_report_renders_every_machine(quick_record, tmp_path):
     host_section = next(s for s in sections if not s.startswith("Apple"))
     assert "Short plan" in apple_section and "cores not pinned" in apple_section
     assert "Short plan" not in host_section and "Quick plan" not in host_section  # the full run
+    # Each framework configuration beside the strategy hosting the same predictor.
+    frameworks = [n for n in full["services"] if strategies[n.split("+")[0]].framework_over]
+    assert frameworks and "What a framework costs" in host_section
+    for name in frameworks:
+        host = strategies[name.split("+")[0]].framework_over
+        assert re.search(rf"^\| {re.escape(name)} \| {host} \| \d", host_section, re.M), name
     for name in runs:
         assert (results / name / "throughput.png").stat().st_size > 5_000
         assert f"](results/{name}/throughput.png)" in text

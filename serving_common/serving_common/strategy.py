@@ -54,6 +54,9 @@ class Strategy:
     # Configurations the harness measures besides the default one, each named and given as
     # the environment it adds (e.g. batched = {MAX_BATCH_SIZE = "8"}): "<name>+<variant>".
     variants: dict[str, dict[str, str]] = field(default_factory=dict)
+    # A framework strategy: the strategy that hosts the same predictor without one, which
+    # the results' framework table sets it against (what the framework costs).
+    framework_over: str | None = None
 
     @property
     def model_file(self) -> str:
@@ -112,6 +115,9 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
         for env in variants.values()
     ):
         raise fail('`[variants.NAME]` must be tables of environment strings, e.g. A = "1"')
+    framework_over = raw.get("framework_over")
+    if framework_over is not None and (not isinstance(framework_over, str) or not framework_over):
+        raise fail("`framework_over` must name the strategy hosting the same predictor")
     docker = None
     if "docker" in raw:
         table = raw["docker"]
@@ -131,6 +137,7 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
         predictor=predictor,
         ceiling=text("ceiling") if "ceiling" in raw else Strategy.ceiling,
         variants=variants,
+        framework_over=framework_over,
     )
 
 
@@ -155,6 +162,12 @@ def discover_strategies(dirs: list[Path] | None = None) -> dict[str, Strategy]:
                 )
             found[strategy.name] = strategy
             ports[strategy.port] = strategy.name
+    for strategy in found.values():
+        if strategy.framework_over is not None and strategy.framework_over not in found:
+            raise ManifestError(
+                f"{strategy.folder / MANIFEST}: `framework_over` names "
+                f"{strategy.framework_over!r}, which is not a strategy here"
+            )
     return dict(sorted(found.items()))
 
 
