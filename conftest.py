@@ -2,11 +2,14 @@
 payload, and every discovered strategy as a real process pulling its model from it."""
 
 import functools
+import os
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
+import httpx
+import psutil
 import pytest
 import torch
 from benchmark.processes import GcsEmulator, RunningService, free_port, start_service
@@ -94,6 +97,64 @@ def reference_answer(image: bytes) -> dict[str, float]:
 @functools.cache
 def _reference_model() -> torch.nn.Module:
     return load_network(demo_state_dict())
+
+
+# The strategies' own host tests (<strategy>/tests/test_*_host.py): one service of a
+# strategy, from a local model file and with settings of the test's, driven over HTTP.
+
+
+def image_media_type(path: Path) -> str:
+    """The Content-Type of a sample image file."""
+    return "image/png" if path.suffix == ".png" else "image/jpeg"
+
+
+def predict_with_probabilities(
+    service: RunningService, body: bytes, content_type: str
+) -> httpx.Response:
+    """`POST /predict/?probabilities=true` with `body`."""
+    return httpx.post(
+        f"{service.url}/predict/?probabilities=true",
+        content=body,
+        headers={"Content-Type": content_type},
+        timeout=60,
+    )
+
+
+def metric_samples(service: RunningService) -> dict[str, float]:
+    """`GET /metrics` as each sample's name (with its labels) -> its value."""
+    text = httpx.get(service.url + "/metrics", timeout=10).text
+    return {
+        name: float(value)
+        for name, value in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1].isalpha())
+    }
+
+
+def still_running(processes: list[psutil.Process]) -> list[psutil.Process]:
+    """Those still running (an exited orphan not yet reaped is a zombie, not running)."""
+    running = []
+    for process in processes:
+        try:
+            if process.status() != psutil.STATUS_ZOMBIE:
+                running.append(process)
+        except psutil.NoSuchProcess:
+            pass
+    return running
+
+
+def local_env(artifacts: Path, name: str, **env: str) -> dict[str, str]:
+    """This process's environment, MODEL_URI the strategy's model file in `artifacts`, and
+    `env` on top."""
+    return {**os.environ, "MODEL_URI": str(artifacts / STRATEGIES[name].model_file), **env}
+
+
+def local_service(artifacts: Path, name: str, **env: str) -> Iterator[RunningService]:
+    """The strategy `name` running from its model file in `artifacts` with `env` (settings),
+    killed when the generator is closed: for a fixture to `yield from`."""
+    service = start_service(STRATEGIES[name], local_env(artifacts, name, **env))
+    try:
+        yield service
+    finally:
+        service.kill()
 
 
 __all__ = ["STRATEGIES", "GcsEmulator", "RunningService", "free_port", "start_service"]

@@ -26,11 +26,9 @@ from serving_common.protocol import (
     IMAGE_MEDIA_TYPES,
     JSON_MEDIA_TYPE,
     ClientGone,
-    discard_body,
+    PredictRequest,
     image_from_body,
-    media_type,
-    probabilities_requested,
-    read_body,
+    read_predict_request,
 )
 from serving_common.settings import Settings
 from starlette.datastructures import Headers, QueryParams
@@ -38,7 +36,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from bentoml_serving.inference import error_response
-from bentoml_serving.request import PREDICT_PATH, REQUEST_SCOPE_KEY, PredictRequest
+from bentoml_serving.request import PREDICT_PATH, REQUEST_SCOPE_KEY, QueuedRequest
 from bentoml_serving.worker import process_metrics
 
 GET_METHODS = frozenset({"GET", "HEAD"})
@@ -87,48 +85,39 @@ class ContractFront:
         """One admitted prediction: its body, then BentoML; counted by the status it was
         answered with."""
         started = time.perf_counter()
-        deadline = time.monotonic() + self.settings.body_timeout_seconds
-        chunks = body_chunks(receive)
         status = 500  # unless an answer starts: an exception escaped
         try:
             try:
-                request = await self.read_request(scope, chunks, started)
+                request = await self.read_request(scope, receive, started)
             except ServiceError as refusal:
-                # Refused before the body was read (a bad query)? Read the rest first, or
-                # the connection is reset; a no-op once it has been read.
-                await discard_body(chunks, deadline - time.monotonic())
                 status = refusal.status
                 await error_response(refusal)(scope, receive, send)
                 return
-            status = await self.answer(scope, request, receive, send)
+            status = await self.answer(scope, QueuedRequest(request), receive, send)
         except ClientGone:
             status = CLIENT_GONE_STATUS  # nobody reads an answer now (see __call__)
         finally:
             self.metrics.requests.labels(str(status)).inc()
             self.metrics.latency.observe(time.perf_counter() - started)
 
-    async def read_request(self, scope: Scope, chunks: Any, started: float) -> PredictRequest:
-        """The body, whole and within the limits, and what the headers and the query say
-        about it; ServiceError (the contract's 4xx) or ClientGone."""
-        settings = self.settings
-        headers = Headers(scope=scope)
-        flag = QueryParams(scope["query_string"]).get("probabilities")
-        with_probabilities = probabilities_requested(flag)
-        body = await read_body(
-            chunks,
-            headers.get("content-length"),
-            settings.max_body_bytes,
-            settings.body_timeout_seconds,
+    async def read_request(self, scope: Scope, receive: Receive, started: float) -> PredictRequest:
+        """The request read under the contract's limits (protocol.read_predict_request),
+        its media type checked; ServiceError (the contract's 4xx) or ClientGone."""
+        request = await read_predict_request(
+            body_chunks(receive),
+            Headers(scope=scope),
+            QueryParams(scope["query_string"]),
+            self.settings,
+            started,
         )
-        kind = media_type(headers.get("content-type"))
-        if kind not in ACCEPTED_MEDIA_TYPES:
+        if request.media_type not in ACCEPTED_MEDIA_TYPES:
             # The contract's 415, as the API method would answer it. NOTE: BentoML itself
             # refuses its pickle media type before the method, in a shape of its own.
-            image_from_body(kind, body)
-        return PredictRequest(kind, body, with_probabilities, time.perf_counter() - started)
+            image_from_body(request.media_type, request.body)
+        return request
 
     async def answer(
-        self, scope: Scope, request: PredictRequest, receive: Receive, send: Send
+        self, scope: Scope, queued: QueuedRequest, receive: Receive, send: Send
     ) -> int:
         """BentoML's answer to a request whose body is read; the status it got, 499 if the
         client left first (its work then dropped if not yet started: inference.py)."""
@@ -137,7 +126,7 @@ class ContractFront:
 
         def left(watched: "asyncio.Future[None]") -> None:
             if not watched.cancelled():
-                request.gone = True
+                queued.gone = True
                 gone.set()
 
         # The body is whole and nobody else reads `receive` now: watch for the client leaving.
@@ -151,10 +140,10 @@ class ContractFront:
         async def send_answer(message: Message) -> None:
             nonlocal status
             if message["type"] == "http.response.start":
-                status = CLIENT_GONE_STATUS if request.gone else message["status"]
+                status = CLIENT_GONE_STATUS if queued.gone else message["status"]
             await send(message)
 
-        inner = {**scope, "path": PREDICT_PATH, REQUEST_SCOPE_KEY: request}
+        inner = {**scope, "path": PREDICT_PATH, REQUEST_SCOPE_KEY: queued}
         try:
             await self.app(inner, until_gone, send_answer)
         finally:

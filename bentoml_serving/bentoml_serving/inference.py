@@ -26,7 +26,7 @@ from serving_common.protocol import (
 from serving_common.startup import ServiceState
 from starlette.responses import Response
 
-from bentoml_serving.request import PredictRequest
+from bentoml_serving.request import QueuedRequest
 
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = {"error": "internal error", "error_type": "internal"}
@@ -52,19 +52,17 @@ def yield_to_http() -> None:
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), INFERENCE_NICENESS)
 
 
-def answer_requests(state: ServiceState, requests: list[PredictRequest]) -> list[Response]:
+def answer_requests(state: ServiceState, requests: list[QueuedRequest]) -> list[Response]:
     """One finished response per request, in order."""
     answers: list[Response | None] = [None] * len(requests)
     admitted: list[int] = []
     inputs: list[Any] = []
-    for i, request in enumerate(requests):
-        if request.gone:  # its client left while it waited: dropped, counted 499 by front.py
+    for i, queued in enumerate(requests):
+        if queued.gone:  # its client left while it waited: dropped, counted 499 by front.py
             answers[i] = Response(status_code=CLIENT_GONE_STATUS)
             continue
         try:
-            inputs.append(
-                network_input(state, request.media_type, request.body, request.read_seconds)
-            )
+            inputs.append(network_input(state, queued.request))
             admitted.append(i)
         except ServiceError as refusal:
             answers[i] = error_response(refusal)
@@ -81,7 +79,8 @@ def answer_requests(state: ServiceState, requests: list[PredictRequest]) -> list
         else:
             labels = state.model.labels
             for i, row in zip(admitted, scores, strict=True):
-                document = prediction_document(labels, row, requests[i].with_probabilities)
+                with_probabilities = requests[i].request.with_probabilities
+                document = prediction_document(labels, row, with_probabilities)
                 answers[i] = json_response(document)
     # Every request has its answer by now: refused, dropped or predicted.
     return cast(list[Response], answers)

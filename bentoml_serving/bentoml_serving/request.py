@@ -3,7 +3,7 @@ that carry it through BentoML's endpoint and its batching dispatcher.
 
 The contract's share of the HTTP request (admission, the body under its limits and
 deadline, the query flag) is done before BentoML routes it (front.py), so the request
-reaches BentoML with its body already read, as a `PredictRequest` in the ASGI scope.
+reaches BentoML with its body already read, as a `QueuedRequest` in the ASGI scope.
 `PredictInput.from_http_request` hands it to the API method as a list of one: the shape
 BentoML's dispatcher concatenates into batches (its default container for lists) and
 splits the method's list of answers back along. The method answers with finished HTTP
@@ -15,10 +15,11 @@ its Content-Type (JSON, multipart, pickle) and has no input type for a raw JPEG 
 body, nor for a body read under size and time limits.
 """
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import bentoml
+from serving_common.protocol import PredictRequest
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -29,22 +30,19 @@ PREDICT_PATH = "/predict"
 
 
 @dataclass(slots=True)
-class PredictRequest:
-    """What the API method needs of one request."""
+class QueuedRequest:
+    """One request on its way through BentoML's dispatcher, and whether its client has
+    left."""
 
-    media_type: str
-    body: bytes
-    with_probabilities: bool
-    # From the request's start to the whole body: part of the parse stage, as in app.py.
-    read_seconds: float
+    request: PredictRequest
     # Set by front.py when the client disconnects first: work not yet started is dropped.
-    gone: bool = field(default=False)
+    gone: bool = False
 
 
 class PredictInput(bentoml.IODescriptor):
     """The API method's one argument: the request, as a list of one."""
 
-    # Any: a PredictRequest; pydantic builds no schema for it, and none is needed.
+    # Any: a QueuedRequest; pydantic builds no schema for it, and none is needed.
     requests: list[Any]
 
     @classmethod

@@ -20,7 +20,7 @@ from starlette.responses import Response
 
 from bentoml_serving.front import ContractFront, ContractRoutes
 from bentoml_serving.inference import answer_requests, yield_to_http
-from bentoml_serving.request import PREDICT_PATH, PredictInput, PredictOutput, PredictRequest
+from bentoml_serving.request import PREDICT_PATH, PredictInput, PredictOutput, QueuedRequest
 from bentoml_serving.worker import (
     handed_launch,
     in_worker,
@@ -122,7 +122,7 @@ class OnnxPredictorService:
         max_batch_size=max(SMALLEST_BATCH_LIMIT, SETTINGS.max_batch_size),
         max_latency_ms=deadline_seconds(SETTINGS) * 1000,
     )
-    def predict(self, requests: list[PredictRequest]) -> list[Response]:
+    def predict(self, requests: list[QueuedRequest]) -> list[Response]:
         """One request, or the batch BentoML's dispatcher gathered: one answer each."""
         yield_to_http()
         return answer_requests(self.state, requests)

@@ -22,7 +22,18 @@ from benchmark.processes import RunningService, run_to_exit
 from weather_model.contract import LABELS
 from weather_model.reference import sample_images
 
-from conftest import ROOT, STRATEGIES, free_port, start_service
+from conftest import (
+    ROOT,
+    STRATEGIES,
+    free_port,
+    image_media_type,
+    local_env,
+    local_service,
+    metric_samples,
+    predict_with_probabilities,
+    start_service,
+    still_running,
+)
 
 NAME = "bentoml_serving"
 MAX_BATCH_SIZE = 8
@@ -36,42 +47,9 @@ ROUNDS = 5
 EXIT_BOUND_SECONDS = 60
 
 
-def media_type(path) -> str:
-    return "image/png" if path.suffix == ".png" else "image/jpeg"
-
-
-def predict(service: RunningService, body: bytes, content_type: str) -> httpx.Response:
-    return httpx.post(
-        f"{service.url}/predict/?probabilities=true",
-        content=body,
-        headers={"Content-Type": content_type},
-        timeout=60,
-    )
-
-
-def samples(service: RunningService) -> dict[str, float]:
-    text = httpx.get(service.url + "/metrics", timeout=10).text
-    return {
-        name: float(value)
-        for name, value in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1].isalpha())
-    }
-
-
-def alive(processes: list[psutil.Process]) -> list[psutil.Process]:
-    """Those still running (an exited orphan not yet reaped is a zombie, not running)."""
-    running = []
-    for process in processes:
-        try:
-            if process.status() != psutil.STATUS_ZOMBIE:
-                running.append(process)
-        except psutil.NoSuchProcess:
-            pass
-    return running
-
-
 def wait_until_gone(processes: list[psutil.Process]) -> list[psutil.Process]:
     deadline = time.monotonic() + EXIT_BOUND_SECONDS
-    while (left := alive(processes)) and time.monotonic() < deadline:
+    while (left := still_running(processes)) and time.monotonic() < deadline:
         time.sleep(0.2)
     return left
 
@@ -79,32 +57,27 @@ def wait_until_gone(processes: list[psutil.Process]) -> list[psutil.Process]:
 @pytest.fixture(scope="module")
 def batched(artifacts) -> Iterator[RunningService]:
     """One worker batching up to MAX_BATCH_SIZE requests, from a local model file."""
-    strategy = STRATEGIES[NAME]
-    env = {
-        **os.environ,
-        "MODEL_URI": str(artifacts / strategy.model_file),
-        "MAX_BATCH_SIZE": str(MAX_BATCH_SIZE),
-    }
-    service = start_service(strategy, env)
-    try:
-        yield service
-    finally:
-        service.kill()
+    yield from local_service(artifacts, NAME, MAX_BATCH_SIZE=str(MAX_BATCH_SIZE))
 
 
 def test_concurrent_requests_share_inferences_and_keep_their_answers(batched):
     # Alone, each request is a batch of one: the unbatched answers.
-    alone = {path.name: predict(batched, path.read_bytes(), media_type(path)) for path in IMAGES}
+    alone = {
+        path.name: predict_with_probabilities(batched, path.read_bytes(), image_media_type(path))
+        for path in IMAGES
+    }
     assert all(response.status_code == 200 for response in alone.values())
     refused = [(b"{", "application/json"), (b"\xff\xd8\xff truncated", "image/jpeg")]
-    good = [(path, path.read_bytes(), media_type(path)) for path in IMAGES]
+    good = [(path, path.read_bytes(), image_media_type(path)) for path in IMAGES]
     good = (good * 2)[: CONCURRENT - len(refused)]
     requests = [(body, kind) for _, body, kind in good] + refused
     for _ in range(ROUNDS):
-        before = samples(batched)
+        before = metric_samples(batched)
         with ThreadPoolExecutor(len(requests)) as pool:
-            together = list(pool.map(lambda request: predict(batched, *request), requests))
-        after = samples(batched)
+            together = list(
+                pool.map(lambda request: predict_with_probabilities(batched, *request), requests)
+            )
+        after = metric_samples(batched)
 
         for (path, _, _), response in zip(good, together, strict=False):
             assert response.status_code == 200, response.text
@@ -144,7 +117,7 @@ def test_info_names_the_framework_and_its_batching(batched):
 def test_bentoml_keeps_its_probes_and_metrics_beside_the_contract(batched):
     for probe in ("/livez", "/healthz", "/readyz"):
         assert httpx.get(batched.url + probe, timeout=10).status_code == 200, probe
-    metrics = samples(batched)
+    metrics = metric_samples(batched)
     assert any(name.startswith("bentoml_service_request_total") for name in metrics)
     assert any(name.startswith("predict_requests_total") for name in metrics)
     # BentoML's UI and OpenAPI document are behind the contract's routes: 404 in its JSON.
@@ -213,9 +186,7 @@ def test_a_worker_that_cannot_start_ends_the_service_with_one_line(artifacts, tm
 def test_workers_end_with_a_killed_supervisor(artifacts):
     """SIGKILL to the launcher (BentoML's supervisor): its workers, which circus starts in
     sessions of their own, out of reach of the process group's signals, exit too."""
-    strategy = STRATEGIES[NAME]
-    env = {**os.environ, "MODEL_URI": str(artifacts / strategy.model_file), "WORKERS": "2"}
-    running = start_service(strategy, env)
+    running = start_service(STRATEGIES[NAME], local_env(artifacts, NAME, WORKERS="2"))
     try:
         workers = psutil.Process(running.pid).children(recursive=True)
         assert len(workers) == 2
@@ -224,6 +195,6 @@ def test_workers_end_with_a_killed_supervisor(artifacts):
         left = wait_until_gone(workers)
     finally:
         running.kill()
-        for process in alive(workers):
+        for process in still_running(workers):
             process.kill()
     assert left == [], [process.pid for process in left]

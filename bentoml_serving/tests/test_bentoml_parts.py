@@ -10,9 +10,10 @@ import httpx
 import pytest
 from bentoml_serving.front import ContractRoutes
 from bentoml_serving.inference import answer_requests
-from bentoml_serving.request import PredictRequest
+from bentoml_serving.request import QueuedRequest
 from onnx_serving.predictor import OnnxPredictor
 from serving_common.model_source import fetch_model
+from serving_common.protocol import PredictRequest
 from serving_common.settings import load_settings
 from serving_common.startup import ServiceState, build_state
 from weather_model.contract import LABELS
@@ -31,8 +32,8 @@ def state(artifacts, tmp_path_factory) -> ServiceState:
     return build_state(NAME, settings, fetched, OnnxPredictor)
 
 
-def request(body: bytes, media_type: str = "image/jpeg", gone: bool = False) -> PredictRequest:
-    return PredictRequest(media_type, body, True, 0.0, gone=gone)
+def request(body: bytes, media_type: str = "image/jpeg", gone: bool = False) -> QueuedRequest:
+    return QueuedRequest(PredictRequest(media_type, body, True, 0.0), gone=gone)
 
 
 def batches(state: ServiceState) -> tuple[float, float]:

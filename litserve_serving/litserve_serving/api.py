@@ -17,11 +17,16 @@ import numpy as np
 from fastapi import Depends, Response
 from serving_common.app import INFERENCE_NICENESS, json_response
 from serving_common.errors import ServiceError
-from serving_common.protocol import network_input, predict_batch, prediction_document
+from serving_common.protocol import (
+    PredictRequest,
+    network_input,
+    predict_batch,
+    prediction_document,
+)
 from serving_common.serve import exit_with_parent
 from serving_common.startup import Launch, ServiceState
 
-from litserve_serving.request import PREDICT_PATH, PredictRequest, read_predict_request
+from litserve_serving.request import PREDICT_PATH, read_predict_request
 
 # What decode_request declares it takes: LitServe hands it the dependency's result.
 PredictBody = Annotated[PredictRequest, Depends(read_predict_request)]
@@ -76,9 +81,7 @@ class OnnxPredictorAPI(ls.LitAPI):
     def decode_request(self, request: PredictBody, context: dict[str, Any]) -> Any:
         context[WITH_PROBABILITIES] = request.with_probabilities
         try:
-            return network_input(
-                self.service, request.media_type, request.body, request.read_seconds
-            )
+            return network_input(self.service, request)
         except ServiceError as refusal:
             # NOTE: kept, not raised: an exception in a batch's decode_request answers every
             # request of the batch with it (LitServe's BatchedLoop); this one alone gets it.

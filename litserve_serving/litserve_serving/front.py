@@ -1,5 +1,6 @@
 """The contract's share of each request in a LitServe API server process, in front of
-LitServe's FastAPI app (LitServer's `middlewares`), and the error handlers added to it.
+LitServe's FastAPI app (LitServer's `middlewares`; server.py adds serving_common's error
+handlers to the app itself).
 
 LitServe owns `POST /predict` (its queue to the inference workers) and fixes `GET /` to a
 plain-text "litserve running" with no option to move it; its health and info routes move
@@ -10,23 +11,19 @@ counts each prediction by the status it got, 499 when its client left first.
 """
 
 import asyncio
-import logging
 import time
 from typing import Any
 
 import orjson
-from fastapi import FastAPI, Request, Response
+from fastapi import Response
 from serving_common.app import PREDICT_PATHS, AdmissionGate, client_left, json_response
-from serving_common.errors import ServiceError
 from serving_common.metrics import Metrics
-from serving_common.protocol import CLIENT_GONE_STATUS, ClientGone
+from serving_common.protocol import CLIENT_GONE_STATUS
 from serving_common.settings import Settings
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from litserve_serving.request import PREDICT_PATH
 
-log = logging.getLogger(__name__)
 GET_METHODS = frozenset({"GET", "HEAD"})
 
 
@@ -111,32 +108,3 @@ class ContractFront:
                 watcher.cancel()
             self.metrics.requests.labels(str(status)).inc()
             self.metrics.latency.observe(time.perf_counter() - started)
-
-
-def install_error_handlers(app: FastAPI) -> None:
-    """Every error LitServe's app answers, as the contract's JSON (app.py's handlers)."""
-
-    async def service_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ServiceError)
-        response = json_response(exc.body(), exc.status)
-        response.headers.update(exc.headers)
-        return response
-
-    async def client_gone(_: Request, __: Exception) -> Response:
-        # Nobody reads this answer; uvicorn drops it. ContractFront counts it as 499.
-        return Response(status_code=CLIENT_GONE_STATUS)
-
-    async def http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        # 404, 405 from routing; 500 is LitServe's answer for an exception in a worker.
-        error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "internal")
-        return json_response({"error": str(exc.detail), "error_type": error_type}, exc.status_code)
-
-    async def unexpected_error(_: Request, exc: Exception) -> Response:
-        log.exception("internal error", exc_info=exc)
-        return json_response({"error": "internal error", "error_type": "internal"}, 500)
-
-    app.add_exception_handler(ServiceError, service_error)
-    app.add_exception_handler(ClientGone, client_gone)
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected_error)

@@ -22,12 +22,13 @@ from types import FrameType
 from typing import Any
 
 import litserve as ls
+from serving_common.app import install_error_handlers
 from serving_common.metrics import Metrics
 from serving_common.serve import exit_with_parent
 from serving_common.startup import Launch, fatal
 
 from litserve_serving.api import OnnxPredictorAPI
-from litserve_serving.front import ContractFront, install_error_handlers
+from litserve_serving.front import ContractFront
 
 # LitServe's own health and info routes, moved (its options) off the contract's /info; its
 # GET / cannot be moved, and the front answers / before it.

@@ -8,7 +8,6 @@ with the batching off; one batched service here keeps the share of CI time small
 """
 
 import asyncio
-import os
 import socket
 import time
 from collections.abc import Iterator
@@ -20,7 +19,16 @@ from benchmark.processes import RunningService, run_to_exit
 from weather_model.contract import LABELS
 from weather_model.reference import sample_images
 
-from conftest import ROOT, STRATEGIES, free_port, start_service
+from conftest import (
+    ROOT,
+    STRATEGIES,
+    free_port,
+    image_media_type,
+    local_env,
+    local_service,
+    metric_samples,
+    predict_with_probabilities,
+)
 
 NAME = "litserve_serving"
 MAX_BATCH_SIZE = 8
@@ -30,54 +38,29 @@ BATCH_WAIT_MS = 300
 IMAGES = sample_images(ROOT / "images")[:MAX_BATCH_SIZE]
 
 
-def media_type(path) -> str:
-    return "image/png" if path.suffix == ".png" else "image/jpeg"
-
-
-def predict(service: RunningService, body: bytes, content_type: str) -> httpx.Response:
-    return httpx.post(
-        f"{service.url}/predict/?probabilities=true",
-        content=body,
-        headers={"Content-Type": content_type},
-        timeout=60,
-    )
-
-
-def samples(service: RunningService) -> dict[str, float]:
-    text = httpx.get(service.url + "/metrics", timeout=10).text
-    return {
-        name: float(value)
-        for name, value in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1].isalpha())
-    }
-
-
 @pytest.fixture(scope="module")
 def batched(artifacts) -> Iterator[RunningService]:
     """One worker batching up to MAX_BATCH_SIZE requests, from a local model file."""
-    strategy = STRATEGIES[NAME]
-    env = {
-        **os.environ,
-        "MODEL_URI": str(artifacts / strategy.model_file),
-        "MAX_BATCH_SIZE": str(MAX_BATCH_SIZE),
-        "BATCH_WAIT_MS": str(BATCH_WAIT_MS),
-    }
-    service = start_service(strategy, env)
-    try:
-        yield service
-    finally:
-        service.kill()
+    yield from local_service(
+        artifacts, NAME, MAX_BATCH_SIZE=str(MAX_BATCH_SIZE), BATCH_WAIT_MS=str(BATCH_WAIT_MS)
+    )
 
 
 def test_concurrent_requests_run_as_one_batch_and_keep_their_answers(batched):
     # Alone, each request is a batch of one: the unbatched answers.
-    alone = {path.name: predict(batched, path.read_bytes(), media_type(path)) for path in IMAGES}
+    alone = {
+        path.name: predict_with_probabilities(batched, path.read_bytes(), image_media_type(path))
+        for path in IMAGES
+    }
     assert all(response.status_code == 200 for response in alone.values())
-    before = samples(batched)
+    before = metric_samples(batched)
     refused = [(b"{", "application/json"), (b"\xff\xd8\xff truncated", "image/jpeg")]
-    requests = [(path.read_bytes(), media_type(path)) for path in IMAGES] + refused
+    requests = [(path.read_bytes(), image_media_type(path)) for path in IMAGES] + refused
     with ThreadPoolExecutor(len(requests)) as pool:
-        together = list(pool.map(lambda request: predict(batched, *request), requests))
-    after = samples(batched)
+        together = list(
+            pool.map(lambda request: predict_with_probabilities(batched, *request), requests)
+        )
+    after = metric_samples(batched)
 
     inferences = after["predict_batch_size_count"] - before["predict_batch_size_count"]
     batched_requests = after["predict_batch_size_sum"] - before["predict_batch_size_sum"]
@@ -99,7 +82,7 @@ def test_concurrent_requests_run_as_one_batch_and_keep_their_answers(batched):
 def test_a_client_that_leaves_while_queued_is_counted_499(batched):
     """The body arrives whole, then the client leaves while its request waits for a batch:
     a 499, never a 500. (LitServe still runs it: it cannot withdraw a queued request.)"""
-    gone_before = samples(batched).get('predict_requests_total{status="499"}', 0)
+    gone_before = metric_samples(batched).get('predict_requests_total{status="499"}', 0)
     body = (ROOT / "images" / "coffee.jpg").read_bytes()
     with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as client:
         client.sendall(
@@ -108,10 +91,10 @@ def test_a_client_that_leaves_while_queued_is_counted_499(batched):
             + body
         )
     deadline = time.monotonic() + 10
-    while samples(batched).get('predict_requests_total{status="499"}', 0) < gone_before + 1:
+    while metric_samples(batched).get('predict_requests_total{status="499"}', 0) < gone_before + 1:
         assert time.monotonic() < deadline, "the client that left was not counted 499"
         time.sleep(0.1)
-    assert 'predict_requests_total{status="500"}' not in samples(batched)
+    assert 'predict_requests_total{status="500"}' not in metric_samples(batched)
 
 
 def test_info_names_the_framework_and_its_batching(batched):
@@ -139,14 +122,8 @@ def test_litserve_routes_are_moved_off_the_contract(batched):
     ],
 )
 def test_settings_litserve_cannot_honour_stop_startup_with_one_line(artifacts, setting, fragment):
-    strategy = STRATEGIES[NAME]
-    env = {
-        **os.environ,
-        "MODEL_URI": str(artifacts / strategy.model_file),
-        "PORT": str(free_port()),
-        **setting,
-    }
-    result = run_to_exit(strategy, env)
+    env = local_env(artifacts, NAME, **{"PORT": str(free_port()), **setting})
+    result = run_to_exit(STRATEGIES[NAME], env)
     assert result.returncode == 1, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"{NAME}: fatal: {fragment}"), result.stderr

@@ -31,7 +31,7 @@ from prometheus_client import Gauge
 from ray import serve
 from ray.serve import Application
 from serving_common.app import INFERENCE_NICENESS
-from serving_common.protocol import info_document, network_input, predict_batch
+from serving_common.protocol import PredictRequest, info_document, network_input, predict_batch
 from serving_common.serve import DRAIN_SECONDS
 from serving_common.settings import ConfigError, Settings, load_settings
 from serving_common.startup import (
@@ -153,9 +153,9 @@ class Predictor:
         routes = create_routes(self.state, info, self.prepare, self.score, admission)
         return InFlight(routes, in_flight_gauge())
 
-    async def prepare(self, kind: str, body: bytes, read_seconds: float) -> Any:
+    async def prepare(self, request: PredictRequest) -> Any:
         """Parse, decode, preprocess (the contract's 4xx for a bad input), off the loop."""
-        return await self.inference.call(network_input, self.state, kind, body, read_seconds)
+        return await self.inference.call(network_input, self.state, request)
 
     async def score(self, prepared: Any) -> np.ndarray:
         if self.batched:

@@ -11,60 +11,29 @@ inference thread (app.py's InferenceThread, serving_common's rule), so a busy re
 still answers `GET /` at once.
 """
 
-import asyncio
-import contextlib
-import logging
-import time
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from serving_common.app import AdmissionGate, body_chunks, json_response
-from serving_common.errors import ServiceError
-from serving_common.metrics import Metrics
+from serving_common.app import AdmissionGate, body_chunks, install_error_handlers, json_response
 from serving_common.protocol import (
     CLIENT_GONE_STATUS,
     ClientGone,
-    discard_body,
+    PredictRequest,
+    counted_request,
     health_document,
-    media_type,
     prediction_document,
-    probabilities_requested,
-    read_body,
+    read_predict_request,
 )
 from serving_common.startup import ServiceState
-from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
-
-log = logging.getLogger(__name__)
 
 # One request's network input -> its scores (one row), batched or not (app.py).
 Score = Callable[[Any], Awaitable[np.ndarray]]
 # One request's CPU-bound part before inference, run off the event loop (app.py).
-Prepare = Callable[[str, bytes, float], Awaitable[Any]]
-
-
-@contextlib.contextmanager
-def counted_request(metrics: Metrics) -> Iterator[float]:
-    """serving_common's protocol.counted_request, with Ray's way of saying the client left:
-    Serve cancels the request's task (its proxy, or the replica's own server, saw the
-    disconnect), which is a 499 here, never the 500 an unexpected exception is."""
-    started = time.perf_counter()
-    status = 500
-    try:
-        yield started
-        status = 200
-    except ServiceError as exc:
-        status = exc.status
-        raise
-    except (ClientGone, asyncio.CancelledError):
-        status = CLIENT_GONE_STATUS
-        raise
-    finally:
-        metrics.requests.labels(str(status)).inc()
-        metrics.latency.observe(time.perf_counter() - started)
+Prepare = Callable[[PredictRequest], Awaitable[Any]]
 
 
 class InFlight:
@@ -86,33 +55,10 @@ class InFlight:
             self.in_flight.dec()
 
 
-def install_error_handlers(app: FastAPI) -> None:
-    """Every refusal as the contract's JSON body (serving_common/app.py's handlers)."""
-
-    async def service_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, ServiceError)
-        response = json_response(exc.body(), exc.status)
-        response.headers.update(exc.headers)
-        return response
-
-    async def http_error(_: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "internal")
-        return json_response({"error": str(exc.detail), "error_type": error_type}, exc.status_code)
-
-    async def unexpected_error(_: Request, exc: Exception) -> Response:
-        log.exception("internal error", exc_info=exc)
-        return json_response({"error": "internal error", "error_type": "internal"}, 500)
-
-    app.add_exception_handler(ServiceError, service_error)
-    app.add_exception_handler(HTTPException, http_error)
-    app.add_exception_handler(Exception, unexpected_error)
-
-
 def create_routes(
     state: ServiceState, info: dict[str, Any], prepare: Prepare, score: Score, admission: bool
 ) -> FastAPI:
-    """The contract's routes for one replica: `prepare` turns a body into the network's
+    """The contract's routes for one replica: `prepare` turns a request into the network's
     input (off the event loop), `score` runs it through the model (alone or in a batch);
     `admission`: whether MAX_PENDING_REQUESTS is enforced here (or in front.py)."""
     settings, metrics = state.settings, state.metrics
@@ -138,27 +84,21 @@ def create_routes(
     @app.post("/predict/")
     @app.post("/predict", include_in_schema=False)
     async def predict(request: Request) -> Response:
-        chunks = body_chunks(request.receive)
-        body_deadline = time.monotonic() + settings.body_timeout_seconds
         try:
+            # Serve cancels this task when the client leaves: counted 499 too.
             with counted_request(metrics) as started:
-                try:
-                    flag = probabilities_requested(request.query_params.get("probabilities"))
-                    body = await read_body(
-                        chunks,
-                        request.headers.get("content-length"),
-                        settings.max_body_bytes,
-                        settings.body_timeout_seconds,
-                    )
-                except ServiceError:
-                    # Refused before the body was read (a bad query)? Read the rest first,
-                    # or the connection is reset; a no-op once it has been read.
-                    await discard_body(chunks, body_deadline - time.monotonic())
-                    raise
-                kind = media_type(request.headers.get("content-type"))
-                network_input = await prepare(kind, body, time.perf_counter() - started)
+                predict_request = await read_predict_request(
+                    body_chunks(request.receive),
+                    request.headers,
+                    request.query_params,
+                    settings,
+                    started,
+                )
+                network_input = await prepare(predict_request)
                 scores = await score(network_input)
-                document = prediction_document(state.model.labels, scores, flag)
+                document = prediction_document(
+                    state.model.labels, scores, predict_request.with_probabilities
+                )
         except ClientGone:
             # Nobody reads this answer. Counted as 499 already.
             return Response(status_code=CLIENT_GONE_STATUS)

@@ -10,7 +10,6 @@ of this module.
 """
 
 import asyncio
-import os
 import signal
 import socket
 import time
@@ -24,7 +23,17 @@ from benchmark.processes import RunningService, run_to_exit
 from weather_model.contract import LABELS
 from weather_model.reference import sample_images
 
-from conftest import ROOT, STRATEGIES, start_service
+from conftest import (
+    ROOT,
+    STRATEGIES,
+    image_media_type,
+    local_env,
+    local_service,
+    metric_samples,
+    predict_with_probabilities,
+    start_service,
+    still_running,
+)
 
 NAME = "ray_serving"
 MAX_BATCH_SIZE = 8
@@ -35,43 +44,6 @@ IMAGES = sample_images(ROOT / "images")[:MAX_BATCH_SIZE]
 COFFEE = (ROOT / "images" / "coffee.jpg").read_bytes()
 
 
-def media_type(path) -> str:
-    return "image/png" if path.suffix == ".png" else "image/jpeg"
-
-
-def predict(service: RunningService, body: bytes, content_type: str) -> httpx.Response:
-    return httpx.post(
-        f"{service.url}/predict/?probabilities=true",
-        content=body,
-        headers={"Content-Type": content_type},
-        timeout=60,
-    )
-
-
-def samples(service: RunningService) -> dict[str, float]:
-    text = httpx.get(service.url + "/metrics", timeout=10).text
-    return {
-        name: float(value)
-        for name, value in (line.rsplit(" ", 1) for line in text.splitlines() if line[:1].isalpha())
-    }
-
-
-def service_env(artifacts, **extra: str) -> dict[str, str]:
-    return {**os.environ, "MODEL_URI": str(artifacts / STRATEGIES[NAME].model_file), **extra}
-
-
-def alive(pids: list[int]) -> list[int]:
-    """Those of `pids` still running (a zombie has exited)."""
-    running = []
-    for pid in pids:
-        try:
-            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
-                running.append(pid)
-        except psutil.NoSuchProcess:
-            pass
-    return running
-
-
 # First: these start services of their own, before the module's batched one is up
 # (two Ray clusters at once would only share the CPU).
 def test_a_port_in_use_stops_startup_with_one_line_before_ray_starts(artifacts):
@@ -80,7 +52,7 @@ def test_a_port_in_use_stops_startup_with_one_line_before_ray_starts(artifacts):
         taken.listen()
         port = taken.getsockname()[1]
         started = time.monotonic()
-        result = run_to_exit(STRATEGIES[NAME], service_env(artifacts, PORT=str(port)))
+        result = run_to_exit(STRATEGIES[NAME], local_env(artifacts, NAME, PORT=str(port)))
     assert result.returncode == 1, result.stderr
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"{NAME}: fatal: PORT") and str(port) in last, result.stderr
@@ -92,13 +64,15 @@ def test_a_port_in_use_stops_startup_with_one_line_before_ray_starts(artifacts):
 def test_rays_python_proxy_serves_the_same_contract(artifacts):
     """The other ingress (RAY_SERVE_ENABLE_HA_PROXY=0): the same answers and errors, and a
     clean exit."""
-    service = start_service(STRATEGIES[NAME], service_env(artifacts, RAY_SERVE_ENABLE_HA_PROXY="0"))
+    service = start_service(
+        STRATEGIES[NAME], local_env(artifacts, NAME, RAY_SERVE_ENABLE_HA_PROXY="0")
+    )
     try:
         info = httpx.get(service.url + "/info", timeout=10).json()
         assert info["framework"]["ingress"] == "Ray Serve proxy"
-        answer = predict(service, COFFEE, "image/jpeg")
+        answer = predict_with_probabilities(service, COFFEE, "image/jpeg")
         assert answer.status_code == 200 and answer.json()["prediction"] in LABELS
-        refused = predict(service, b"{", "application/json")
+        refused = predict_with_probabilities(service, b"{", "application/json")
         assert refused.status_code == 400 and refused.json()["error_type"] == "invalid_json"
         missing = httpx.get(service.url + "/nope", timeout=10)
         assert missing.status_code == 404 and missing.json()["error_type"] == "not_found"
@@ -110,26 +84,26 @@ def test_rays_python_proxy_serves_the_same_contract(artifacts):
 @pytest.fixture(scope="module")
 def batched(artifacts) -> Iterator[RunningService]:
     """One replica batching up to MAX_BATCH_SIZE requests, from a local model file."""
-    env = service_env(
-        artifacts, MAX_BATCH_SIZE=str(MAX_BATCH_SIZE), BATCH_WAIT_MS=str(BATCH_WAIT_MS)
+    yield from local_service(
+        artifacts, NAME, MAX_BATCH_SIZE=str(MAX_BATCH_SIZE), BATCH_WAIT_MS=str(BATCH_WAIT_MS)
     )
-    service = start_service(STRATEGIES[NAME], env)
-    try:
-        yield service
-    finally:
-        service.kill()
 
 
 def test_concurrent_requests_run_as_one_batch_and_keep_their_answers(batched):
     # Alone, each request is a batch of one: the unbatched answers.
-    alone = {path.name: predict(batched, path.read_bytes(), media_type(path)) for path in IMAGES}
+    alone = {
+        path.name: predict_with_probabilities(batched, path.read_bytes(), image_media_type(path))
+        for path in IMAGES
+    }
     assert all(response.status_code == 200 for response in alone.values())
-    before = samples(batched)
+    before = metric_samples(batched)
     refused = [(b"{", "application/json"), (b"\xff\xd8\xff truncated", "image/jpeg")]
-    requests = [(path.read_bytes(), media_type(path)) for path in IMAGES] + refused
+    requests = [(path.read_bytes(), image_media_type(path)) for path in IMAGES] + refused
     with ThreadPoolExecutor(len(requests)) as pool:
-        together = list(pool.map(lambda request: predict(batched, *request), requests))
-    after = samples(batched)
+        together = list(
+            pool.map(lambda request: predict_with_probabilities(batched, *request), requests)
+        )
+    after = metric_samples(batched)
 
     inferences = after["predict_batch_size_count"] - before["predict_batch_size_count"]
     batched_requests = after["predict_batch_size_sum"] - before["predict_batch_size_sum"]
@@ -151,7 +125,7 @@ def test_concurrent_requests_run_as_one_batch_and_keep_their_answers(batched):
 def test_a_client_that_leaves_while_queued_is_counted_499(batched):
     """The body arrives whole, then the client leaves while its request waits for a batch:
     Serve cancels it, a 499, never a 500."""
-    gone_before = samples(batched).get('predict_requests_total{status="499"}', 0)
+    gone_before = metric_samples(batched).get('predict_requests_total{status="499"}', 0)
     with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as client:
         client.sendall(
             b"POST /predict/ HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
@@ -160,10 +134,10 @@ def test_a_client_that_leaves_while_queued_is_counted_499(batched):
         )
         time.sleep(BATCH_WAIT_MS / 1000 / 3)  # it reached the replica and waits for a batch
     deadline = time.monotonic() + 10
-    while samples(batched).get('predict_requests_total{status="499"}', 0) < gone_before + 1:
+    while metric_samples(batched).get('predict_requests_total{status="499"}', 0) < gone_before + 1:
         assert time.monotonic() < deadline, "the client that left was not counted 499"
         time.sleep(0.1)
-    assert 'predict_requests_total{status="500"}' not in samples(batched)
+    assert 'predict_requests_total{status="500"}' not in metric_samples(batched)
 
 
 def test_info_names_the_framework_and_its_batching(batched):
@@ -188,7 +162,8 @@ def test_rays_own_routes_answer_in_plain_text_and_nothing_else_is_added(batched)
 
 # Last: it stops the module's service.
 def test_sigterm_under_load_answers_every_request_and_leaves_no_process(batched):
-    tree = [batched.pid, *(p.pid for p in psutil.Process(batched.pid).children(recursive=True))]
+    root = psutil.Process(batched.pid)
+    tree = [root, *root.children(recursive=True)]
     # GCS, raylet, the Serve controller, the ingress, a replica, Ray's agents at least.
     assert len(tree) >= 6, tree
 
@@ -197,7 +172,7 @@ def test_sigterm_under_load_answers_every_request_and_leaves_no_process(batched)
         (the fixture's kill of the process group) cleans up."""
         batched.process.send_signal(signal.SIGTERM)
         exit_status = batched.process.wait(60)
-        return exit_status, [" ".join(psutil.Process(pid).cmdline()) for pid in alive(tree)]
+        return exit_status, [" ".join(process.cmdline()) for process in still_running(tree)]
 
     async def stop_under_load() -> tuple[list[int], int, list[str]]:
         async with httpx.AsyncClient(timeout=60) as client:

@@ -16,7 +16,6 @@ import logging
 import os
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator, Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
@@ -159,6 +158,38 @@ class AdmissionGate:
         await send({"type": "http.response.body", "body": body})
 
 
+def install_error_handlers(app: FastAPI) -> None:
+    """The error table on a FastAPI app, whichever framework built it: a ServiceError as
+    its JSON body and headers, ClientGone as an empty 499, routing's and the framework's
+    HTTPExceptions as the contract's JSON, anything else logged and a 500."""
+
+    async def service_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, ServiceError)
+        response = json_response(exc.body(), exc.status)
+        response.headers.update(exc.headers)
+        return response
+
+    async def client_gone(_: Request, __: Exception) -> Response:
+        # Nobody reads this answer; uvicorn drops it. Its host counts it as 499
+        # (counted_request, or LitServe's ContractFront).
+        return Response(status_code=protocol.CLIENT_GONE_STATUS)
+
+    async def http_error(_: Request, exc: Exception) -> Response:
+        assert isinstance(exc, HTTPException)
+        # 404, 405 from routing; 500 is LitServe's answer for an exception in a worker.
+        error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "internal")
+        return json_response({"error": str(exc.detail), "error_type": error_type}, exc.status_code)
+
+    async def unexpected_error(_: Request, exc: Exception) -> Response:
+        log.exception("internal error", exc_info=exc)
+        return json_response({"error": "internal error", "error_type": "internal"}, 500)
+
+    app.add_exception_handler(ServiceError, service_error)
+    app.add_exception_handler(protocol.ClientGone, client_gone)
+    app.add_exception_handler(HTTPException, http_error)
+    app.add_exception_handler(Exception, unexpected_error)
+
+
 def create_app(state: ServiceState) -> FastAPI:
     inference = InferenceThread()
 
@@ -175,21 +206,7 @@ def create_app(state: ServiceState) -> FastAPI:
     settings, metrics = state.settings, state.metrics
     app.add_middleware(AdmissionGate, settings=settings, metrics=metrics)
 
-    @app.exception_handler(ServiceError)
-    async def service_error(_: Request, exc: ServiceError) -> Response:
-        response = json_response(exc.body(), exc.status)
-        response.headers.update(exc.headers)
-        return response
-
-    @app.exception_handler(HTTPException)
-    async def http_error(_: Request, exc: HTTPException) -> Response:
-        error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "internal")
-        return json_response({"error": str(exc.detail), "error_type": error_type}, exc.status_code)
-
-    @app.exception_handler(Exception)
-    async def unexpected_error(_: Request, exc: Exception) -> Response:
-        log.exception("internal error")
-        return json_response({"error": "internal error", "error_type": "internal"}, 500)
+    install_error_handlers(app)
 
     # GET routes answer HEAD too (FastAPI's, unlike Starlette's, do not by themselves).
     @app.api_route("/", methods=["GET", "HEAD"])
@@ -207,41 +224,21 @@ def create_app(state: ServiceState) -> FastAPI:
     @app.post("/predict/")
     @app.post("/predict", include_in_schema=False)
     async def predict(request: Request) -> Response:
-        chunks = body_chunks(request.receive)
-        body_deadline = time.monotonic() + settings.body_timeout_seconds
         try:
             with protocol.counted_request(metrics) as started:
-                try:
-                    document = await predict_admitted(request, chunks, started)
-                except ServiceError:
-                    # Refused before the body was read (a bad query)? Read the rest first,
-                    # or the connection is reset; a no-op once it has been read.
-                    await protocol.discard_body(chunks, body_deadline - time.monotonic())
-                    raise
+                predict_request = await protocol.read_predict_request(
+                    body_chunks(request.receive),
+                    request.headers,
+                    request.query_params,
+                    settings,
+                    started,
+                )
+                document = await inference.run(
+                    request.receive, protocol.answer_prediction, state, predict_request
+                )
                 return json_response(document)
         except protocol.ClientGone:
             # Nobody reads this answer; uvicorn drops it. Counted as 499 already.
             return Response(status_code=protocol.CLIENT_GONE_STATUS)
-
-    async def predict_admitted(
-        request: Request, chunks: AsyncIterator[bytes], started: float
-    ) -> dict[str, Any]:
-        flag = protocol.probabilities_requested(request.query_params.get("probabilities"))
-        body = await protocol.read_body(
-            chunks,
-            request.headers.get("content-length"),
-            settings.max_body_bytes,
-            settings.body_timeout_seconds,
-        )
-        kind = protocol.media_type(request.headers.get("content-type"))
-        return await inference.run(
-            request.receive,
-            protocol.answer_prediction,
-            state,
-            kind,
-            body,
-            flag,
-            time.perf_counter() - started,
-        )
 
     return app

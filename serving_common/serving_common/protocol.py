@@ -1,9 +1,10 @@
 """The HTTP contract of contract/README.md, without a web framework.
 
-Body limits and deadline, JSON/base64 parsing, the `probabilities` flag, admission control,
-prediction with stage metrics, and the response documents. A host framework (FastAPI in
-`app.py`; BentoML, Ray Serve or LitServe elsewhere) wires these to its own routes, so every
-host answers alike and the only difference measured is the framework.
+A prediction request read under the body's limits and deadline (`read_predict_request`),
+JSON/base64 parsing, the `probabilities` flag, admission control, prediction with stage
+metrics, and the response documents. A host framework (FastAPI in `app.py`; BentoML, Ray
+Serve or LitServe elsewhere) wires these to its own routes, so every host answers alike and
+the only difference measured is the framework.
 """
 
 import asyncio
@@ -11,7 +12,8 @@ import binascii
 import contextlib
 import threading
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Iterator
+from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -20,6 +22,7 @@ import pybase64
 
 from serving_common.errors import ServiceError
 from serving_common.metrics import STAGES, Metrics
+from serving_common.settings import Settings
 from serving_common.startup import ServiceState
 
 JSON_MEDIA_TYPE = "application/json"
@@ -98,6 +101,55 @@ async def _discard(chunks: AsyncIterator[bytes], deadline: float) -> None:
                 pass
 
 
+@dataclass(slots=True)
+class PredictRequest:
+    """One /predict/ request with its body read: what its CPU-bound part needs of it. Plain
+    data, so that a host can pickle it to another process (LitServe's inference workers)."""
+
+    media_type: str
+    body: bytes
+    with_probabilities: bool
+    # From the request's start to the whole body: part of the parse stage.
+    read_seconds: float
+
+
+async def read_predict_request(
+    chunks: AsyncIterable[bytes],
+    headers: Mapping[str, str],
+    query: Mapping[str, str],
+    settings: Settings,
+    started: float,
+) -> PredictRequest:
+    """The `probabilities` flag (else 400), the body whole within MAX_BODY_BYTES and
+    BODY_TIMEOUT_SECONDS (else 413, 408), and its media type; ServiceError, or ClientGone
+    from `chunks`. `headers` are looked up by lower-case name (starlette's Headers are
+    case-insensitive); `started`: the request's start, on time.perf_counter's clock.
+
+    Refused before its body was read whole (a bad query), the rest of the body is read and
+    discarded before the ServiceError, within the same deadline: a server that closes a
+    connection with unread bytes resets it (TCP RST), and the client never sees the 4xx.
+    """
+    deadline = time.perf_counter() + settings.body_timeout_seconds
+    try:
+        with_probabilities = probabilities_requested(query.get("probabilities"))
+        body = await read_body(
+            chunks,
+            headers.get("content-length"),
+            settings.max_body_bytes,
+            settings.body_timeout_seconds,
+        )
+    except ServiceError:
+        # A no-op once the body has been read (read_body discards what it refuses).
+        await discard_body(chunks, deadline - time.perf_counter())
+        raise
+    return PredictRequest(
+        media_type(headers.get("content-type")),
+        body,
+        with_probabilities,
+        time.perf_counter() - started,
+    )
+
+
 def image_from_json(body: bytes) -> bytes:
     """`{"image": "<base64>"}` to image bytes."""
     try:
@@ -150,7 +202,11 @@ def probabilities_requested(value: str | None) -> bool:
 
 @contextlib.contextmanager
 def counted_request(metrics: Metrics) -> Iterator[float]:
-    """Counts one /predict/ request by its final status and times it; yields its start."""
+    """Counts one /predict/ request by its final status and times it; yields its start.
+
+    A client that left is a 499, whichever way the host says so: ClientGone, or the
+    handler's task cancelled (Ray Serve cancels it when its proxy, or the replica's own
+    server, sees the disconnect). Never the 500 of an unexpected exception."""
     started = time.perf_counter()
     status = 500
     try:
@@ -159,7 +215,7 @@ def counted_request(metrics: Metrics) -> Iterator[float]:
     except ServiceError as exc:
         status = exc.status
         raise
-    except ClientGone:
+    except (ClientGone, asyncio.CancelledError):
         status = CLIENT_GONE_STATUS
         raise
     finally:
@@ -207,29 +263,28 @@ class Admission:
             self.leave()
 
 
-def answer_prediction(
-    state: ServiceState, kind: str, body: bytes, with_probabilities: bool, read_seconds: float
-) -> dict[str, Any]:
+def answer_prediction(state: ServiceState, request: PredictRequest) -> dict[str, Any]:
     """The CPU-bound part of one /predict/: parse the body, decode, preprocess, infer as a
     batch of one, shape the answer. Blocking: hosts run it off the threads that answer HTTP.
-    The parse stage is `read_seconds` (the body arriving) plus the JSON and base64 decoding."""
-    (scores,) = predict_batch(state, [network_input(state, kind, body, read_seconds)])
-    return prediction_document(state.model.labels, scores, with_probabilities)
+    The parse stage is the request's `read_seconds` (the body arriving) plus the JSON and
+    base64 decoding."""
+    (scores,) = predict_batch(state, [network_input(state, request)])
+    return prediction_document(state.model.labels, scores, request.with_probabilities)
 
 
-def network_input(state: ServiceState, kind: str, body: bytes, read_seconds: float) -> Any:
+def network_input(state: ServiceState, request: PredictRequest) -> Any:
     """One request's part before inference: parse the body, decode, preprocess (timed as
     the parse, decode and preprocess stages). A batching host runs it per request and then
     `predict_batch` on several."""
     parse, decode, preprocess, _ = STAGES
     stage = state.metrics.stage
     started = time.perf_counter()
-    image = image_from_body(kind, body)
+    image = image_from_body(request.media_type, request.body)
     parsed = time.perf_counter()
     decoded = state.predictor.decode(image, state.limits)
     decoded_at = time.perf_counter()
     preprocessed = state.predictor.preprocess(decoded)
-    stage.labels(parse).observe(read_seconds + parsed - started)
+    stage.labels(parse).observe(request.read_seconds + parsed - started)
     stage.labels(decode).observe(decoded_at - parsed)
     stage.labels(preprocess).observe(time.perf_counter() - decoded_at)
     return preprocessed

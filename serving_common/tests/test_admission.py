@@ -1,11 +1,13 @@
 """Admission control and the body deadline (`protocol.py`), without a web framework."""
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 import pytest
 from serving_common.errors import ServiceError
 from serving_common.metrics import Metrics
+from serving_common.settings import load_settings
 
 from serving_common import protocol
 
@@ -34,6 +36,27 @@ def test_a_client_that_left_is_counted_as_499_and_a_refusal_by_its_status():
     exposition = metrics.exposition().decode()
     assert 'predict_requests_total{status="499"} 1.0' in exposition
     assert 'predict_requests_total{status="503"} 1.0' in exposition
+
+
+def test_a_cancelled_request_is_counted_as_499_never_500():
+    """A host may cancel the handler when its client leaves (Ray Serve does)."""
+    metrics = Metrics()
+
+    async def cancelled() -> None:
+        with protocol.counted_request(metrics):
+            await asyncio.sleep(3600)
+
+    async def cancel_it() -> None:
+        task = asyncio.create_task(cancelled())
+        await asyncio.sleep(0)
+        task.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await task
+
+    asyncio.run(cancel_it())
+    exposition = metrics.exposition().decode()
+    assert 'predict_requests_total{status="499"} 1.0' in exposition
+    assert 'status="500"' not in exposition
 
 
 async def chunks(
@@ -85,3 +108,34 @@ def test_an_oversized_body_is_read_to_its_end_and_discarded_before_the_413():
     assert consumed == [3, 3, 3]
     # The discarding is bounded by the same deadline; the answer is still 413.
     assert error_type(chunks(b"abcdef", then_stall=True), None, timeout=0.3) == "body_too_large"
+
+
+def test_a_request_refused_for_its_query_has_its_body_read_first():
+    """Its body is discarded before the 400: a connection closed with unread bytes is
+    reset, and the client would never see the answer."""
+    consumed = []
+
+    async def tracked(*parts: bytes) -> AsyncIterator[bytes]:
+        for part in parts:
+            consumed.append(len(part))
+            yield part
+
+    settings = load_settings(8080, model_uri="model.onnx")
+    headers = {"content-type": "Image/JPEG; x=y", "content-length": "4"}
+
+    async def read(query: dict[str, str]) -> protocol.PredictRequest:
+        started = time.perf_counter()
+        stream = tracked(b"ab", b"cd")
+        return await protocol.read_predict_request(stream, headers, query, settings, started)
+
+    with pytest.raises(ServiceError) as caught:
+        asyncio.run(read({"probabilities": "maybe"}))
+    assert caught.value.error_type == "invalid_request"
+    assert consumed == [2, 2]
+    request = asyncio.run(read({"probabilities": "yes"}))
+    assert (request.media_type, request.body, request.with_probabilities) == (
+        "image/jpeg",
+        b"abcd",
+        True,
+    )
+    assert request.read_seconds >= 0
