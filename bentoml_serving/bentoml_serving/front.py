@@ -19,7 +19,14 @@ import time
 from typing import Any
 
 import orjson
-from serving_common.app import PREDICT_PATHS, AdmissionGate, body_chunks, client_left, json_response
+from serving_common.app import (
+    PREDICT_PATHS,
+    AdmissionGate,
+    body_chunks,
+    client_left,
+    error_response,
+    json_response,
+)
 from serving_common.errors import ServiceError
 from serving_common.protocol import (
     CLIENT_GONE_STATUS,
@@ -35,7 +42,6 @@ from starlette.datastructures import Headers, QueryParams
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from bentoml_serving.inference import error_response
 from bentoml_serving.request import PREDICT_PATH, REQUEST_SCOPE_KEY, QueuedRequest
 from bentoml_serving.worker import process_metrics
 

@@ -15,7 +15,7 @@ import sys
 import threading
 from typing import Any, cast
 
-from serving_common.app import INFERENCE_NICENESS, json_response
+from serving_common.app import INFERENCE_NICENESS, error_response, json_response
 from serving_common.errors import ServiceError
 from serving_common.protocol import (
     CLIENT_GONE_STATUS,
@@ -31,12 +31,6 @@ from bentoml_serving.request import QueuedRequest
 log = logging.getLogger(__name__)
 INTERNAL_ERROR = {"error": "internal error", "error_type": "internal"}
 _thread = threading.local()
-
-
-def error_response(refusal: ServiceError) -> Response:
-    response = json_response(refusal.body(), refusal.status)
-    response.headers.update(refusal.headers)
-    return response
 
 
 def yield_to_http() -> None:

@@ -15,7 +15,7 @@ from typing import Annotated, Any
 import litserve as ls
 import numpy as np
 from fastapi import Depends, Response
-from serving_common.app import INFERENCE_NICENESS, json_response
+from serving_common.app import INFERENCE_NICENESS, error_response, json_response
 from serving_common.errors import ServiceError
 from serving_common.protocol import (
     PredictRequest,
@@ -33,12 +33,6 @@ PredictBody = Annotated[PredictRequest, Depends(read_predict_request)]
 # Per-request context keys (LitServe gives each request its own dict, batched or not).
 WITH_PROBABILITIES = "with_probabilities"
 REFUSAL = "refusal"
-
-
-def error_response(refusal: ServiceError) -> Response:
-    response = json_response(refusal.body(), refusal.status)
-    response.headers.update(refusal.headers)
-    return response
 
 
 class OnnxPredictorAPI(ls.LitAPI):

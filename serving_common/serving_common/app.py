@@ -42,6 +42,13 @@ def json_response(content: object, status: int = 200) -> Response:
     return Response(orjson.dumps(content), status_code=status, media_type="application/json")
 
 
+def error_response(refusal: ServiceError) -> Response:
+    """A refusal as the contract's JSON body, with its headers (e.g. Retry-After)."""
+    response = json_response(refusal.body(), refusal.status)
+    response.headers.update(refusal.headers)
+    return response
+
+
 async def body_chunks(receive: Receive) -> AsyncIterator[bytes]:
     """The request body as the ASGI server delivers it; ClientGone if the client leaves."""
     while True:
@@ -165,9 +172,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def service_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, ServiceError)
-        response = json_response(exc.body(), exc.status)
-        response.headers.update(exc.headers)
-        return response
+        return error_response(exc)
 
     async def client_gone(_: Request, __: Exception) -> Response:
         # Nobody reads this answer; uvicorn drops it. Its host counts it as 499
