@@ -387,12 +387,14 @@ def render_framework_costs(record: dict[str, Any], framework_over: dict[str, str
     lines = [
         "What a framework costs: each framework configuration against the strategy that hosts "
         "the same predictor without one, from the same record (the differences are the "
-        "framework's; `+batched`: its dynamic batching on).",
+        "framework's; `+batched`: its dynamic batching on). Efficiency is against each "
+        "service's own ceiling, timed around it: where the machine's speed drifts during a "
+        "run, compare efficiencies rather than requests/s.",
         "",
-        "| configuration | against | requests/s per core | difference | CPU ms/request "
-        f"| difference | p99 ms at 80% of its own capacity | per core at p99 ≤ {slo:.0f} ms "
-        "| RSS MB | ratio | start s | requests per inference |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| configuration | against | requests/s per core | difference | efficiency "
+        f"| CPU ms/request | difference | p99 ms at 80% of its own capacity "
+        f"| per core at p99 ≤ {slo:.0f} ms | RSS MB | ratio | start s | requests per inference |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, host in pairs:
         r, h = rows[name], rows[host]
@@ -400,6 +402,7 @@ def render_framework_costs(record: dict[str, Any], framework_over: dict[str, str
         lines.append(
             f"| {name} | {host} | {r['rps_per_core']:.1f} | "
             f"{r['rps_per_core'] / h['rps_per_core'] - 1:+.0%} | "
+            f"{r['efficiency']:.0%} (host {h['efficiency']:.0%}) | "
             f"{r['cpu_ms_per_request']:.1f} | "
             f"{r['cpu_ms_per_request'] - h['cpu_ms_per_request']:+.1f} | "
             f"{_ms(r['p99_at_80_ms'])} (host {_ms(h['p99_at_80_ms'])}) | "
