@@ -15,7 +15,7 @@ ORT_LIB = $(firstword $(wildcard $(ORT_CAPI)/libonnxruntime.so.* $(ORT_CAPI)/lib
 ORT_BESIDE_BINARY := $(RUST)/target/release/libonnxruntime$(if $(filter Darwin,$(shell uname -s)),.dylib,.so)
 ARTIFACTS := artifacts
 
-.PHONY: readme setup setup-system setup-python setup-rust setup-tools export payloads sample-images images images-background images-wait test-rust lint format test bench bench-compose up down
+.PHONY: readme setup setup-system setup-python setup-rust setup-tools export payloads sample-images images images-background images-wait test-rust lint format test bench bench-compose up down up-ray down-ray
 
 setup: setup-system setup-python setup-rust setup-tools
 
@@ -127,3 +127,19 @@ up: images
 
 down:
 	$(COMPOSE) down --volumes --remove-orphans
+
+# ray_serving on a multi-node Ray cluster (README, "A Ray cluster"): a head and two worker
+# nodes as containers (docker-compose.ray.yml, a Compose project of its own), ready once the
+# head's one published port answers GET /.
+RAY_CLUSTER_PORT ?= 8086
+RAY_COMPOSE = $(COMPOSE) -p model-serving-ray -f docker-compose.ray.yml
+up-ray: images setup-python
+	env $$(docker/build-images.sh --print-build-args) RAY_CLUSTER_PORT=$(RAY_CLUSTER_PORT) \
+		$(RAY_COMPOSE) up --detach --no-build
+	$(RUN)python -c "from benchmark.processes import wait_until_healthy; \
+		wait_until_healthy('http://127.0.0.1:$(RAY_CLUSTER_PORT)', timeout=600)"
+	$(RAY_COMPOSE) ps
+	@echo "ready: http://127.0.0.1:$(RAY_CLUSTER_PORT)/predict/"
+
+down-ray:
+	$(RAY_COMPOSE) down --volumes --remove-orphans

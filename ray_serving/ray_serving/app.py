@@ -17,6 +17,7 @@ import asyncio
 import contextlib
 import functools
 import os
+import socket
 import sys
 import tempfile
 import threading
@@ -27,6 +28,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import numpy as np
+import ray
 from prometheus_client import Gauge
 from ray import serve
 from ray.serve import Application
@@ -45,7 +47,7 @@ from starlette.types import ASGIApp
 
 from ray_serving import front
 from ray_serving.ingress import uses_haproxy
-from ray_serving.routes import InFlight, create_routes
+from ray_serving.routes import InFlight, ServedBy, create_routes
 
 T = TypeVar("T")
 # The folder holding strategy.toml.
@@ -125,6 +127,18 @@ def framework_info(settings: Settings) -> dict[str, Any]:
     }
 
 
+def replica_identity() -> dict[str, str]:
+    """Which replica this is, on which node: /info's `framework.replica`, and X-Served-By
+    (`<id>@<host>`) on its responses. `host` is the node's host name (a Compose service's
+    container, a Kubernetes pod). Called in a replica only."""
+    return {
+        "id": serve.get_replica_context().replica_tag,
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "node_ip": ray.util.get_node_ip_address(),
+        "host": socket.gethostname(),
+    }
+
+
 @serve.deployment
 @serve.ingress()
 class Predictor:
@@ -147,11 +161,14 @@ class Predictor:
 
     def __serve_build_asgi_app__(self) -> ASGIApp:
         """Called by Serve once the constructor has run: the app this replica serves."""
-        info = {**info_document(self.state), "framework": framework_info(self.state.settings)}
+        replica = replica_identity()
+        framework = {**framework_info(self.state.settings), "replica": replica}
+        info = {**info_document(self.state), "framework": framework}
         # With HAProxy, admission runs in front of Serve's handling instead (front.py).
         admission = not front.front_admits()
         routes = create_routes(self.state, info, self.prepare, self.score, admission)
-        return InFlight(routes, in_flight_gauge())
+        served_by = ServedBy(routes, f"{replica['id']}@{replica['host']}")
+        return InFlight(served_by, in_flight_gauge())
 
     async def prepare(self, request: PredictRequest) -> Any:
         """Parse, decode, preprocess (the contract's 4xx for a bad input), off the loop."""

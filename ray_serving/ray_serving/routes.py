@@ -28,8 +28,10 @@ from serving_common.protocol import (
     read_predict_request,
 )
 from serving_common.startup import ServiceState
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+# The response header naming the replica and its node (ServedBy).
+SERVED_BY_HEADER = "x-served-by"
 # One request's network input -> its scores (one row), batched or not (app.py).
 Score = Callable[[Any], Awaitable[np.ndarray]]
 # One request's CPU-bound part before inference, run off the event loop (app.py).
@@ -53,6 +55,29 @@ class InFlight:
             await self.app(scope, receive, send)
         finally:
             self.in_flight.dec()
+
+
+class ServedBy:
+    """Plain ASGI around the app: every response it sends names the replica and the node
+    that answered (`X-Served-By: <replica id>@<host>`), so that a client of a cluster
+    sees where its requests went. (`GET /` and admission's 503s, answered in front of
+    Serve with HAProxy (front.py), do not pass here.)"""
+
+    def __init__(self, app: ASGIApp, served_by: str) -> None:
+        self.app = app
+        self.header = (SERVED_BY_HEADER.encode(), served_by.encode())
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def send_named(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message = {**message, "headers": [*message.get("headers", ()), self.header]}
+            await send(message)
+
+        await self.app(scope, receive, send_named)
 
 
 def create_routes(

@@ -148,6 +148,11 @@ def test_info_names_the_framework_and_its_batching(batched):
     assert framework["max_batch_size"] == MAX_BATCH_SIZE
     assert framework["batch_wait_ms"] == BATCH_WAIT_MS
     assert framework["replicas"] == info["workers"] == 1
+    # Which replica on which node: here the one replica, on this machine's only node.
+    replica = framework["replica"]
+    assert replica["host"] == socket.gethostname() and replica["node_id"] and replica["node_ip"]
+    answer = predict_with_probabilities(batched, COFFEE, "image/jpeg")
+    assert answer.headers["x-served-by"] == f"{replica['id']}@{replica['host']}"
 
 
 def test_rays_own_routes_answer_in_plain_text_and_nothing_else_is_added(batched):

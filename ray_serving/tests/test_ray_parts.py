@@ -1,7 +1,9 @@
 """The launcher's parts in-process, without Ray: which HAProxy log lines are predictions
 dropped before a replica saw them, the one line a replica's startup failure becomes, the
-environment Ray starts with, and the process-tree walk that stops what is left."""
+environment Ray starts with, the process-tree walk that stops what is left, the header
+naming the replica that answered, and a cluster head's `ray start`."""
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -9,10 +11,13 @@ import tempfile
 import time
 from pathlib import Path
 
+import httpx
 from ray_serving.aborts import dropped_prediction
+from ray_serving.cluster import head_command
 from ray_serving.ingress import HAPROXY_ENV, haproxy_log_socket, ray_environment
 from ray_serving.launcher import replica_problem
 from ray_serving.processes import descendants, stop_descendants
+from ray_serving.routes import SERVED_BY_HEADER, ServedBy
 
 # HAProxy's HTTP log lines (`option httplog`), as sent to syslog.
 PREFIX = "<134>Nov 30 10:30:00 haproxy[1234]: 127.0.0.1:40000 [30/Nov/2026:10:30:00.123] "
@@ -92,3 +97,28 @@ def test_what_is_left_of_a_tree_is_stopped():
     finally:
         child.kill()
         child.wait()
+
+
+def test_every_response_names_the_replica_and_its_node():
+    async def refuse(scope, receive, send):
+        headers = [(b"content-type", b"application/json")]
+        await send({"type": "http.response.start", "status": 503, "headers": headers})
+        await send({"type": "http.response.body", "body": b"{}"})
+
+    async def get() -> httpx.Response:
+        transport = httpx.ASGITransport(app=ServedBy(refuse, "a1b2c3@ray-worker-1"))
+        async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+            return await client.get("/info")
+
+    response = asyncio.run(get())
+    assert response.status_code == 503 and response.json() == {}
+    assert response.headers[SERVED_BY_HEADER] == "a1b2c3@ray-worker-1"
+    assert response.headers["content-type"] == "application/json"
+
+
+def test_a_cluster_head_offers_no_cpu_and_blocks():
+    """Replicas go to the workers only; `ray start` stays in the foreground, watching its
+    processes (its exit is the head's)."""
+    command = head_command(6379)
+    assert command[:3] == ["ray", "start", "--head"]
+    assert {"--port=6379", "--num-cpus=0", "--block"} <= set(command)
