@@ -46,11 +46,11 @@ def unknown_keys(model: type[BaseModel], data: Any, path: str = "") -> list[str]
     found = []
     for key, value in data.items():
         where = f"{path}.{key}" if path else str(key)
-        field = fields.get(key)
-        if field is None:
+        taken = fields.get(key)
+        if taken is None:
             found.append(where)
             continue
-        nested = _model_in(field.annotation)
+        nested = _model_in(taken.annotation)
         if nested is None:
             continue
         if isinstance(value, list):
