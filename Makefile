@@ -15,7 +15,7 @@ ORT_LIB = $(firstword $(wildcard $(ORT_CAPI)/libonnxruntime.so.* $(ORT_CAPI)/lib
 ORT_BESIDE_BINARY := $(RUST)/target/release/libonnxruntime$(if $(filter Darwin,$(shell uname -s)),.dylib,.so)
 ARTIFACTS := artifacts
 
-.PHONY: readme setup setup-system setup-python setup-rust setup-tools export payloads sample-images images images-background images-wait test-rust lint format test bench bench-compose up down up-ray down-ray
+.PHONY: readme setup setup-system setup-python setup-rust setup-tools export payloads sample-images images images-background images-wait test-rust lint format test bench bench-compose bench-cluster up down up-ray down-ray
 
 setup: setup-system setup-python setup-rust setup-tools
 
@@ -115,6 +115,12 @@ bench: setup export
 # The same measurements on the containers, plus image sizes and container start times.
 bench-compose: setup export
 	$(RUN)python -m benchmark.runner --mode compose --plan $(PLAN) $(BENCH_ARGS)
+	$(RUN)python -m benchmark.report
+
+# ray_serving on the Ray cluster of docker-compose.ray.yml with 1, 2 and 3 replicas, against
+# its single-node container, then a worker killed under load (README, "A Ray cluster").
+bench-cluster: setup export
+	$(RUN)python -m benchmark.runner --mode cluster --plan $(PLAN) $(BENCH_ARGS)
 	$(RUN)python -m benchmark.report
 
 # The Compose stack, on base images built here from Debian packages on Linux (no registry

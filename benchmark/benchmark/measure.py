@@ -12,14 +12,15 @@ import httpx
 
 from benchmark.ab import ab_command, run_ab
 from benchmark.ceiling import mean_ceiling, measure_ceiling
+from benchmark.cluster import ClusterIngress
 from benchmark.compose import ContainerService
 from benchmark.oha import oha_command, run_oha
 from benchmark.pipelines import REFERENCE_PIPELINE
 from benchmark.processes import RunningService
 from benchmark.progress import Progress
 
-Service = RunningService | ContainerService
-Launch = Callable[[], Service]
+Service = RunningService | ContainerService | ClusterIngress
+Launch = Callable[[], RunningService | ContainerService]
 JSON = "application/json"
 
 

@@ -1,9 +1,9 @@
 """`python -m benchmark.report`: render every machine's raw results into the README.
 
-Raw results live in `results/<machine>/` (`benchmark.machine`): `native-full.json` and
-`compose-full.json` (or a `-short` run where no full one exists). The README gets a table
-across machines, then one section per machine with its tables, and each machine's folder
-its plots. It reads only the runner's JSON; nothing here measures.
+Raw results live in `results/<machine>/` (`benchmark.machine`): `native-full.json`,
+`compose-full.json` and `cluster-full.json` (or a `-short` run where no full one exists).
+The README gets a table across machines, then one section per machine with its tables, and
+each machine's folder its plots. It reads only the runner's JSON; nothing here measures.
 """
 
 import argparse
@@ -19,6 +19,7 @@ from benchmark.plots import plot_results
 from benchmark.tables import (
     derive,
     plan_name,
+    render_cluster,
     render_deployment,
     render_fidelity,
     render_framework_costs,
@@ -48,7 +49,7 @@ def load_machines(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
     machines: dict[str, dict[str, dict[str, Any]]] = {}
     for folder in sorted(p for p in results.iterdir() if p.is_dir()):
         records = {}
-        for mode in ("native", "compose"):
+        for mode in ("native", "compose", "cluster"):
             for plan in PLANS_SHOWN:
                 path = folder / f"{mode}-{plan}.json"
                 if path.exists():
@@ -70,7 +71,9 @@ def machine_title(record: dict[str, Any]) -> str:
 def render_summary(machines: dict[str, dict[str, dict[str, Any]]]) -> str:
     """Requests/s per core and efficiency against the ceiling: one row per strategy, one
     column per machine and mode."""
-    columns = [(name, mode) for name, records in machines.items() for mode in records]
+    columns = [
+        (name, mode) for name, records in machines.items() for mode in records if mode != "cluster"
+    ]
     derived = {(name, mode): derive(machines[name][mode]) for name, mode in columns}
     strategies = list(dict.fromkeys(s for rows in derived.values() for s in rows))
     header = [
@@ -106,7 +109,7 @@ def render_machine(
 ) -> str:
     """One machine's section: native tables and plots, what each framework costs, then the
     deployment table. `framework_over`: framework strategy -> the one it is set against."""
-    any_record = records.get("native") or records["compose"]
+    any_record = records.get("native") or records.get("compose") or records["cluster"]
     shown = folder.relative_to(readme_dir) if folder.is_relative_to(readme_dir) else folder
     lines = [f"### {machine_title(any_record)}", "", f"Raw results: `{shown}/`.", ""]
     if "native" in records:
@@ -133,6 +136,8 @@ def render_machine(
             render_deployment(records["compose"], records.get("native")),
             "",
         ]
+    if "cluster" in records:
+        lines += [render_cluster(records["cluster"]), ""]
     return "\n".join(lines).rstrip()
 
 

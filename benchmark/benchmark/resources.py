@@ -15,10 +15,11 @@ import psutil
 
 
 class ResourceSampler:
-    """Samples the whole process tree every `interval` seconds until stopped."""
+    """Samples the whole process trees of `pids` together every `interval` seconds until
+    stopped."""
 
-    def __init__(self, pid: int, interval: float = 0.1) -> None:
-        self.root = psutil.Process(pid)
+    def __init__(self, *pids: int, interval: float = 0.1) -> None:
+        self.roots = [psutil.Process(pid) for pid in pids]
         self.interval = interval
         self.cpu_percent: list[float] = []
         self.rss_mb: list[float] = []
@@ -35,7 +36,7 @@ class ResourceSampler:
         self._thread.join()
 
     def _tree(self) -> list[psutil.Process]:
-        processes = [self.root, *self.root.children(recursive=True)]
+        processes = [p for root in self.roots for p in [root, *root.children(recursive=True)]]
         # Keep the same Process objects so cpu_percent measures since the last sample.
         return [self._known.setdefault(p.pid, p) for p in processes]
 

@@ -8,6 +8,7 @@ same, on each service's container (cpuset). The raw results go to `results/<mach
 """
 
 import argparse
+import contextlib
 import json
 import platform
 import signal
@@ -24,6 +25,7 @@ from serving_common.strategy import Strategy, discover_strategies
 from weather_model.contract import LABELS, STATE_DICT_FILE
 
 from benchmark import machine
+from benchmark.cluster import ClusterIngress, fixed_replicas, lose_a_worker, ray_cluster, settled_at
 from benchmark.compose import (
     ContainerService,
     Stack,
@@ -32,7 +34,15 @@ from benchmark.compose import (
     containerised_strategies,
     start_container,
 )
-from benchmark.measure import Job, Plan, measure_service
+from benchmark.measure import (
+    JSON,
+    Job,
+    Plan,
+    load_test,
+    measure_service,
+    open_loop_sweep,
+    verify,
+)
 from benchmark.payloads import write_payloads
 from benchmark.pipelines import PIPELINES, REFERENCE_PIPELINE
 from benchmark.processes import GcsEmulator, RunningService, start_service
@@ -42,6 +52,12 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # The Compose project of `--mode compose`; its containers are removed on every way out.
 COMPOSE_PROJECT = "model-serving-bench"
+# `--mode cluster`: ray_serving on the Ray cluster of docker-compose.ray.yml (its own Compose
+# project), with this many replicas in turn, against the single-node ray_serving container.
+CLUSTER_PROJECT, CLUSTER_STRATEGY = "model-serving-bench-ray", "ray_serving"
+CLUSTER_REPLICAS = (1, 2, 3)
+# The node-loss run: a worker killed under this fraction of the 2-replica throughput.
+NODE_LOSS_REPLICAS, NODE_LOSS_LOAD = 2, 0.5
 
 PLANS = {
     # The main job: the study's ab -n 40000 -c 50, capped at 180 s per service.
@@ -81,8 +97,9 @@ PLANS = {
 }
 # What the plan cannot know, in seconds: a service's start and verification, one cold start,
 # the Compose export job. Only for the progress estimate.
-START_S = {"native": 10.0, "compose": 20.0}
-COLD_START_S = {"native": 5.0, "compose": 8.0}
+START_S = {"native": 10.0, "compose": 20.0, "cluster": 20.0}
+COLD_START_S = {"native": 5.0, "compose": 8.0, "cluster": 0.0}
+CLUSTER_START_S, DEPLOY_S, NODE_LOSS_S = 120.0, 30.0, 120.0
 EXPORT_JOB, EXPORT_JOB_S = "Compose: GCS emulator and export job", 90.0
 
 
@@ -114,9 +131,11 @@ def machine_metadata(mode: str, service_cpus: str, load_cpus: str) -> dict[str, 
 def plan_phases(plan: Plan, mode: str, names: list[str]) -> list[Phase]:
     """Every phase of a run in order, with the time the plan gives it (progress only)."""
     phases = []
-    if mode == "compose":
+    if mode in ("compose", "cluster"):
         phases += [Phase("images", 0.0), Phase(EXPORT_JOB, EXPORT_JOB_S)]
     phases.append(Phase("ceiling", plan.ceiling_seconds + 2))
+    if mode == "cluster":
+        return phases + cluster_phases(plan, names)
     for name in names:
         # Two ceilings (the service's pipeline, today's) before it starts and after it stops.
         ceilings = 2 * (plan.ceiling_seconds + 2)
@@ -129,6 +148,20 @@ def plan_phases(plan: Plan, mode: str, names: list[str]) -> list[Phase]:
         ]
         phases += [Phase(f"{name}: {step}", s) for step, s in steps if s is not None]
     return phases
+
+
+def cluster_phases(plan: Plan, names: list[str]) -> list[Phase]:
+    """`names`: the single-node configuration, then the cluster's."""
+    load = plan.seconds + 3 + len(plan.open_loop_fractions) * (plan.open_loop_seconds + 1)
+    single, *replicas = names
+    return [
+        Phase(f"{single}: start and verify", START_S["cluster"]),
+        Phase(f"{single}: load", load),
+        Phase("cluster: start", CLUSTER_START_S),
+        *(Phase(f"{name}: deploy and load", DEPLOY_S + load) for name in replicas[:2]),
+        Phase("cluster: node loss", NODE_LOSS_S),
+        *(Phase(f"{name}: deploy and load", DEPLOY_S + load) for name in replicas[2:]),
+    ]
 
 
 def expected_prediction(artifacts: Path, jpeg: Path) -> str:
@@ -146,6 +179,8 @@ def run(args: argparse.Namespace) -> Path:
     plan = PLANS[args.plan]
     if args.requests:
         plan = Plan(**{**plan.__dict__, "requests": args.requests})
+    if args.mode == "cluster" and args.services:
+        raise RuntimeError("--services: cluster mode measures ray_serving only")
     selected = select_strategies(args.mode, args.services)
     for strategy in selected.values():
         if strategy.ceiling not in PIPELINES:
@@ -185,6 +220,8 @@ def run(args: argparse.Namespace) -> Path:
     for warning in record["machine"]["warnings"]:
         log(f"WARNING: {warning}")
     keys = [key for key, _, _ in configurations(selected)]
+    if args.mode == "cluster":
+        keys = [CLUSTER_STRATEGY, *(cluster_key(n) for n in CLUSTER_REPLICAS)]
     progress = Progress(plan_phases(plan, args.mode, keys), log)
     job = Job(
         plan=plan,
@@ -205,6 +242,8 @@ def run(args: argparse.Namespace) -> Path:
     if args.mode == "native":
         record["ceiling"] = measure_first_ceiling(job)
         record["services"] = run_native(artifacts, runtime, selected, job)
+    elif args.mode == "cluster":
+        record |= run_cluster(runtime, selected[CLUSTER_STRATEGY], job)
     else:
         record["services"], record["deployment"], record["ceiling"] = run_compose(
             runtime, selected, job
@@ -262,6 +301,8 @@ def select_strategies(mode: str, names: str | None) -> dict[str, Strategy]:
     """The strategies to measure: every discovered one (with a Dockerfile, in compose
     mode), or those named in `names` ("a,b")."""
     available = discover_strategies() if mode == "native" else containerised_strategies()
+    if mode == "cluster":
+        available = {CLUSTER_STRATEGY: available[CLUSTER_STRATEGY]}
     if not names:
         return available
     wanted = [name.strip() for name in names.split(",") if name.strip()]
@@ -347,9 +388,82 @@ def run_compose(
     return results, deployment, ceiling
 
 
+def cluster_key(replicas: int) -> str:
+    return f"cluster x{replicas}"
+
+
+def measure_load(service: ContainerService | ClusterIngress, job: Job, name: str) -> dict[str, Any]:
+    """Verified, then the closed-loop main run and the open-loop sweep (no size sweep, no
+    cold starts)."""
+    problems = verify(service, job)
+    if problems:
+        raise RuntimeError(f"{name}: FAILED verification: {problems}")
+    main = load_test(service, job.main_payload, JSON, job.plan.seconds, job)
+    rps = main["ab"]["requests_per_second"]
+    return {"main": main, "open_loop": open_loop_sweep(service, [rps], job)}
+
+
+def run_cluster(runtime: dict[str, str], strategy: Strategy, job: Job) -> dict[str, Any]:
+    """The single-node strategy as its container (cpuset = the service cores), then the Ray
+    cluster, head and both workers on those same cores (they share them), with 1, 2 and 3
+    replicas, and a worker killed under load with 2. The shipped settings throughout: Ray's own
+    failure detection, HAProxy's timeouts."""
+    with job.progress.phase("images"):
+        build_images()
+    cpus = str(len(job.service_cpus.split(",")))
+    env = {**build_environment(), **runtime}
+    env |= {"SERVICE_CPUS": cpus, "SERVICE_CPUSET": job.service_cpus}
+    stack = Stack(COMPOSE_PROJECT, env)
+    name, services = strategy.name, {}
+    try:
+        with job.progress.phase(EXPORT_JOB):
+            stack.check("up", "--exit-code-from", "model", "model", timeout=1200)
+        ceiling = measure_first_ceiling(job)
+        # Its own pipeline's ceiling, timed with nothing running: each configuration's
+        # efficiency is judged against it.
+        own_ceiling = job.ceiling(strategy.ceiling)
+        with job.progress.phase(f"{name}: start and verify"):
+            single = start_container(stack, name)
+        with job.progress.phase(f"{name}: load"):
+            services[name] = {"ceiling": own_ceiling, **measure_load(single, job, name)}
+        single.stop()
+    finally:
+        stack.down()
+    nodes = {
+        "RAY_HEAD_CPUS": cpus, "RAY_WORKER_CPUS": cpus, "RAY_HEAD_CPUSET": job.service_cpus,
+        "RAY_WORKER_1_CPUSET": job.service_cpus, "RAY_WORKER_2_CPUSET": job.service_cpus,
+    }  # fmt: skip
+    with contextlib.ExitStack() as up:
+        with job.progress.phase("cluster: start"):
+            cluster = up.enter_context(ray_cluster(CLUSTER_PROJECT, {**runtime, **nodes}))
+        for replicas in CLUSTER_REPLICAS:
+            key = cluster_key(replicas)
+            with job.progress.phase(f"{key}: deploy and load"):
+                cluster.deploy(fixed_replicas(replicas), settled_at(replicas))
+                ingress = ClusterIngress(key, cluster.url, cluster)
+                services[key] = {"ceiling": own_ceiling, **measure_load(ingress, job, key)}
+            if replicas == NODE_LOSS_REPLICAS:
+                # Now, while a scale-up from one has put them on both workers (a scale-down
+                # would leave them on one: Serve stops replicas to empty nodes).
+                with job.progress.phase("cluster: node loss"):
+                    rate = max(
+                        1,
+                        round(NODE_LOSS_LOAD * services[key]["main"]["ab"]["requests_per_second"]),
+                    )
+                    job.log(f"  cluster: a worker killed under {rate} req/s")
+                    body = job.main_payload.read_bytes()
+                    node_loss = lose_a_worker(cluster, replicas, body, JSON, rate)
+    return {"ceiling": ceiling, "services": services, "cluster": nodes, "node_loss": node_loss}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--mode", choices=("native", "compose"), default="native")
+    parser.add_argument(
+        "--mode",
+        choices=("native", "compose", "cluster"),
+        default="native",
+        help="cluster: ray_serving on the Ray cluster of docker-compose.ray.yml",
+    )
     parser.add_argument(
         "--plan",
         choices=tuple(PLANS),

@@ -411,3 +411,64 @@ def render_framework_costs(record: dict[str, Any], framework_over: dict[str, str
             f"{r['ready_s']:.1f} | {batch} |"
         )
     return "\n".join(lines)
+
+
+def render_cluster(record: dict[str, Any]) -> str:
+    """`--mode cluster`: the single-node strategy's container, then the Ray cluster with 1,
+    2 and 3 replicas, every node on the same cores; then the node-loss run."""
+    cores = len(record["machine"]["service_cpus"].split(","))
+    single = next(iter(record["services"]))
+    slo = record["services"][single]["open_loop"]["slo_ms"]
+    rows = {}
+    for name, result in record["services"].items():
+        ab, resources = result["main"]["ab"], result["main"]["resources"]
+        cpu_ms = resources["cpu_percent_mean"] / 100 * ab["time_taken_s"] * 1000
+        per_core = ab["requests_per_second"] / cores
+        rows[name] = {
+            "per_core": per_core,
+            "efficiency": per_core / result["ceiling"]["requests_per_second"],
+            "cpu_ms": cpu_ms / max(ab["complete_requests"], 1),
+            "p99_at_80": p99_at(result["open_loop"], 0.8 * ab["requests_per_second"]),
+            "bounded": latency_bounded_rps(result["open_loop"]) / cores,
+            "rss_mb": resources["rss_mb_mean"],
+            "non_2xx": ab["non_2xx"],
+        }
+    base = rows[single]
+    lines = [
+        f"Beyond one machine: `{single}` on the Ray cluster of `docker-compose.ray.yml` "
+        f"(`--mode cluster`, {plan_name(record)} plan, {measured(record)}): the head and both "
+        f"workers share cpu(s) {record['machine']['service_cpus']}, so these are the cost "
+        "of the cluster path (the head's HAProxy to a replica on another node, Ray's "
+        "processes on three nodes), not a capacity claim. First row: the single-node "
+        "container, same cores, same run.",
+        "",
+        "| configuration | requests/s per core | difference | efficiency | CPU ms/request "
+        f"| difference | p99 ms at 80% of its own capacity | per core at p99 ≤ {slo:.0f} ms "
+        "| RSS MB (all nodes) | non-2xx |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, r in rows.items():
+        lines.append(
+            f"| {name} | {r['per_core']:.1f} | {r['per_core'] / base['per_core'] - 1:+.0%} | "
+            f"{r['efficiency']:.0%} | {r['cpu_ms']:.1f} | {r['cpu_ms'] - base['cpu_ms']:+.1f} | "
+            f"{_ms(r['p99_at_80'])} | {r['bounded']:.1f} | {r['rss_mb']:.0f} | "
+            f"{r['non_2xx']:.0f} |"
+        )
+    loss = record["node_loss"]
+    statuses = ", ".join(
+        f"{n} {'with no answer' if s == '0' else s}" for s, n in loss["failed_by_status"].items()
+    )
+    restarted = ", ".join(loss["restarted"]) or "nothing else"
+    lines += [
+        "",
+        f"Node loss: {loss['replicas']} replicas (one per worker) under "
+        f"{loss['offered_rps']} requests/s for {loss['seconds']} s, one worker's container "
+        f"killed (SIGKILL) 10 s in: {loss['failed']} of {loss['requests']} requests failed"
+        f"{f' ({statuses})' if statuses else ''}; the last failure ended "
+        f"{loss['error_window_s']:.1f} s after the kill, every later request answered 200; "
+        f"the longest request took {loss['longest_request_s']:.1f} s; Serve had "
+        f"{loss['replicas']} replicas running on the survivor {loss['replaced_after_s']:.0f} s "
+        f"after the kill; {restarted} restarted; the killed worker, started again, rejoined "
+        f"in {loss['rejoined_after_s']:.0f} s.",
+    ]
+    return "\n".join(lines)
