@@ -13,7 +13,7 @@ from benchmark.machine import machine_name
 from benchmark.plots import plot_results
 from benchmark.report import END, START, render_readme, render_results
 from benchmark.runner import added_to, configurations
-from benchmark.tables import derive, measured, render_tables
+from benchmark.tables import derive, measured, render_cluster, render_tables
 from serving_common.strategy import discover_strategies
 
 RECORDED_AB = """\
@@ -278,3 +278,19 @@ def test_mean_ceiling_weighs_runs_by_iterations():
     assert both["cpu_ms_per_request"] == 12.5
     assert both["stage_ms"] == {stage: 1.25 * ms for stage, ms in stages.items()}
     assert both["runs"] == [fast, slow]
+
+
+CLUSTER_RECORDS = sorted((Path(__file__).resolve().parents[2] / "results").glob("*/cluster-*.json"))
+
+
+@pytest.mark.parametrize("path", CLUSTER_RECORDS, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_committed_cluster_records_render(path):
+    """Each machine's committed `--mode cluster` record (make bench-cluster) renders: the
+    single-node container first, one row per replica count, the node-loss figures."""
+    record = json.loads(path.read_text())
+    text = render_cluster(record)
+    rows = re.findall(r"^\| (ray_serving|cluster x\d) \| \d", text, re.M)
+    assert rows == list(record["services"]) and rows[0] == "ray_serving", text
+    assert rows[1:] == [f"cluster x{n}" for n in (1, 2, 3)]
+    loss = record["node_loss"]
+    assert f"{loss['failed']} of {loss['requests']} requests failed" in text
