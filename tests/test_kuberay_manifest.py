@@ -5,9 +5,9 @@ the schema that owns it:
   ConfigMap, and each pod template inside the RayService, validated as a PodTemplate;
 - Ray's own (ray.serve.schema, with ray_serving/serve_config.py's walk for the keys that
   schema silently drops): serveConfigV2 and ray_serving/serve-cluster.yaml;
-- KubeRay's RayService and RayCluster fields: no package on PyPI ships KubeRay's CRD, so
-  the fields are listed here from KubeRay's v1 Go types (ray-operator/apis/ray/v1) and the
-  manifest must use no others. Weaker than the CRD: no CEL rules, no defaults.
+- KubeRay's own (its CRDs, as Rust types: k8s/check, run here as a binary): the whole
+  RayService, pod templates included, with every key the types do not know refused.
+  Weaker than the API server: no CEL rules, no defaults, no minimums or patterns.
 
 Then what the project's files must agree on: the image, Ray's version, the application,
 the model's URI, the Ray switches docker-compose.ray.yml sets, and probes, resources and a
@@ -17,6 +17,8 @@ Secret for the credentials on every pod.
 import copy
 import importlib
 import re
+import shutil
+import subprocess
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any
@@ -37,101 +39,10 @@ COMPOSE = ROOT / "docker-compose.ray.yml"
 STRATEGY = discover_strategies([ROOT])["ray_serving"]
 # The Kubernetes version the manifest is checked against (kubernetes-validate ships 1.25-1.37).
 KUBERNETES = "1.35"
-
-# KubeRay's v1 fields (rayservice_types.go, raycluster_types.go): a mapping is a struct, a
-# one-item list a list of it, POD a corev1.PodTemplateSpec (checked by Kubernetes' schema),
-# STRINGS a map[string]string; any other value is the Python type of a leaf.
-POD, STRINGS = "PodTemplateSpec", "map[string]string"
-WORKER_GROUP = {
-    "groupName": str,
-    "replicas": int,
-    "minReplicas": int,
-    "maxReplicas": int,
-    "idleTimeoutSeconds": int,
-    "rayStartParams": STRINGS,
-    "template": POD,
-    "scaleStrategy": dict,
-    "numOfHosts": int,
-    "suspend": bool,
-}
-RAY_CLUSTER_SPEC = {
-    "rayVersion": str,
-    "enableInTreeAutoscaling": bool,
-    "autoscalerOptions": {
-        "resources": dict,
-        "image": str,
-        "imagePullPolicy": str,
-        "securityContext": dict,
-        "idleTimeoutSeconds": int,
-        "upscalingMode": str,
-        "version": str,
-        "env": list,
-        "envFrom": list,
-        "volumeMounts": list,
-    },
-    "headGroupSpec": {
-        "template": POD,
-        "headService": dict,
-        "enableIngress": bool,
-        "rayStartParams": STRINGS,
-        "serviceType": str,
-    },
-    "workerGroupSpecs": [WORKER_GROUP],
-    "headServiceAnnotations": STRINGS,
-    "gcsFaultToleranceOptions": dict,
-    "managedBy": str,
-    "suspend": bool,
-}
-RAY_SERVICE = {
-    "apiVersion": str,
-    "kind": str,
-    "metadata": dict,
-    "spec": {
-        "serveConfigV2": str,
-        "rayClusterConfig": RAY_CLUSTER_SPEC,
-        "serveService": dict,
-        "upgradeStrategy": dict,
-        "excludeHeadPodFromServeSvc": bool,
-    },
-}
-# Required by KubeRay (no `omitempty` in its Go types).
-REQUIRED = {
-    "spec.rayClusterConfig.headGroupSpec": {"template"},
-    "spec.rayClusterConfig.workerGroupSpecs[]": {"groupName", "template"},
-}
-UPSCALING_MODES = {"Default", "Aggressive", "Conservative"}
-
-
-def kuberay_problems(spec: Any, data: Any, path: str = "") -> list[str]:
-    """Where `data` leaves KubeRay's fields (`spec`, above): unknown keys, wrong types,
-    missing required keys."""
-    if spec == POD:
-        return [] if isinstance(data, dict) else [f"{path}: a pod template is a mapping"]
-    if spec == STRINGS:
-        if isinstance(data, dict) and all(isinstance(v, str) for v in data.values()):
-            return []
-        return [f"{path}: every value must be a string"]
-    if isinstance(spec, list):
-        if not isinstance(data, list):
-            return [f"{path}: a list"]
-        return [p for item in data for p in kuberay_problems(spec[0], item, f"{path}[]")]
-    if isinstance(spec, dict):
-        if not isinstance(data, dict):
-            return [f"{path}: a mapping"]
-        problems = [
-            f"{path}: missing {key}" for key in REQUIRED.get(path, set()) if key not in data
-        ]
-        for key, value in data.items():
-            where = f"{path}.{key}" if path else key
-            if key not in spec:
-                problems.append(f"{where}: not a KubeRay field")
-            else:
-                problems += kuberay_problems(spec[key], value, where)
-        return problems
-    # int for bool is a YAML mistake too (bool is an int subclass in Python).
-    if not isinstance(data, spec) or (spec is int and isinstance(data, bool)):
-        return [f"{path}: expected {spec.__name__}, got {data!r}"]
-    return []
+# KubeRay's types (kcr_ray_io, from KubeRay's CRDs) in a binary: `kuberay-check MANIFEST`
+# prints "ok: RayService <name>" or one line per problem, each starting with its path.
+KUBERAY_CHECK = ROOT / "k8s" / "check"
+WORKER = "spec.rayClusterConfig.workerGroupSpecs[0]"
 
 
 def documents() -> dict[str, dict[str, Any]]:
@@ -204,42 +115,105 @@ def test_kubernetes_validate_has_no_schema_for_a_rayservice():
         kubernetes_validate.validate(documents()["RayService"], KUBERNETES, strict=True)
 
 
-# KubeRay's fields
+# KubeRay's types
 
 
-def test_the_rayservice_uses_only_kuberay_fields():
-    service = documents()["RayService"]
-    assert service["apiVersion"] == "ray.io/v1"
-    assert kuberay_problems(RAY_SERVICE, service) == []
-    options = cluster_spec(service)["autoscalerOptions"]
-    assert options["upscalingMode"] in UPSCALING_MODES
+@pytest.fixture(scope="module")
+def kuberay_check() -> Path:
+    """k8s/check's binary, built from its sources by cargo: a no-op in `make test`, whose
+    setup-rust has built it; minutes when cold (hence the timeouts below)."""
+    if shutil.which("cargo") is None:
+        pytest.skip("cargo not found: the KubeRay layer is k8s/check, a Rust program")
+    manifest = KUBERAY_CHECK / "Cargo.toml"
+    build = ["cargo", "build", "--locked", "--quiet", "--manifest-path", str(manifest)]
+    subprocess.run(build, check=True)
+    return KUBERAY_CHECK / "target" / "debug" / "kuberay-check"
 
 
+def run_kuberay_check(binary: Path, manifest: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([binary, manifest], capture_output=True, text=True, timeout=60)
+
+
+def rename_key(mapping: dict[str, Any], old: str, new: str) -> None:
+    mapping[new] = mapping.pop(old)
+
+
+def head_container(service: dict[str, Any]) -> dict[str, Any]:
+    template = cluster_spec(service)["headGroupSpec"]["template"]
+    return template["spec"]["containers"][0]  # type: ignore[no-any-return]
+
+
+def worker_group(service: dict[str, Any]) -> dict[str, Any]:
+    return cluster_spec(service)["workerGroupSpecs"][0]  # type: ignore[no-any-return]
+
+
+@pytest.mark.timeout(1800)
+def test_the_rayservice_passes_kuberays_types(kuberay_check):
+    checked = run_kuberay_check(kuberay_check, MANIFEST)
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert checked.stdout == "ok: RayService ray-serving\n"
+
+
+@pytest.mark.timeout(1800)
 @pytest.mark.parametrize(
     ("change", "problem"),
     [
-        (lambda s: s["spec"].update(serveConfig="x"), "spec.serveConfig: not a KubeRay field"),
         (
-            lambda s: cluster_spec(s)["workerGroupSpecs"][0]["rayStartParams"].update(
-                {"num-cpus": 2}
+            lambda s: rename_key(
+                cluster_spec(s)["headGroupSpec"], "rayStartParams", "rayStartParms"
             ),
-            "spec.rayClusterConfig.workerGroupSpecs[].rayStartParams: every value must be",
+            "spec.rayClusterConfig.headGroupSpec.rayStartParms: unknown field",
         ),
         (
-            lambda s: cluster_spec(s)["headGroupSpec"].pop("template"),
-            "spec.rayClusterConfig.headGroupSpec: missing template",
+            lambda s: rename_key(
+                head_container(s)["securityContext"],
+                "allowPrivilegeEscalation",
+                "allowPrivilegeEscalaton",
+            ),
+            "spec.rayClusterConfig.headGroupSpec.template.spec.containers[0].securityContext"
+            ".allowPrivilegeEscalaton: unknown field",
+        ),
+        (lambda s: s["spec"].update(serveConfig="x"), "spec.serveConfig: unknown field"),
+        (
+            lambda s: worker_group(s).update(replicas="two"),
+            f'{WORKER}.replicas: invalid type: string "two", expected i32',
+        ),
+        # Unquoted, 2 is a number to the API server too: the CRD wants a string.
+        (
+            lambda s: worker_group(s)["rayStartParams"].update({"num-cpus": 2}),
+            f"{WORKER}.rayStartParams.num-cpus: invalid type: integer `2`, expected a string",
         ),
         (
             lambda s: cluster_spec(s).update(enableInTreeAutoscaling="true"),
-            "spec.rayClusterConfig.enableInTreeAutoscaling: expected bool",
+            "spec.rayClusterConfig.enableInTreeAutoscaling: invalid type: string",
+        ),
+        (
+            lambda s: cluster_spec(s)["autoscalerOptions"].update(upscalingMode="Fast"),
+            "spec.rayClusterConfig.autoscalerOptions.upscalingMode: unknown variant `Fast`",
+        ),
+        (
+            lambda s: worker_group(s).pop("template"),
+            f"{WORKER}: missing field `template`",
+        ),
+        (
+            lambda s: s.update(apiVersion="ray.io/v1alpha1"),
+            'apiVersion: "ray.io/v1alpha1", KubeRay\'s types are "ray.io/v1"',
         ),
     ],
 )
-def test_the_kuberay_check_finds_a_wrong_field(change, problem):
-    service = copy.deepcopy(documents()["RayService"])
+def test_kuberays_types_refuse_a_wrong_field_naming_its_path(
+    kuberay_check, tmp_path, change, problem
+):
+    """A copy of the manifest, the ConfigMap included, with one mistake in the RayService."""
+    ours = documents()
+    service = copy.deepcopy(ours["RayService"])
     change(service)
-    problems = kuberay_problems(RAY_SERVICE, service)
-    assert len(problems) == 1 and problems[0].startswith(problem), problems
+    manifest = tmp_path / "rayservice.yaml"
+    manifest.write_text(yaml.safe_dump_all([ours["ConfigMap"], service]))
+    checked = run_kuberay_check(kuberay_check, manifest)
+    assert checked.returncode == 1, checked.stdout + checked.stderr
+    assert checked.stdout.splitlines()[0].startswith(problem), checked.stdout
+    assert len(checked.stdout.splitlines()) == 1, checked.stdout
 
 
 # Ray's Serve schema
