@@ -7,9 +7,13 @@ cluster alike. Only loopback and the project's private Docker network are used.
 """
 
 import asyncio
+import csv
+import io
 import json
 import subprocess
+import threading
 import time
+from collections import Counter
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -33,6 +37,18 @@ DASHBOARD = "http://127.0.0.1:8265"
 SERVE_DETAILS = f"{DASHBOARD}/api/serve/applications/"
 NODES = f"{DASHBOARD}/api/v0/nodes?limit=100"
 APP, DEPLOYMENT = "ray_serving", "Predictor"
+# HAProxy's view of the replicas, from its runtime API on the head (`show stat`: one CSV row
+# per server, with its address and UP/DOWN state). Serve puts the admin socket in a folder
+# per node.
+HAPROXY_STAT = (
+    "import glob, socket\n"
+    "s = socket.socket(socket.AF_UNIX)\n"
+    "s.connect(glob.glob('/tmp/haproxy-serve/*/admin.sock')[0])\n"
+    "s.sendall(b'show stat\\n')\n"
+    "out = b''\n"
+    "while chunk := s.recv(65536): out += chunk\n"
+    "print(out.decode())\n"
+)
 # From `compose up` to the first 200: the model's export job, then Ray on three nodes.
 START_SECONDS = 600
 # The longest a request may take: HAProxy answers 500 after its `timeout server` (10 s,
@@ -136,10 +152,25 @@ class RayCluster:
         )
         self.wait_for(settled, 300, "the deployed Serve config settled")
 
+    def ingress_servers(self) -> dict[str, str]:
+        """HAProxy's servers for the application (its Python fallback proxy included), by
+        address without the port -> state (UP, DOWN, MAINT, ...)."""
+        stat = docker("exec", self.container(HEAD), "python3", "-c", HAPROXY_STAT)
+        rows = csv.DictReader(io.StringIO(stat.removeprefix("# ")))
+        return {
+            row["addr"].rsplit(":", 1)[0]: row["status"]
+            for row in rows
+            if row["svname"] not in ("FRONTEND", "BACKEND") and row.get("addr")
+        }
+
+    def ip(self, service: str) -> str:
+        """The node's address on the private network."""
+        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
+        return docker("inspect", "-f", template, self.container(service))
+
     def worker_ips(self) -> dict[str, str]:
         """Each worker node's address on the private network -> its service."""
-        template = "{{range .NetworkSettings.Networks}}{{.IPAddress}}{{end}}"
-        return {docker("inspect", "-f", template, self.container(w)): w for w in WORKERS}
+        return {self.ip(w): w for w in WORKERS}
 
     def node_state(self, service: str) -> str:
         """Its restart count and start time: both unchanged if nothing restarted it."""
@@ -197,6 +228,7 @@ class Outcome:
     seconds: float  # until its answer, or its failure
     status: int  # 0: no HTTP answer
     error: str = ""
+    served_by: str = ""  # the node that answered (X-Served-By), if a replica did
 
 
 async def predict(
@@ -212,7 +244,8 @@ async def predict(
     except httpx.TransportError as exc:
         return Outcome(sent - started, time.monotonic() - sent, 0, repr(exc))
     error = "" if response.status_code == 200 else response.text[:80]
-    return Outcome(sent - started, time.monotonic() - sent, response.status_code, error)
+    served_by = response.headers.get("x-served-by", "").rpartition("@")[2]
+    return Outcome(sent - started, time.monotonic() - sent, response.status_code, error, served_by)
 
 
 async def open_loop(
@@ -267,9 +300,26 @@ def lose_a_worker(
     before = {service: cluster.node_state(service) for service in others}
     victim = cluster.container(WORKERS[1])
     replaced_after: list[float] = []
+    killed_at_clock: list[float] = []
+    # What HAProxy made of it: its servers' states, sampled every second, at each change.
+    node_of = {**workers, cluster.ip(HEAD): "fallback proxy"}
+    ingress: list[tuple[float, dict[str, str]]] = []
+    load_over = threading.Event()
+
+    def watch_the_ingress() -> None:
+        while not load_over.is_set():
+            try:
+                servers = cluster.ingress_servers()
+                states = {node_of.get(ip, ip): state for ip, state in sorted(servers.items())}
+            except (subprocess.SubprocessError, ValueError, KeyError) as exc:
+                states = {"unreadable": type(exc).__name__}
+            if not ingress or ingress[-1][1] != states:
+                ingress.append((time.monotonic(), states))
+            load_over.wait(1)
 
     def kill_and_wait_for_a_replacement() -> None:
         killed = time.monotonic()
+        killed_at_clock.append(killed)
         docker("kill", victim)
 
         def replaced(details: dict[str, Any]) -> bool:
@@ -281,6 +331,8 @@ def lose_a_worker(
 
     # Docker would restart it (restart: unless-stopped): it stays dead for the load.
     docker("update", "--restart=no", victim)
+    watcher = threading.Thread(target=watch_the_ingress, daemon=True)
+    watcher.start()
     try:
         outcomes, killed_at = asyncio.run(
             open_loop(
@@ -289,6 +341,8 @@ def lose_a_worker(
             )
         )  # fmt: skip
     finally:
+        load_over.set()
+        watcher.join(30)
         docker("update", "--restart=unless-stopped", victim)
         docker("start", victim)
     restarted = [s for s in others if cluster.node_state(s) != before[s]]
@@ -299,6 +353,7 @@ def lose_a_worker(
             raise TimeoutError("the killed worker, started again, did not rejoin in 180 s")
         time.sleep(1)
     failed = [o for o in outcomes if o.status != 200]
+    served = [o for o in outcomes if o.status == 200]
     statuses: dict[str, int] = {}
     for o in failed:
         statuses[str(o.status)] = statuses.get(str(o.status), 0) + 1
@@ -311,6 +366,12 @@ def lose_a_worker(
         "failed_by_status": statuses,
         "errors": sorted({o.error[:60] for o in failed}),
         "failed_sent_s": [round(o.sent - killed_at, 2) for o in failed],
+        "failed_seconds": [round(o.seconds, 2) for o in failed],
+        # Which node answered, before the kill and after it.
+        "served_before": dict(Counter(o.served_by for o in served if o.sent < killed_at)),
+        "served_after": dict(Counter(o.served_by for o in served if o.sent >= killed_at)),
+        # HAProxy's servers (by node) over the load, seconds from the kill.
+        "ingress_states": [(round(at - killed_at_clock[0], 1), states) for at, states in ingress],
         # From the kill until the last failed request ended: every later one answered 200.
         "error_window_s": max([o.sent + o.seconds - killed_at for o in failed] + [0.0]),
         "longest_request_s": max(o.seconds for o in outcomes),
