@@ -6,8 +6,9 @@ few seconds, no request waits past the stated timeout, and nothing else restarts
 step scales the replicas up, and they scale down once it stops.
 
 The cluster runs as a Compose project of its own, with faster failure detection
-(RAY_HEALTH_CHECK_*) and the shipped Serve config redeployed with shorter autoscaling
-delays (`serve deploy` in the head, as an operator would). Only loopback and the project's
+(RAY_HEALTH_CHECK_*). Configs are deployed with `serve deploy` in the head, as an operator
+would: two fixed replicas, one per worker, for placement and node loss; then the shipped
+config with shorter autoscaling delays for the load step. Only loopback and the project's
 private Docker network are used. Skipped, with the reason, when no Docker daemon answers.
 Each test prints what it measured (`pytest -s` shows it). What a head restart loses is
 documented (README, "A Ray cluster"), not tested.
@@ -58,15 +59,12 @@ MIN_REPLICAS, MAX_REPLICAS = 2, 4
 
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[RayCluster]:
-    """The cluster with the shipped Serve config redeployed with TEST_AUTOSCALING (an
-    in-place update: no replica restarts)."""
+    """The cluster, with MIN_REPLICAS fixed replicas, one on each worker (RayCluster.spread):
+    the tests of placement and node loss need them there, and autoscaling would move them."""
     started = time.monotonic()
     with ray_cluster(PROJECT, FAST_DETECTION) as running_cluster:
         print(f"\ncluster: first 200 {time.monotonic() - started:.0f} s after `compose up`")
-        config = serve_config()
-        autoscaling = config["applications"][0]["deployments"][0]["autoscaling_config"]
-        autoscaling.update(TEST_AUTOSCALING)
-        running_cluster.deploy(config, settled_at(MIN_REPLICAS))
+        running_cluster.spread(MIN_REPLICAS)
         yield running_cluster
 
 
@@ -127,7 +125,11 @@ def test_a_load_step_scales_replicas_up_and_back_down(cluster):
     """12 clients sending predictions back to back (about 6 in flight per replica, 3 times
     the target) until the replicas stop growing, then nothing."""
     concurrency, up_seconds, down_seconds = 12, 120, 120
-    cluster.wait_for(lambda d: len(running(d)) == MIN_REPLICAS, 120, "the minimum of replicas")
+    # The shipped Serve config with TEST_AUTOSCALING: from the fixed replicas, an in-place
+    # update (no replica restarts).
+    config = serve_config()
+    config["applications"][0]["deployments"][0]["autoscaling_config"].update(TEST_AUTOSCALING)
+    cluster.deploy(config, settled_at(MIN_REPLICAS))
     stop = threading.Event()
     statuses: list[int] = []
 

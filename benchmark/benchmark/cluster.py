@@ -152,6 +152,23 @@ class RayCluster:
         )
         self.wait_for(settled, 300, "the deployed Serve config settled")
 
+    def spread(self, replicas: int) -> None:
+        """Exactly `replicas` replicas (no autoscaling), as evenly over the workers as Serve
+        places them: once every node is ALIVE, one replica, then the rest, which Serve's
+        spread scheduling puts on the emptiest workers. (A worker that joined late, or a
+        scale-down, which stops replicas to empty a node, can leave them all on one.)"""
+        self.wait_for_nodes(180)
+        self.deploy(fixed_replicas(1), settled_at(1))
+        self.deploy(fixed_replicas(replicas), settled_at(replicas))
+
+    def wait_for_nodes(self, timeout: float) -> None:
+        """Until Ray counts the head and every worker ALIVE."""
+        deadline = time.monotonic() + timeout
+        while self.alive_nodes() != sorted([HEAD, *WORKERS]):
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not every node ALIVE within {timeout} s")
+            time.sleep(1)
+
     def ingress_servers(self) -> dict[str, str]:
         """HAProxy's servers for the application (its Python fallback proxy included), by
         address without the port -> state (UP, DOWN, MAINT, ...)."""
@@ -292,10 +309,12 @@ def lose_a_worker(
     restarted (nothing should), and how soon the killed worker rejoined."""
     workers = cluster.worker_ips()
     (victim_ip,) = [ip for ip, worker in workers.items() if worker == WORKERS[1]]
-    # Losing a node that holds every replica is an outage, not what this measures.
-    placement = [workers.get(r["node_ip"]) for r in running(cluster.serve_details())]
-    if set(placement) != set(WORKERS):
-        raise RuntimeError(f"the replicas are not on both workers: {placement}")
+    # Losing a node that holds every replica is an outage, not what this measures; nor
+    # is a scale-down under way, which may leave them on one.
+    details = cluster.serve_details()
+    placement = [workers.get(r["node_ip"]) for r in running(details)]
+    if set(placement) != set(WORKERS) or not settled_at(replicas)(details):
+        raise RuntimeError(f"not {replicas} settled replicas on both workers: {placement}")
     others = [HEAD, WORKERS[0], "gcs"]
     before = {service: cluster.node_state(service) for service in others}
     victim = cluster.container(WORKERS[1])
@@ -347,11 +366,7 @@ def lose_a_worker(
         docker("start", victim)
     restarted = [s for s in others if cluster.node_state(s) != before[s]]
     rejoin_started = time.monotonic()
-    deadline = rejoin_started + 180
-    while cluster.alive_nodes() != sorted([HEAD, *WORKERS]):
-        if time.monotonic() > deadline:
-            raise TimeoutError("the killed worker, started again, did not rejoin in 180 s")
-        time.sleep(1)
+    cluster.wait_for_nodes(180)
     failed = [o for o in outcomes if o.status != 200]
     served = [o for o in outcomes if o.status == 200]
     statuses: dict[str, int] = {}

@@ -436,6 +436,8 @@ def run_cluster(runtime: dict[str, str], strategy: Strategy, job: Job) -> dict[s
     with contextlib.ExitStack() as up:
         with job.progress.phase("cluster: start"):
             cluster = up.enter_context(ray_cluster(CLUSTER_PROJECT, {**runtime, **nodes}))
+            # Every worker in, so that Serve spreads the replicas over them.
+            cluster.wait_for_nodes(180)
         for replicas in CLUSTER_REPLICAS:
             key = cluster_key(replicas)
             with job.progress.phase(f"{key}: deploy and load"):
