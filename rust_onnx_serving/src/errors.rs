@@ -60,7 +60,7 @@ impl ResponseError for ServiceError {
 mod tests {
     use super::*;
 
-    #[actix_rt::test]
+    #[actix_web::test]
     async fn a_row_maps_to_its_status_and_body() {
         let response = ServiceError::new("unsupported_image", "not a photo").error_response();
         assert_eq!(response.status().as_u16(), 415);

@@ -249,6 +249,9 @@ fn one_line(text: &str) -> String {
 
 /// The HTTP client of every storage request: the contract's connect and read timeouts.
 fn http_client() -> Result<reqwest_middleware::ClientWithMiddleware, FetchError> {
+    // TLS's crypto, ring (Cargo.toml), for this client and the credential clients built after
+    // it: reqwest has none of its own here. An error means it is already installed.
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = reqwest::Client::builder()
         .connect_timeout(CONNECT_TIMEOUT)
         .read_timeout(READ_TIMEOUT)
@@ -400,7 +403,7 @@ mod tests {
         );
     }
 
-    #[actix_rt::test]
+    #[actix_web::test]
     async fn missing_graph_entry_fails_in_one_line() {
         let dir = std::env::temp_dir().join(format!("rust_onnx_serving-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -463,7 +466,7 @@ mod tests {
 
     /// Storage that accepts connections and never answers, and storage that is down: both
     /// give up at STORAGE_TIMEOUT_SECONDS, in one line.
-    #[actix_rt::test]
+    #[actix_web::test]
     async fn stalled_or_down_storage_gives_up_at_the_deadline() {
         let stalled = std::net::TcpListener::bind("127.0.0.1:0").unwrap(); // never accepts
         let (error, took) = read_within(format!("http://{}", stalled.local_addr().unwrap()), 2).await;
@@ -489,7 +492,7 @@ mod tests {
         );
     }
 
-    #[actix_rt::test]
+    #[actix_web::test]
     async fn missing_local_file_is_one_line() {
         let error = fetch_model("/nonexistent/model.onnx", Duration::from_secs(5))
             .await
