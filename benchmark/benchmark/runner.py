@@ -144,7 +144,7 @@ def plan_phases(plan: Plan, mode: str, names: list[str]) -> list[Phase]:
             ("main run", plan.seconds),
             ("size sweep", 3 * (plan.sweep_seconds + 1) if plan.sweep_seconds else None),
             ("open loop", 3 + len(plan.open_loop_fractions) * (plan.open_loop_seconds + 1)),
-            ("cold starts", ceilings + plan.startup_runs * COLD_START_S[mode]),
+            ("cold starts", ceilings + (plan.startup_runs - 1) * COLD_START_S[mode]),
         ]
         phases += [Phase(f"{name}: {step}", s) for step, s in steps if s is not None]
     return phases
