@@ -4,22 +4,30 @@ SHELL := /bin/bash
 UV_VERSION := $(shell sed -n 's/^required-version = "==\(.*\)"/\1/p' pyproject.toml)
 VENV := .venv
 RUN := $(VENV)/bin/
-RUST := rust_onnx_serving
-RUST_BIN := $(RUST)/target/release/rust_onnx_serving
-# k8s/rayservice.yaml's RayService against KubeRay's types (tests/test_kuberay_manifest.py).
-KUBERAY_CHECK := k8s/check
+# Rust crates that are tools, not services (a strategy's own checker, built by the test that
+# runs it), found by glob two or three folders deep: formatted and clippy-clean in the dev
+# profile their tests build. A strategy's own crate lints itself (its strategy.mk).
+RUST_TOOLS = $(filter-out %/target/%,$(patsubst %/Cargo.toml,%,$(wildcard */*/Cargo.toml */*/*/Cargo.toml)))
 # The ONNX Runtime library of the pinned onnxruntime wheel (libonnxruntime.so.<version> on
-# Linux, libonnxruntime.<version>.dylib on macOS): the Rust service loads the very build the
-# Python service runs (ort's load-dynamic), found next to its binary under the platform's
-# name for it, libonnxruntime.so or libonnxruntime.dylib (rust_onnx_serving/src/main.rs).
+# Linux, libonnxruntime.<version>.dylib on macOS), for a compiled service that loads the very
+# build the Python services run (ort's load-dynamic), and its platform's file name.
 ORT_CAPI := $(VENV)/lib/python3.11/site-packages/onnxruntime/capi
 ORT_LIB = $(firstword $(wildcard $(ORT_CAPI)/libonnxruntime.so.* $(ORT_CAPI)/libonnxruntime.*.dylib))
-ORT_BESIDE_BINARY := $(RUST)/target/release/libonnxruntime$(if $(filter Darwin,$(shell uname -s)),.dylib,.so)
+ORT_LIB_NAME := libonnxruntime$(if $(filter Darwin,$(shell uname -s)),.dylib,.so)
 ARTIFACTS := artifacts
 
-.PHONY: readme setup setup-system setup-python setup-rust setup-tools export payloads sample-images images images-background images-wait test-rust lint format test bench bench-compose bench-cluster up down up-ray down-ray
+# A strategy with build steps of its own (a compiled service) writes them in its folder's
+# strategy.mk, and adds its targets to these lists: `make setup`, `lint`, `format` and `test`
+# run them. The Makefile names no strategy.
+STRATEGY_SETUP :=
+STRATEGY_LINT :=
+STRATEGY_FORMAT :=
+STRATEGY_TEST :=
+include $(wildcard */strategy.mk)
 
-setup: setup-system setup-python setup-rust setup-tools
+.PHONY: render readme setup setup-system setup-python setup-strategies setup-tools export payloads sample-images images images-background images-wait test-strategies lint lint-python format test test-fast bench bench-compose bench-cluster up down up-cluster down-cluster
+
+setup: setup-system setup-python setup-strategies setup-tools
 
 # The system commands (ab, cmake, nasm on x86-64, debootstrap on Linux), installed only when
 # one is missing, with apt-get or else Homebrew (idempotent, fast when done).
@@ -33,13 +41,8 @@ setup-python:
 		|| { echo "setup: install uv $(UV_VERSION) (e.g. pipx install uv==$(UV_VERSION)) and run make again" >&2; exit 1; }
 	uv sync --locked --all-packages --python 3.11 -q
 
-# The Rust release binary with the ONNX Runtime library beside it, and the KubeRay checker
-# (incremental: fast when built). The checker in the dev profile: KubeRay's generated types
-# take half the CPU time there that they take optimised, and it reads one small file.
-setup-rust: setup-system setup-python
-	cargo build --release --locked --quiet --manifest-path $(RUST)/Cargo.toml
-	@cmp -s $(ORT_LIB) $(ORT_BESIDE_BINARY) || cp $(ORT_LIB) $(ORT_BESIDE_BINARY)
-	cargo build --locked --quiet --manifest-path $(KUBERAY_CHECK)/Cargo.toml
+# Each strategy's own build (strategy.mk; e.g. a release binary), incremental: fast when built.
+setup-strategies: $(STRATEGY_SETUP)
 
 # oha, the open-loop load generator, built from crates.io into .tools/ (once).
 OHA_VERSION := 1.16.0
@@ -78,20 +81,22 @@ images-wait:
 	@echo "waiting for docker/build-images.sh"; while [ ! -f $(IMAGES_STATUS) ]; do sleep 2; done; \
 		status=$$(cat $(IMAGES_STATUS)); rm -f $(IMAGES_STATUS); exit $$status
 
-lint: setup-python
+# Everything: the Python code, each strategy's own (strategy.mk), the Rust tools.
+lint: lint-python $(STRATEGY_LINT)
+	@for crate in $(RUST_TOOLS); do set -x; \
+		cargo fmt --manifest-path $$crate/Cargo.toml --check && \
+		cargo clippy --locked --quiet --manifest-path $$crate/Cargo.toml --all-targets -- -D warnings \
+		|| exit 1; done
+
+lint-python: setup-python
 	$(RUN)ruff check .
 	$(RUN)ruff format --check .
 	$(RUN)mypy
-	cargo fmt --manifest-path $(RUST)/Cargo.toml --check
-	cargo clippy --release --locked --quiet --manifest-path $(RUST)/Cargo.toml --all-targets -- -D warnings
-	cargo fmt --manifest-path $(KUBERAY_CHECK)/Cargo.toml --check
-	cargo clippy --locked --quiet --manifest-path $(KUBERAY_CHECK)/Cargo.toml --all-targets -- -D warnings
 
-format: setup-python
+format: setup-python $(STRATEGY_FORMAT)
 	$(RUN)ruff format .
 	$(RUN)ruff check --fix .
-	cargo fmt --manifest-path $(RUST)/Cargo.toml
-	cargo fmt --manifest-path $(KUBERAY_CHECK)/Cargo.toml
+	@for crate in $(RUST_TOOLS); do set -x; cargo fmt --manifest-path $$crate/Cargo.toml || exit 1; done
 
 # Sub-makes, in order: ORT_LIB exists only once `setup` has run. `-j2 setup` builds oha
 # while uv downloads PyTorch.
@@ -99,13 +104,32 @@ test: setup-system
 	@$(MAKE) --no-print-directory images-background
 	@$(MAKE) --no-print-directory -j2 setup
 	@$(MAKE) --no-print-directory lint export
-	@$(MAKE) --no-print-directory test-rust
+	@$(MAKE) --no-print-directory test-strategies
 	@$(MAKE) --no-print-directory images-wait
 	$(RUN)pytest
 
-test-rust:
-	MODEL_URI=$(abspath $(ARTIFACTS))/$$($(RUN)python -m serving_common.strategy $(RUST) model_file) \
-		ORT_DYLIB_PATH=$(abspath $(ORT_LIB)) cargo test --release --locked --manifest-path $(RUST)/Cargo.toml
+# The quick tier, under 5 minutes: the unit tests (in-process; conftest.py says what is
+# one) and the contract suite against one Python strategy, no Rust build and no image: the
+# first plain host of the shared predictor (tests/helpers.py, fast_selection).
+# After `make setup-python`; `make test` is everything, what CI runs.
+FAST_SELECTION = $$(PYTHONPATH=tests $(RUN)python -c 'import helpers; print(helpers.fast_selection())')
+test-fast: setup-python
+	$(RUN)pytest -m unit
+	$(RUN)pytest -m service tests/test_contract.py -k "$(FAST_SELECTION)"
+
+# Each strategy's own test command (strategy.mk; e.g. cargo test), after `make export`.
+test-strategies: $(STRATEGY_TEST)
+
+# The files written from the manifests, the strategy folders and contract/errors.json,
+# committed and checked equal to a fresh render by `make test` (tests/test_layout.py): the uv
+# workspace's members, the Compose files and .env.example, the Python error types. Run it
+# after adding, renaming or removing a strategy, or editing a manifest or the error table.
+# Standard library only (no `make setup` needed): a new strategy is rendered before `uv lock`.
+RENDER := PYTHONPATH=model:serving_common python3
+render:
+	$(RENDER) scripts/workspace_members.py
+	$(RENDER) docker/compose_files.py
+	$(RENDER) -m serving_common.render_errors
 
 # The README's strategy table and results (every machine's, from results/*/), re-rendered.
 readme: setup-python
@@ -125,8 +149,8 @@ bench-compose: setup export
 	$(RUN)python -m benchmark.runner --mode compose --plan $(PLAN) $(BENCH_ARGS)
 	$(RUN)python -m benchmark.report
 
-# ray_serving on the Ray cluster of docker-compose.ray.yml with 1, 2 and 3 replicas, against
-# its single-node container, then a worker killed under load (README, "A Ray cluster").
+# Each strategy that declares a cluster scenario in its manifest ([scenarios.cluster]):
+# its single-node container, then its cluster as the scenario says (README, "A Ray cluster").
 bench-cluster: setup export
 	$(RUN)python -m benchmark.runner --mode cluster --plan $(PLAN) $(BENCH_ARGS)
 	$(RUN)python -m benchmark.report
@@ -142,18 +166,13 @@ up: images
 down:
 	$(COMPOSE) down --volumes --remove-orphans
 
-# ray_serving on a multi-node Ray cluster (README, "A Ray cluster"): a head and two worker
-# nodes as containers (docker-compose.ray.yml, a Compose project of its own), ready once the
-# head's one published port answers GET /.
-RAY_CLUSTER_PORT ?= 8086
-RAY_COMPOSE = $(COMPOSE) -p model-serving-ray -f docker-compose.ray.yml
-up-ray: images setup-python
-	env $$(docker/build-images.sh --print-build-args) RAY_CLUSTER_PORT=$(RAY_CLUSTER_PORT) \
-		$(RAY_COMPOSE) up --detach --no-build
-	$(RUN)python -c "from benchmark.processes import wait_until_healthy; \
-		wait_until_healthy('http://127.0.0.1:$(RAY_CLUSTER_PORT)', timeout=600)"
-	$(RAY_COMPOSE) ps
-	@echo "ready: http://127.0.0.1:$(RAY_CLUSTER_PORT)/predict/"
+# The multi-node cluster a strategy declares in its manifest ([scenarios.cluster]; README, "A
+# Ray cluster"), a Compose project of its own, ready once its one published port answers
+# GET / (benchmark/benchmark/scenario.py). CLUSTER_STRATEGY=name where several declare one.
+CLUSTER_PORT ?= 8086
+CLUSTER_ARGS = $(if $(CLUSTER_STRATEGY),--strategy $(CLUSTER_STRATEGY))
+up-cluster: images setup-python
+	$(RUN)python -m benchmark.scenario up --port $(CLUSTER_PORT) $(CLUSTER_ARGS)
 
-down-ray:
-	$(RAY_COMPOSE) down --volumes --remove-orphans
+down-cluster: setup-python
+	$(RUN)python -m benchmark.scenario down $(CLUSTER_ARGS)

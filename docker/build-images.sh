@@ -4,7 +4,10 @@
 #      (docker/build-base-images.sh; kept when present),
 #   2. model-serving/python-build, the Python Dockerfiles' build stage
 #      (docker/python-build.Dockerfile; BUILD_IMAGE),
-#   3. each service of docker-compose.yml (`docker compose build`, else docker-compose).
+#   3. each service of docker-compose.yml (`docker compose build`, else docker-compose): the
+#      Python strategies from docker/python-service.Dockerfile, the export job from
+#      docker/exporter.Dockerfile (its torch layer is the exporter_base strategy's: built
+#      once, by whichever comes first).
 # Idempotent: Docker's layer cache makes a run with nothing changed take seconds.
 #
 # Progress goes to stderr, one line per step with the elapsed time (and a line a minute while

@@ -2,7 +2,7 @@
 # install-locked UV_EXPORT_ARGS...: install what `uv export` selects from /src/uv.lock into
 # /opt/venv, every wheel checked against the sha256 hashes the lock records
 # (`uv pip install --require-hashes`). In the python-build image as
-# /usr/local/bin/install-locked, e.g. `install-locked --no-dev --package onnx-serving`.
+# /usr/local/bin/install-locked, e.g. `install-locked --no-dev --package <package>`.
 #
 # One exception: when TORCH_INDEX_URL names an index other than PyPI (PyTorch's CPU wheels,
 # the torch Dockerfile's default), torch and torchvision come from that index at their locked

@@ -5,7 +5,9 @@
 #   /opt/venv     an empty venv the service builds install into (copied into their runtime
 #                 stage as is, so build this image FROM the services' PYTHON_IMAGE);
 #   /src          the workspace manifests (the root pyproject.toml and each member's) and uv.lock;
-#   install-locked  installs a `uv export` selection of the lock with its hashes checked.
+#   install-locked  installs a `uv export` selection of the lock with its hashes checked;
+#   install-workspace  builds and installs a package's workspace members, once /src holds
+#                 their sources (the service Dockerfiles copy the context there).
 #
 # docker/build-images.sh builds it before the Compose services, or by hand:
 #   docker build -f docker/python-build.Dockerfile -t model-serving/python-build .
@@ -25,5 +27,6 @@ RUN python3 -m venv /opt/uv \
     && /opt/uv/bin/pip install --no-cache-dir --quiet --disable-pip-version-check -r /opt/uv-requirement.txt \
     && python3 -m venv /opt/venv
 COPY docker/install-locked.sh /usr/local/bin/install-locked
+COPY docker/install-workspace.sh /usr/local/bin/install-workspace
 WORKDIR /src
 COPY --from=manifests /manifests/ /src/

@@ -11,8 +11,7 @@ import time
 
 import httpx
 from benchmark.processes import RunningService
-
-from conftest import ROOT, TEST_LIMITS
+from helpers import ROOT, TEST_LIMITS
 
 COFFEE = (ROOT / "images" / "coffee.jpg").read_bytes()
 JSON, JPEG, PNG = "application/json", "image/jpeg", "image/png"

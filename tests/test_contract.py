@@ -25,11 +25,10 @@ from clients import (
     read_response,
     start_predict,
 )
+from helpers import ROOT, TEST_LIMITS, reference_answer
 from PIL import Image
 from weather_model.contract import LABELS
 from weather_model.parity import MAX_PROBABILITY_DELTA
-
-from conftest import ROOT, TEST_LIMITS, reference_answer
 
 ERRORS = json.loads((ROOT / "contract" / "errors.json").read_text())
 MAX_BODY_BYTES = int(TEST_LIMITS["MAX_BODY_BYTES"])

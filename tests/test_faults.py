@@ -16,7 +16,7 @@ import hostile
 import httpx
 import psutil
 import pytest
-from benchmark.processes import RunningService
+from benchmark.processes import RunningService, start_service
 from clients import (
     BODY_TIMEOUT_SECONDS,
     COFFEE,
@@ -29,8 +29,10 @@ from clients import (
     read_response,
     start_predict,
 )
+from helpers import STRATEGIES
 
-from conftest import STRATEGIES, start_service
+# Its tests start services of their own (conftest.py: tiers).
+pytestmark = pytest.mark.service
 
 # What a bomb may add to a service's peak RSS (all its processes): a few MB of pixels and
 # resize buffers are expected; without the aspect-ratio bound it is gigabytes.

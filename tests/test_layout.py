@@ -2,16 +2,22 @@
 EXPOSE, a Rust constant, the READMEs' tables) is checked against its one source."""
 
 import json
+import os
 import re
+import subprocess
 import tomllib
 
 import pytest
 import yaml
 from benchmark.report import STRATEGIES_END, STRATEGIES_START, render_strategies
+from helpers import ROOT
 from serving_common.serve import DRAIN_SECONDS
-from serving_common.strategy import ManifestError, discover_strategies, load_strategy
-
-from conftest import ROOT
+from serving_common.strategy import (
+    ManifestError,
+    discover_strategies,
+    framework_hosts,
+    load_strategy,
+)
 
 # The repository's own strategies (not $MODEL_SERVING_STRATEGY_DIRS).
 OWN = discover_strategies([ROOT])
@@ -30,7 +36,15 @@ def compose_default(value: str) -> str:
 
 
 def test_the_root_lists_the_strategies():
-    assert {"onnx_serving", "torch_serving", "rust_onnx_serving"} <= set(OWN)
+    """Every folder with a manifest, under its folder's name; among them the roles the suites
+    pick strategies by: the baseline, a plain Python host, a framework host, a compiled one."""
+    folders = {manifest.parent.name for manifest in ROOT.glob("*/strategy.toml")}
+    assert set(OWN) == folders and len(OWN) >= 3
+    assert all(strategy.folder.name == name for name, strategy in OWN.items())
+    assert sum(s.baseline for s in OWN.values()) == 1
+    assert any(s.predictor and not s.framework and not s.baseline for s in OWN.values())
+    assert any(s.framework for s in OWN.values())
+    assert any(s.python_package is None for s in OWN.values())
 
 
 def test_compose_services_are_the_containerised_strategies():
@@ -68,13 +82,13 @@ def test_dockerfile_exposes_the_manifest_port(name):
     strategy = CONTAINERISED[name]
     assert strategy.docker is not None
     text = strategy.docker.dockerfile.read_text()
+    if re.search(r"^EXPOSE \$\{PORT\}$", text, re.M):
+        # The shared Python service Dockerfile: the port is a build argument, Compose's.
+        assert COMPOSE[name]["build"]["args"]["PORT"] == str(strategy.port)
+        assert re.findall(r"^\s*PORT=(\S+)", text, re.M) == ["${PORT}"]
+        return
     assert re.findall(r"^EXPOSE (\d+)", text, re.M) == [str(strategy.port)]
     assert re.findall(r"\bPORT=(\d+)", text) == [str(strategy.port)]
-
-
-def test_rust_default_port_is_the_manifest_port():
-    config = (ROOT / "rust_onnx_serving" / "src" / "config.rs").read_text()
-    assert re.findall(r"DEFAULT_PORT: u16 = (\d+);", config) == [str(OWN["rust_onnx_serving"].port)]
 
 
 def test_readme_strategy_table_is_rendered_from_the_manifests():
@@ -127,13 +141,52 @@ def test_a_bad_manifest_is_refused_with_the_fix(tmp_path):
         load_strategy(folder)
 
 
-def test_a_framework_is_set_against_a_strategy_that_exists(tmp_path):
-    folder = tmp_path / "framed_serving"
-    folder.mkdir()
-    (folder / "strategy.toml").write_text(
-        'name = "framed_serving"\ntitle = "t"\nstack = "s"\nport = 8090\n'
-        'model = "ONNX_FILE"\nrun = ["python"]\nframework_over = "hand_built_serving"\n'
+def test_a_framework_is_set_against_the_strategy_hosting_its_predictor_without_one(tmp_path):
+    def manifest(name: str, port: int, extra: str) -> None:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "strategy.toml").write_text(
+            f'name = "{name}"\ntitle = "t"\nstack = "s"\nport = {port}\n'
+            f'model = "ONNX_FILE"\nrun = ["python"]\n{extra}'
+        )
+
+    manifest("framed_serving", 8090, 'framework = "Frame"\npredictor = "p.m:P"\n')
+    assert load_strategy(tmp_path / "framed_serving").framework == "Frame"
+    with pytest.raises(ManifestError, match=r"hosting p.m:P without a framework .*found \[\]"):
+        framework_hosts(discover_strategies([tmp_path]))
+    manifest("plain_serving", 8091, 'predictor = "p.m:P"\n')
+    assert framework_hosts(discover_strategies([tmp_path])) == {"framed_serving": "plain_serving"}
+    manifest("twin_serving", 8092, 'predictor = "p.m:P"\n')
+    with pytest.raises(ManifestError, match="found \\['plain_serving', 'twin_serving'\\]"):
+        framework_hosts(discover_strategies([tmp_path]))
+    manifest("bare_serving", 8093, 'framework = "Frame"\n')
+    with pytest.raises(ManifestError, match="`framework` needs `predictor`"):
+        load_strategy(tmp_path / "bare_serving")
+
+
+def test_every_framework_strategy_has_its_host():
+    hosts = framework_hosts(OWN)
+    assert set(hosts) == {s.name for s in OWN.values() if s.framework is not None} != set()
+    for framework, host in hosts.items():
+        assert OWN[host].framework is None and OWN[host].predictor == OWN[framework].predictor
+
+
+def test_rendered_files_are_up_to_date():
+    """`make render`'s outputs, committed, equal a fresh render: each renderer's --check,
+    run as `make render` runs it (the standard library and the source tree only)."""
+    renderers = (
+        ["scripts/workspace_members.py"],
+        ["docker/compose_files.py"],
+        ["-m", "serving_common.render_errors"],
     )
-    assert load_strategy(folder).framework_over == "hand_built_serving"
-    with pytest.raises(ManifestError, match="'hand_built_serving', which is not a strategy"):
-        discover_strategies([tmp_path])
+    env = {"PATH": os.environ["PATH"], "PYTHONPATH": "model:serving_common"}
+    for renderer in renderers:
+        result = subprocess.run(
+            ["python3", *renderer, "--check"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
+        )
+        assert result.returncode == 0, f"{renderer}: {result.stderr}"

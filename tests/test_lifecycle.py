@@ -9,9 +9,11 @@ from collections.abc import Iterator
 
 import psutil
 import pytest
-from benchmark.processes import run_to_exit
+from benchmark.processes import free_port, run_to_exit, start_service
+from helpers import STRATEGIES, plain_hosts
 
-from conftest import STRATEGIES, free_port, start_service
+# Its tests start services of their own (conftest.py: tiers).
+pytestmark = pytest.mark.service
 
 NAMES = sorted(STRATEGIES)
 
@@ -67,7 +69,7 @@ def test_sigterm_shuts_down_cleanly(name, gcs_emulator, gcs_model):
 
 def test_workers_end_with_a_killed_supervisor(gcs_emulator, gcs_model):
     """SIGKILL to the supervisor of a WORKERS=2 Python service: its workers exit too."""
-    strategy = STRATEGIES["onnx_serving"]
+    strategy = plain_hosts()[0]
     env = gcs_emulator.env(MODEL_URI=gcs_model[strategy.model_file], WORKERS="2")
     running = start_service(strategy, env)
     workers = psutil.Process(running.pid).children(recursive=True)

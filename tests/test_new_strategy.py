@@ -1,40 +1,170 @@
-"""Adding a strategy is adding a folder: a throwaway one, outside the repository, is found
-by the contract suite and by the harness with no edit anywhere else."""
+"""Adding a strategy is adding a folder. A real strategy of this repository (its own
+pyproject.toml, tests and image), copied under a new name and port into a temporary checkout
+of the working tree, goes through what a contributor runs — `make render`, `uv lock`, the
+Python lint, the contract suite, its image build — with no edit outside its folder. And a
+folder outside the repository ($MODEL_SERVING_STRATEGY_DIRS) is measured by the harness."""
 
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from serving_common.strategy import EXTRA_DIRS_ENV
+from benchmark.compose import build_environment, compose_command, docker_unavailable
+from helpers import ROOT
+from serving_common.strategy import EXTRA_DIRS_ENV, Strategy, discover_strategies
 
-from conftest import ROOT
+pytestmark = pytest.mark.service
+NAME = "copied_serving"
 
-NAME = "copy_serving"
+
+def copyable(strategy: Strategy) -> bool:
+    """A Python strategy with its own package, tests and image: all a folder can hold."""
+    return (
+        strategy.python_package is not None
+        and (strategy.folder / "tests").is_dir()
+        and strategy.docker is not None
+    )
+
+
+OWN = discover_strategies([ROOT])
+# The first such strategy in name order: the copy names none, so any would do.
+SOURCE = next(s for s in OWN.values() if copyable(s))
+# A port no strategy here takes.
+PORT = 1 + max(s.port for s in OWN.values())
+
+
+def run(command: list[str], cwd: Path, env: dict[str, str] | None = None, timeout: float = 900):
+    result = subprocess.run(
+        command, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    assert result.returncode == 0, (
+        f"{' '.join(command)} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
+    return result
+
+
+def working_tree(destination: Path) -> None:
+    """The repository's files as they are now (tracked, and new ones not ignored)."""
+    listed = run(["git", "ls-files", "-z", "-co", "--exclude-standard"], ROOT).stdout
+    for name in filter(None, listed.split("\0")):
+        source = ROOT / name
+        if source.is_file():
+            (destination / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, destination / name)
+
+
+def copy_strategy(checkout: Path, source: Strategy, name: str, port: int) -> Path:
+    """`source`'s folder as `name`: its package folder renamed, every mention of its name
+    (the package, the distribution, the image) replaced, and a port of its own."""
+    folder = checkout / name
+    shutil.copytree(source.folder, folder, ignore=shutil.ignore_patterns("__pycache__"))
+    (folder / source.name).rename(folder / name)
+    old_dist, new_dist = source.name.replace("_", "-"), name.replace("_", "-")
+    for path in folder.rglob("*"):
+        if path.is_file() and path.suffix in {".py", ".toml", ".yaml", ".yml", ".md"}:
+            text = path.read_text().replace(source.name, name).replace(old_dist, new_dist)
+            path.write_text(text)
+    manifest = folder / "strategy.toml"
+    text = re.sub(r"(?m)^port = \d+$", f"port = {port}", manifest.read_text())
+    manifest.write_text(re.sub(r'(?m)^env_prefix = ".*"$', 'env_prefix = "COPIED"', text))
+    return folder
 
 
 @pytest.fixture(scope="module")
-def strategy_dir(tmp_path_factory) -> Path:
-    """`copy_serving/`: the ONNX predictor under another name and port."""
+def checkout(tmp_path_factory) -> Path:
+    """The temporary checkout, the copy added, rendered, locked and set up (its own venv:
+    uv links the packages from its cache, seconds). The copy's tests come along: they run
+    wherever `make test` runs (pytest's testpaths are globs)."""
+    checkout = tmp_path_factory.mktemp("checkout")
+    working_tree(checkout)
+    # mypy's cache of this tree, where lint made one: unchanged files are not checked again.
+    if (ROOT / ".mypy_cache").is_dir():
+        shutil.copytree(ROOT / ".mypy_cache", checkout / ".mypy_cache")
+    copy_strategy(checkout, SOURCE, NAME, PORT)
+    run(["make", "--no-print-directory", "render"], checkout)
+    run(["uv", "lock", "--quiet"], checkout)
+    run(["make", "--no-print-directory", "setup-python"], checkout)
+    return checkout
+
+
+def test_render_and_lock_take_it_in(checkout):
+    pyproject = (checkout / "pyproject.toml").read_text()
+    assert f'    "{NAME}",' in pyproject
+    compose = (checkout / "docker-compose.yml").read_text()
+    assert f"\n  {NAME}:\n" in compose
+    for overlay in ("docker-compose.gcp.yml", "docker-compose.gcp-token.yml"):
+        assert f"\n  {NAME}:" in (checkout / overlay).read_text(), overlay
+    lock = (checkout / "uv.lock").read_text()
+    assert f'name = "{NAME.replace("_", "-")}"' in lock
+    # Only the copy differs from this repository's own render and lock.
+    assert (ROOT / "uv.lock").read_text() != lock
+
+
+def test_lint_passes(checkout):
+    run(["make", "--no-print-directory", "lint-python"], checkout)
+
+
+def test_the_contract_suite_passes(checkout):
+    command = [".venv/bin/pytest", "tests/test_contract.py", "-k", NAME, "-q", "-rA"]
+    result = run([*command, "-p", "no:cacheprovider"], checkout)
+    passed = [line for line in result.stdout.splitlines() if line.startswith("PASSED")]
+    assert len(passed) >= 25 and all(NAME in line for line in passed), result.stdout[-3000:]
+
+
+def test_its_image_builds(checkout):
+    if (reason := docker_unavailable()) is not None:
+        pytest.skip(reason)
+    env = {**build_environment(), "BUILD_IMAGE": f"model-serving-test/{NAME}-build"}
+    base = env.get("PYTHON_IMAGE")
+    image = f"model-serving/{NAME}"
+    try:
+        run(
+            ["docker", "build", "--network", "host", "-q", "-t", env["BUILD_IMAGE"],
+             *(["--build-arg", f"PYTHON_IMAGE={base}"] if base else []),
+             "-f", "docker/python-build.Dockerfile", "."],
+            checkout, env, timeout=1200,
+        )  # fmt: skip
+        run([*compose_command(), "-p", f"{NAME}-test", "build", NAME], checkout, env, 1800)
+        inspected = run(["docker", "image", "inspect", image, "--format", "{{json .Config}}"], ROOT)
+        config = json.loads(inspected.stdout)
+        assert list(config["ExposedPorts"]) == [f"{PORT}/tcp"]
+        # The copy's own package, installed as a wheel with its manifest inside.
+        manifest = f"importlib.resources.files('{NAME}') / 'strategy.toml'"
+        probe = f"import importlib.resources; print(({manifest}).read_text())"
+        shown = run(["docker", "run", "--rm", "--entrypoint", "python3", image, "-c", probe], ROOT)
+        assert f'name = "{NAME}"' in shown.stdout and f"port = {PORT}" in shown.stdout
+    finally:
+        subprocess.run(["docker", "image", "rm", "-f", image, env["BUILD_IMAGE"]],
+                       capture_output=True, check=False)  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def outside_dir(tmp_path_factory) -> Path:
+    """`outside_serving/`, outside the repository: a Python strategy of two files hosting
+    the shared ONNX predictor under another name and port."""
     base = tmp_path_factory.mktemp("strategies")
-    folder = base / NAME
-    (folder / NAME).mkdir(parents=True)
+    name = "outside_serving"
+    folder = base / name
+    (folder / name).mkdir(parents=True)
+    predictor = SOURCE.predictor
     (folder / "strategy.toml").write_text(
         textwrap.dedent(f"""\
-            name = "{NAME}"
-            title = "ONNX Runtime, Python, under another name"
-            stack = "FastAPI + ONNX Runtime (the onnx_serving predictor)"
+            name = "{name}"
+            title = "A strategy kept outside the repository"
+            stack = "FastAPI + {predictor}"
             port = 8099
             model = "OPTIMIZED_ONNX_FILE"
-            run = ["python", "-m", "{NAME}"]
-            predictor = "onnx_serving.predictor:OnnxPredictor"
+            run = ["python", "-m", "{name}"]
+            predictor = "{predictor}"
             """)
     )
-    (folder / NAME / "__init__.py").write_text("")
-    (folder / NAME / "__main__.py").write_text(
+    (folder / name / "__init__.py").write_text("")
+    (folder / name / "__main__.py").write_text(
         textwrap.dedent("""\
             from pathlib import Path
 
@@ -46,26 +176,14 @@ def strategy_dir(tmp_path_factory) -> Path:
     return base
 
 
-def run(command: list[str], strategy_dir: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, EXTRA_DIRS_ENV: str(strategy_dir)}
-    return subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-
-
-def test_the_contract_suite_runs_against_it(strategy_dir):
-    command = [sys.executable, "-m", "pytest", "tests/test_contract.py", "-k", NAME]
-    result = run([*command, "-q", "-p", "no:cacheprovider", "-rA"], strategy_dir)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
-    passed = [line for line in result.stdout.splitlines() if line.startswith("PASSED")]
-    assert len(passed) >= 25 and all(NAME in line for line in passed), result.stdout[-3000:]
-
-
-def test_the_harness_measures_it(strategy_dir, artifacts, tmp_path):
-    command = [sys.executable, "-m", "benchmark.runner", "--plan", "quick", "--services", NAME]
-    result = run([*command, "--out", str(tmp_path), "--artifacts", str(artifacts)], strategy_dir)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-2000:]
+def test_the_harness_measures_a_folder_outside_the_repository(outside_dir, artifacts, tmp_path):
+    name = "outside_serving"
+    env = {**os.environ, EXTRA_DIRS_ENV: str(outside_dir)}
+    command = [sys.executable, "-m", "benchmark.runner", "--plan", "quick", "--services", name]
+    run([*command, "--out", str(tmp_path), "--artifacts", str(artifacts)], ROOT, env)
     record = json.loads((tmp_path / "native-quick.json").read_text())
-    assert list(record["services"]) == [NAME]
-    assert record["strategies"][NAME]["port"] == 8099
-    service = record["services"][NAME]
+    assert list(record["services"]) == [name]
+    assert record["strategies"][name]["port"] == 8099
+    service = record["services"][name]
     assert service["main"]["ab"]["non_2xx"] == 0 and service["main"]["ab"]["complete_requests"] > 0
     assert service["runtime"]["runtime"] == "onnxruntime"

@@ -6,11 +6,14 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from benchmark.processes import RunningService, start_service
+from helpers import ROOT, compiled, plain_hosts, reference_answer
+from serving_common.strategy import Strategy
 from weather_model.contract import LABELS
 from weather_model.parity import MAX_PROBABILITY_DELTA
 from weather_model.reference import sample_images
 
-from conftest import ROOT, STRATEGIES, reference_answer
+# Its tests start services of their own (conftest.py: tiers).
+pytestmark = pytest.mark.service
 
 IMAGES = sample_images(ROOT / "images")
 
@@ -36,12 +39,23 @@ def test_service_matches_reference(service, image):
     assert worst <= MAX_PROBABILITY_DELTA, f"{service.name} on {image.name}: {worst:.4f}"
 
 
+def same_pipeline() -> list[Strategy]:
+    """The Python host without a framework and the compiled service that run the same ONNX
+    graph (`model`) through the same in-process pipeline (`ceiling`): the same decoder,
+    resizer and runtime in two languages."""
+    python = plain_hosts()[0]
+    key = (python.model_constant, python.ceiling)
+    twins = [s for s in compiled() if (s.model_constant, s.ceiling) == key]
+    assert python.model_file.endswith(".onnx") and len(twins) == 1, (python.name, twins)
+    return [python, *twins]
+
+
 @pytest.fixture(scope="module", params=["pillow", "simd"])
 def onnx_services(artifacts, request) -> Iterator[list[RunningService]]:
     """Both ONNX strategies on the same exported graph, from a local path, with the same
     RESIZER: Pillow's resize (the Python service's Pillow, the Rust service's port of it)
     or fast_image_resize (cykooz-resizer's build of it, the crate)."""
-    strategies = [STRATEGIES[name] for name in ("onnx_serving", "rust_onnx_serving")]
+    strategies = same_pipeline()
     running = []
     try:
         for s in strategies:

@@ -16,45 +16,16 @@ from urllib.parse import urlparse
 
 import pytest
 import yaml
+from fake_commands import UNAME, calls, fake_commands, write_command
+from helpers import ROOT
 from packaging import tags
 from packaging.markers import Marker
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name, parse_wheel_filename
-
-from conftest import ROOT
+from serving_common.strategy import discover_strategies
 
 INSTALL_SYSTEM_PACKAGES = ROOT / "scripts" / "install-system-packages.sh"
 BUILD_IMAGES = ROOT / "docker" / "build-images.sh"
-UNAME = 'case "$1" in -m) echo {machine} ;; -s) echo {system} ;; *) exit 1 ;; esac'
-
-
-def write_command(folder: Path, name: str, body: str) -> None:
-    path = folder / name
-    path.write_text(f"#!/bin/sh\n{body}\n")
-    path.chmod(0o755)
-
-
-def fake_commands(
-    tmp_path: Path, system: str, machine: str, present: list[str], recorded: list[str]
-) -> Path:
-    """A folder for PATH: bash, a fake uname, a stub for each command `present`, and one that
-    appends its arguments to tmp_path/calls for each of `recorded` (package managers)."""
-    folder = tmp_path / "bin"
-    folder.mkdir()
-    bash = shutil.which("bash")
-    assert bash
-    (folder / "bash").symlink_to(bash)
-    write_command(folder, "uname", UNAME.format(machine=machine, system=system))
-    for name in present:
-        write_command(folder, name, "exit 0")
-    for name in recorded:
-        write_command(folder, name, f'echo "{name} $*" >> "{tmp_path / "calls"}"')
-    return folder
-
-
-def calls(tmp_path: Path) -> list[str]:
-    log = tmp_path / "calls"
-    return log.read_text().splitlines() if log.exists() else []
 
 
 def install_system_packages(path: Path) -> subprocess.CompletedProcess[str]:
@@ -128,44 +99,6 @@ def test_without_a_package_manager_one_line_says_what_to_install(
     [line] = result.stderr.splitlines()
     assert f"missing commands: {named};" in line
     assert calls(tmp_path) == []
-
-
-# --- rust_onnx_serving/Dockerfile: NASM only on amd64 ----------------------------------
-
-
-def dockerfile_run(dockerfile: Path, needle: str) -> str:
-    """The shell command of the one RUN instruction that contains `needle`."""
-    joined = dockerfile.read_text().replace("\\\n", " ")
-    [command] = [
-        line.removeprefix("RUN ")
-        for line in joined.splitlines()
-        if line.startswith("RUN ") and needle in line
-    ]
-    return command
-
-
-@pytest.mark.parametrize(
-    ("architecture", "packages"), [("amd64", "cmake make nasm"), ("arm64", "cmake make")]
-)
-def test_the_rust_build_stage_installs_nasm_on_amd64_only(tmp_path, architecture, packages):
-    """The RUN line itself, run by sh with a fake dpkg and apt-get (and rm: PATH holds only
-    the fakes, so nothing of this machine's is removed)."""
-    command = dockerfile_run(ROOT / "rust_onnx_serving" / "Dockerfile", "apt-get install")
-    path = fake_commands(tmp_path, "Linux", "x86_64", [], recorded=["apt-get", "rm"])
-    write_command(path, "dpkg", f'[ "$1" = --print-architecture ] && echo {architecture}')
-    result = subprocess.run(
-        ["/bin/sh", "-c", command],
-        env={"PATH": str(path)},
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert [c for c in calls(tmp_path) if c.startswith("apt-get")] == [
-        "apt-get update -qq",
-        f"apt-get install -y -qq --no-install-recommends {packages}",
-    ]
 
 
 # --- docker/build-images.sh: local or public base images --------------------------------
@@ -275,20 +208,29 @@ PLATFORMS = [
     platform("linux aarch64", "Linux", "aarch64", manylinux("aarch64")),
     platform("macOS 14 arm64", "Darwin", "arm64", list(tags.mac_platforms((14, 0), "arm64"))),
 ]
-# `uv export` arguments of what each image installs (docker/install-locked.sh), and of
-# `make setup` (`uv sync --all-packages`, dev tools included).
+STRATEGIES = discover_strategies([ROOT])
+# `uv export` arguments of what each image installs (docker/install-locked.sh): each Python
+# strategy's workspace package (its manifest's folder), the exporter and the emulator; and of
+# `make setup` (`uv sync --all-packages`, dev tools included), where a strategy without a
+# Python package (the Rust service) finds its wheels.
+SETUP = "make setup"
 SELECTIONS = {
-    "onnx_serving": ["--no-dev", "--package", "onnx-serving"],
-    "torch_serving": ["--no-dev", "--package", "torch-serving"],
-    "litserve_serving": ["--no-dev", "--package", "litserve-serving"],
-    "bentoml_serving": ["--no-dev", "--package", "bentoml-serving"],
-    "ray_serving": ["--no-dev", "--package", "ray-serving"],
+    **{
+        s.name: ["--no-dev", "--package", s.python_package]
+        for s in STRATEGIES.values()
+        if s.python_package is not None
+    },
     "exporter": ["--no-dev", "--package", "weather-model", "--extra", "export"],
     "gcs emulator": ["--only-group", "emulator"],
-    "make setup": ["--all-packages"],
+    SETUP: ["--all-packages"],
 }
-# Compiled, and the point of a strategy: never built from an sdist on any platform.
-NEED_WHEELS = ["onnxruntime", "torch", "torchvision", "simplejpeg"]
+# Compiled, and the point of a strategy (each manifest's `wheels`): never built from an sdist
+# on any platform, in the selection that installs the strategy.
+NEED_WHEELS = [
+    (s.name, wheel, s.name if s.name in SELECTIONS else SETUP)
+    for s in STRATEGIES.values()
+    for wheel in s.wheels
+]
 LOCK = tomllib.loads((ROOT / "uv.lock").read_text())
 
 
@@ -373,13 +315,18 @@ def test_every_locked_package_installs_on_every_platform(selection):
     assert missing == []
 
 
-@pytest.mark.parametrize("name", NEED_WHEELS)
-def test_the_runtimes_have_a_wheel_for_every_platform(name):
+def test_every_strategy_declares_its_compiled_wheels():
+    assert NEED_WHEELS, "no manifest declares `wheels`"
+    for strategy in STRATEGIES.values():
+        assert strategy.wheels, f"{strategy.folder}/strategy.toml: `wheels` is not set"
+
+
+@pytest.mark.parametrize(("strategy", "name", "selection"), NEED_WHEELS)
+def test_the_runtimes_have_a_wheel_for_every_platform(strategy, name, selection):
     [requirement] = {
         str(requirement): requirement
-        for selection in SELECTIONS
         for requirement in exported(selection)
-        if requirement.name == name
+        if canonicalize_name(requirement.name) == canonicalize_name(name)
     }.values()
     [version] = [spec.version for spec in requirement.specifier]
     package = locked(name, version)

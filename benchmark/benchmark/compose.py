@@ -125,7 +125,8 @@ class Stack:
 
 @dataclass
 class ContainerService:
-    """A service running as a Compose container; same interface as a native RunningService."""
+    """A service running as a Compose container: a benchmark.measure.StartedService, like a
+    native RunningService."""
 
     name: str
     stack: Stack

@@ -5,8 +5,9 @@ defaults are chosen from (`make bench` runs it).
 A variant meets the bound when it gives the reference's top-1 on every input the reference
 is decisive about (top-1 ahead of the runner-up by at least DECISIVE_MARGIN) and no
 probability moves by more than MAX_PROBABILITY_DELTA on any input. The Python variants run
-in-process (benchmark.pipelines, the onnx_serving code); the Rust service's run as the real
-service, natively, over HTTP. Writes results/<machine>/fidelity.json.
+in-process (benchmark.pipelines, on the shared onnx_predictor code); the configurations a
+strategy's manifest lists under `[fidelity.NAME]` (a service whose preprocessing is its own
+code) run as the real service, natively, over HTTP. Writes results/<machine>/fidelity.json.
 """
 
 import argparse
@@ -14,14 +15,16 @@ import json
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
-from serving_common.strategy import discover_strategies
-from weather_model.contract import FIXED_ONNX_FILE, LABELS, OPTIMIZED_ONNX_FILE, STATE_DICT_FILE
+from serving_common.strategy import ManifestError, Strategy, discover_strategies
+from weather_model import contract
+from weather_model.contract import LABELS, STATE_DICT_FILE
 from weather_model.network import load_network, state_dict_from_bytes
 from weather_model.parity import MAX_PROBABILITY_DELTA
 from weather_model.reference import decode_rgb, reference_probabilities
@@ -41,14 +44,40 @@ from benchmark.report import FIDELITY_FILE
 
 ROOT = Path(__file__).resolve().parents[2]
 DECISIVE_MARGIN = 0.05
-# The Rust service's configurations: variant name -> its settings (contract/README.md).
-RustVariants = dict[str, dict[str, str]]
-RUST_VARIANTS: RustVariants = {
-    "rust_graph": {"MODEL_URI": OPTIMIZED_ONNX_FILE},
-    "rust_pillow": {"MODEL_URI": FIXED_ONNX_FILE, "RESIZER": "pillow"},
-    "rust_simd": {"MODEL_URI": FIXED_ONNX_FILE, "RESIZER": "simd"},
-    "rust_simd_dct": {"MODEL_URI": FIXED_ONNX_FILE, "RESIZER": "simd", "JPEG_DCT_SCALING": "true"},
-}
+
+
+@dataclass(frozen=True)
+class ServiceConfiguration:
+    """One `[fidelity.NAME]` of a strategy's manifest: the strategy, run with `settings`
+    (contract/README.md), MODEL_URI the artifact's file name."""
+
+    strategy: Strategy
+    settings: dict[str, str]
+
+    @property
+    def title(self) -> str:
+        described = ", ".join(f"{k}={v}" for k, v in self.settings.items())
+        return f"{self.strategy.title} service, {described}"
+
+
+def service_configurations(
+    strategies: dict[str, Strategy] | None = None,
+) -> dict[str, ServiceConfiguration]:
+    """Every discovered strategy's `[fidelity.NAME]` configurations, by NAME."""
+    strategies = strategies if strategies is not None else discover_strategies([ROOT])
+    found: dict[str, ServiceConfiguration] = {}
+    for strategy in strategies.values():
+        for name, env in strategy.fidelity.items():
+            if name in found or name in PIPELINES:
+                raise ManifestError(
+                    f"{strategy.folder}: `[fidelity.{name}]`: the fidelity report has a variant "
+                    "of that name already; name it after the strategy"
+                )
+            constant = env.get("MODEL_URI", strategy.model_constant)
+            rest = {k: v for k, v in env.items() if k != "MODEL_URI"}
+            settings = {"MODEL_URI": str(getattr(contract, constant)), **rest}
+            found[name] = ServiceConfiguration(strategy, settings)
+    return found
 
 
 def agreement(reference: np.ndarray, got: np.ndarray) -> dict[str, Any]:
@@ -74,11 +103,11 @@ def reference(artifacts: Path, inputs: dict[str, bytes]) -> np.ndarray:
 
 
 @contextmanager
-def rust_service(artifacts: Path, settings: dict[str, str]) -> Iterator[str]:
-    """The Rust service with `settings`, its MODEL_URI a file in `artifacts`."""
-    strategy = discover_strategies([ROOT])["rust_onnx_serving"]
+def running(artifacts: Path, configuration: ServiceConfiguration) -> Iterator[str]:
+    """The configuration's service, natively, its MODEL_URI a file in `artifacts`."""
+    settings = configuration.settings
     env = {**settings, "MODEL_URI": str(artifacts / settings["MODEL_URI"]), "PATH": "/usr/bin:/bin"}
-    service = start_service(strategy, env)
+    service = start_service(configuration.strategy, env)
     try:
         yield service.url
     finally:
@@ -104,11 +133,13 @@ def measure(
     payload: Path,
     seconds: float,
     cpus: str | None,
-    rust_variants: RustVariants = RUST_VARIANTS,
+    services: dict[str, ServiceConfiguration] | None = None,
     pipelines: tuple[str, ...] = tuple(PIPELINES),
     inputs: dict[str, bytes] | None = None,
 ) -> dict[str, Any]:
-    """The record of fidelity.json; `inputs` default to the whole fidelity set."""
+    """The record of fidelity.json; `services` default to every manifest's `[fidelity.NAME]`,
+    `inputs` to the whole fidelity set."""
+    services = services if services is not None else service_configurations()
     inputs = inputs if inputs is not None else fidelity_set()
     expected = reference(artifacts, inputs)
     variants: dict[str, Any] = {}
@@ -120,11 +151,10 @@ def measure(
         with pinned(cpus):
             speed = time_stages(loaded, body, seconds)
         variants[name] = {"title": pipeline.title, **agreement(expected, got), "speed": speed}
-    for name, settings in rust_variants.items():
-        with rust_service(artifacts, settings) as url:
+    for name, configuration in services.items():
+        with running(artifacts, configuration) as url:
             got = service_probabilities(url, inputs)
-        title = "Rust service, " + ", ".join(f"{k}={v}" for k, v in settings.items())
-        variants[name] = {"title": title, **agreement(expected, got)}
+        variants[name] = {"title": configuration.title, **agreement(expected, got)}
     with pinned(cpus):
         entropy_ms = time_entropy_decoding(body, seconds)
     return {
@@ -155,12 +185,16 @@ def main() -> None:
     parser.add_argument("--payload", type=Path, help="a JSON body to time (default: study)")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per variant")
     parser.add_argument("--cpus", default="0", help="the core the timings run on")
-    parser.add_argument("--no-rust", action="store_true", help="skip the Rust service")
+    parser.add_argument(
+        "--no-services",
+        action="store_true",
+        help="skip the configurations run as real services (manifests' [fidelity.NAME])",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     payload = args.payload or write_payloads(Path(tempfile.mkdtemp(prefix="fidelity-")))["study"]
-    rust = {} if args.no_rust else RUST_VARIANTS
-    record = measure(args.artifacts, payload, args.seconds, args.cpus, rust)
+    services = {} if args.no_services else service_configurations()
+    record = measure(args.artifacts, payload, args.seconds, args.cpus, services)
     out = args.out or RESULTS / machine_name(record["machine"]) / FIDELITY_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")

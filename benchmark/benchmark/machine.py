@@ -12,7 +12,8 @@ import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+
+from benchmark.record import MachineIdentity
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
@@ -35,17 +36,17 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine() or "unknown CPU"
 
 
-def describe() -> dict[str, Any]:
+def describe() -> MachineIdentity:
     """The comparable identity of this machine (what names its results folder)."""
-    return {
-        "cpu_model": cpu_model(),
-        "cpus_online": os.cpu_count() or 1,
-        "os": platform.system().lower(),
-        "arch": platform.machine().lower(),
-    }
+    return MachineIdentity(
+        cpu_model=cpu_model(),
+        cpus_online=os.cpu_count() or 1,
+        os=platform.system().lower(),
+        arch=platform.machine().lower(),
+    )
 
 
-def machine_name(machine: dict[str, Any]) -> str:
+def machine_name(machine: MachineIdentity) -> str:
     """`results/` folder name, e.g. amd-epyc-2-cores-linux-x86_64 or
     apple-m2-max-12-cores-darwin-arm64."""
     cpu = re.sub(r"\(r\)|\(tm\)|cpu|@.*$|processor", " ", machine["cpu_model"].lower())
@@ -53,7 +54,7 @@ def machine_name(machine: dict[str, Any]) -> str:
     return f"{cpu}-{machine['cpus_online']}-cores-{machine['os']}-{machine['arch']}"
 
 
-def results_folder(machine: dict[str, Any]) -> Path:
+def results_folder(machine: MachineIdentity) -> Path:
     return RESULTS / machine_name(machine)
 
 

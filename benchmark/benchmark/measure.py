@@ -1,27 +1,63 @@
 """One service measured: verified first, then closed loop (ab), size sweep, open loop (oha)
-and cold starts, each a progress phase. Natively or as a container: a `Service` is either."""
+and cold starts, each a progress phase. A `Service` is anything with a URL and a resource
+sampler: a process (benchmark.processes), a container (benchmark.compose), a cluster's
+ingress (a strategy's own scenario, benchmark.scenario); this module imports none of them."""
 
 import contextlib
 import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import httpx
 
 from benchmark.ab import ab_command, run_ab
 from benchmark.ceiling import mean_ceiling, measure_ceiling
-from benchmark.cluster import ClusterIngress
-from benchmark.compose import ContainerService
 from benchmark.oha import oha_command, run_oha
 from benchmark.pipelines import REFERENCE_PIPELINE
-from benchmark.processes import RunningService
 from benchmark.progress import Progress
 
-Service = RunningService | ContainerService | ClusterIngress
-Launch = Callable[[], RunningService | ContainerService]
 JSON = "application/json"
+
+
+class Sampler(Protocol):
+    """CPU and memory sampled while a load runs (benchmark.resources): sampling between
+    `__enter__` and `__exit__`, then its summary."""
+
+    def __enter__(self) -> "Sampler": ...
+
+    def __exit__(self, *_: object) -> None: ...
+
+    def summary(self) -> dict[str, float | str]: ...
+
+
+class Service(Protocol):
+    """What is measured: a name for the log, the base URL of the contract's endpoints, and
+    the CPU and memory of whatever serves them."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def url(self) -> str: ...
+
+    def sampler(self) -> Sampler: ...
+
+
+class StartedService(Service, Protocol):
+    """A service the harness started, and stops: its cold start is measured too."""
+
+    @property
+    def started_at(self) -> float: ...  # monotonic, when its start began
+
+    @property
+    def healthy_at(self) -> float: ...  # monotonic, its first 200 on GET /
+
+    def stop(self) -> int: ...
+
+
+Launch = Callable[[], StartedService]
 
 
 @dataclass(frozen=True)
@@ -121,7 +157,18 @@ def open_loop_sweep(service: Service, closed_rps: list[float], job: Job) -> dict
     return {"slo_ms": job.slo_ms, "steps": steps}
 
 
-def startup_sample(service: RunningService | ContainerService) -> dict[str, float]:
+def measure_load(service: Service, job: Job) -> dict[str, Any]:
+    """Verified, then the closed-loop main run and the open-loop sweep (no size sweep, no
+    cold starts): what a cluster's configurations are measured with."""
+    problems = verify(service, job)
+    if problems:
+        raise RuntimeError(f"{service.name}: FAILED verification: {problems}")
+    main = load_test(service, job.main_payload, JSON, job.plan.seconds, job)
+    rps = main["ab"]["requests_per_second"]
+    return {"main": main, "open_loop": open_loop_sweep(service, [rps], job)}
+
+
+def startup_sample(service: StartedService) -> dict[str, float]:
     """Process (or `compose up`) start -> first 200 on GET /, and the service's own account
     of its start (model download and load) from /info."""
     info = httpx.get(service.url + "/info", timeout=10).json()["startup"]

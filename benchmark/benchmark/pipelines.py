@@ -19,7 +19,7 @@ import onnxruntime as ort
 import orjson
 import pybase64
 import simplejpeg
-from onnx_serving.preprocess import decode_pixels, resize_crop
+from onnx_predictor.preprocess import decode_pixels, resize_crop
 from serving_common.images import ImageLimits
 from serving_common.settings import Settings
 from weather_model.contract import FIXED_ONNX_FILE, OPTIMIZED_ONNX_FILE, PROBABILITIES_OUTPUT

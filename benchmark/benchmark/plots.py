@@ -3,7 +3,7 @@
 from pathlib import Path
 from typing import Any
 
-from benchmark.tables import derive
+from benchmark.metrics import ServiceRecord, derive, measured_services, slo_ms
 
 
 def _pyplot():  # noqa: ANN202
@@ -22,7 +22,7 @@ def _save(fig: Any, path: Path) -> None:
     fig.clf()
 
 
-def plot_results(record: dict[str, Any], folder: Path) -> list[Path]:
+def plot_results(record: ServiceRecord, folder: Path) -> list[Path]:
     """throughput.png, latency.png and open_loop.png, from the raw record only."""
     plt = _pyplot()
     rows = derive(record)
@@ -40,21 +40,21 @@ def plot_results(record: dict[str, Any], folder: Path) -> list[Path]:
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
     width = 0.25
-    for i, pct in enumerate(("p50_ms", "p90_ms", "p99_ms")):
-        ax.bar([x + i * width for x in range(len(names))], [rows[n][pct] for n in names], width,
-               label=pct.removesuffix("_ms"))  # fmt: skip
+    percentiles = {"p50": [rows[n]["p50_ms"] for n in names],
+                   "p90": [rows[n]["p90_ms"] for n in names],
+                   "p99": [rows[n]["p99_ms"] for n in names]}  # fmt: skip
+    for i, (pct, values) in enumerate(percentiles.items()):
+        ax.bar([x + i * width for x in range(len(names))], values, width, label=pct)
     ax.set_xticks([x + width for x in range(len(names))], names)
     ax.set_ylabel(f"ms at c={record['plan']['concurrency']}")
     ax.legend(fontsize=8)
     _save(fig, folder / "latency.png")
 
     fig, ax = plt.subplots(figsize=(7, 3.2))
-    for name, result in record["services"].items():
-        steps = result.get("open_loop", {}).get("steps", [])
+    for name, result in measured_services(record).items():
+        steps = result["open_loop"]["steps"]
         ax.plot([s["offered_rps"] for s in steps], [s["p99_ms"] for s in steps], "o-", label=name)
-    slo = next(
-        (r["open_loop"]["slo_ms"] for r in record["services"].values() if "open_loop" in r), 0
-    )
+    slo = slo_ms(record, 0.0)
     ax.axhline(slo, color="#C44E52", linestyle="--", label=f"SLO {slo:.0f} ms")
     ax.set_yscale("log")
     ax.set_xlabel("offered requests/s")

@@ -120,6 +120,8 @@ class GcsEmulator:
 
 @dataclass
 class RunningService:
+    """A strategy running as a local process: a benchmark.measure.StartedService."""
+
     strategy: Strategy
     url: str
     process: subprocess.Popen

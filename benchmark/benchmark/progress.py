@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 @dataclass
 class Phase:
-    label: str  # "torch_serving: ab on study.json"
+    label: str  # "<configuration>: main run"
     planned_s: float  # what the plan says it takes; 0 when unknown (image builds)
 
 

@@ -9,16 +9,16 @@ each machine's folder its plots. It reads only the runner's JSON; nothing here m
 import argparse
 import json
 import re
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from serving_common.strategy import Strategy, discover_strategies
+from serving_common.strategy import Strategy, discover_strategies, framework_hosts
 
 from benchmark.machine import RESULTS
+from benchmark.metrics import derive
 from benchmark.plots import plot_results
+from benchmark.record import ClusterRecord, ComposeRecord, NativeRecord, Record, load_record
 from benchmark.tables import (
-    derive,
-    plan_name,
     render_cluster,
     render_deployment,
     render_fidelity,
@@ -44,46 +44,68 @@ def render_strategies(strategies: dict[str, Strategy]) -> str:
     return "\n".join(lines)
 
 
-def load_machines(results: Path) -> dict[str, dict[str, dict[str, Any]]]:
-    """{machine folder: {mode: record}}, the best plan of each mode."""
-    machines: dict[str, dict[str, dict[str, Any]]] = {}
+@dataclass
+class MachineRecords:
+    """One machine's records, the best plan of each mode (benchmark.record's shapes)."""
+
+    native: NativeRecord | None = None
+    compose: ComposeRecord | None = None
+    cluster: ClusterRecord | None = None
+
+    def measured(self) -> dict[str, NativeRecord | ComposeRecord]:
+        """The records of every service measured in full, by mode."""
+        both = {"native": self.native, "compose": self.compose}
+        return {mode: record for mode, record in both.items() if record is not None}
+
+    def any(self) -> Record:
+        record = self.native or self.compose or self.cluster
+        assert record is not None, "a machine folder without records is not listed"
+        return record
+
+
+def load_machines(results: Path) -> dict[str, MachineRecords]:
+    """{machine folder: its records}, the best plan of each mode, each upgraded to the
+    current shape (benchmark.record.upgrade)."""
+    machines: dict[str, MachineRecords] = {}
     for folder in sorted(p for p in results.iterdir() if p.is_dir()):
-        records = {}
+        records = MachineRecords()
         for mode in ("native", "compose", "cluster"):
-            for plan in PLANS_SHOWN:
-                path = folder / f"{mode}-{plan}.json"
-                if path.exists():
-                    records[mode] = json.loads(path.read_text())
-                    break
-        if records:
+            path = next(
+                (p for plan in PLANS_SHOWN if (p := folder / f"{mode}-{plan}.json").exists()),
+                None,
+            )
+            if path is None:
+                continue
+            record = load_record(path)
+            if record["mode"] != mode:
+                raise ValueError(f"{path}: a {record['mode']} record under a {mode} name")
+            setattr(records, mode, record)
+        if records.native or records.compose or records.cluster:
             machines[folder.name] = records
     return machines
 
 
-def machine_title(record: dict[str, Any]) -> str:
+def machine_title(record: Record) -> str:
     machine = record["machine"]
     return (
-        f"{machine['cpu_model']}, {machine['cpus_online']} cores, "
-        f"{machine.get('os', 'linux')} {machine.get('arch', 'x86_64')}"
+        f"{machine['cpu_model']}, {machine['cpus_online']} cores, {machine['os']} {machine['arch']}"
     )
 
 
-def render_summary(machines: dict[str, dict[str, dict[str, Any]]]) -> str:
+def render_summary(machines: dict[str, MachineRecords]) -> str:
     """Requests/s per core and efficiency against the ceiling: one row per strategy, one
     column per machine and mode."""
     columns = [
-        (name, mode) for name, records in machines.items() for mode in records if mode != "cluster"
+        (name, mode, record)
+        for name, records in machines.items()
+        for mode, record in records.measured().items()
     ]
-    derived = {(name, mode): derive(machines[name][mode]) for name, mode in columns}
-    strategies = list(dict.fromkeys(s for rows in derived.values() for s in rows))
+    derived = [derive(record) for _, _, record in columns]
+    strategies = list(dict.fromkeys(s for rows in derived for s in rows))
     header = [
-        f"{machine_title(machines[name][mode])}, {mode}"
-        + (
-            f" ({plan_name(machines[name][mode])} plan)"
-            if plan_name(machines[name][mode]) != "full"
-            else ""
-        )
-        for name, mode in columns
+        f"{machine_title(record)}, {mode}"
+        + (f" ({record['plan_name']} plan)" if record["plan_name"] != "full" else "")
+        for _, mode, record in columns
     ]
     lines = [
         "Requests/s per core (efficiency against the machine's in-process ceiling; † ceiling "
@@ -94,8 +116,8 @@ def render_summary(machines: dict[str, dict[str, dict[str, Any]]]) -> str:
     ]
     for strategy in strategies:
         cells = []
-        for column in columns:
-            row = derived[column].get(strategy)
+        for rows in derived:
+            row = rows.get(strategy)
             mark = "†" if row and row["ceiling_beside_service"] else ""
             cells.append(
                 f"{row['rps_per_core']:.1f} ({row['efficiency']:.0%}{mark})" if row else "-"
@@ -105,17 +127,21 @@ def render_summary(machines: dict[str, dict[str, dict[str, Any]]]) -> str:
 
 
 def render_machine(
-    records: dict[str, Any], folder: Path, readme_dir: Path, framework_over: dict[str, str]
+    records: MachineRecords,
+    folder: Path,
+    readme_dir: Path,
+    framework_over: dict[str, str],
+    baseline: str | None,
 ) -> str:
     """One machine's section: native tables and plots, what each framework costs, then the
-    deployment table. `framework_over`: framework strategy -> the one it is set against."""
-    any_record = records.get("native") or records.get("compose") or records["cluster"]
+    deployment table. `framework_over`: framework strategy -> the one it is set against;
+    `baseline`: the strategy the others are set against."""
     shown = folder.relative_to(readme_dir) if folder.is_relative_to(readme_dir) else folder
-    lines = [f"### {machine_title(any_record)}", "", f"Raw results: `{shown}/`.", ""]
-    if "native" in records:
-        plot_results(records["native"], folder)
-        lines += [render_tables(records["native"], str(shown)), ""]
-        costs = render_framework_costs(records["native"], framework_over)
+    lines = [f"### {machine_title(records.any())}", "", f"Raw results: `{shown}/`.", ""]
+    if records.native:
+        plot_results(records.native, folder)
+        lines += [render_tables(records.native, str(shown), baseline), ""]
+        costs = render_framework_costs(records.native, framework_over)
         lines += [costs, ""] if costs else []
     fidelity = folder / FIDELITY_FILE
     if fidelity.exists():
@@ -125,34 +151,36 @@ def render_machine(
             "",
             render_fidelity(
                 json.loads(fidelity.read_text()),
-                derive(records["native"]) if "native" in records else {},
+                derive(records.native) if records.native else {},
             ),
             "",
         ]
-    if "compose" in records:
+    if records.compose:
         lines += [
             "Deployment (Docker Compose):",
             "",
-            render_deployment(records["compose"], records.get("native")),
+            render_deployment(records.compose, records.native),
             "",
         ]
-    if "cluster" in records:
-        lines += [render_cluster(records["cluster"]), ""]
+    if records.cluster:
+        lines += [render_cluster(records.cluster), ""]
     return "\n".join(lines).rstrip()
 
 
 def render_results(results: Path, readme_dir: Path, strategies: dict[str, Strategy]) -> str:
     """The summary across machines, then each machine's section (and its plots)."""
-    framework_over = {
-        s.name: s.framework_over for s in strategies.values() if s.framework_over is not None
-    }
+    framework_over = framework_hosts(strategies)
+    # The manifests' baseline (`baseline = true`), looked up by name in each record: a
+    # record that did not measure it (an older one, or one of a few `--services`) shows
+    # "-" in its column.
+    baseline = next((s.name for s in strategies.values() if s.baseline), None)
     results = results.resolve()
     machines = load_machines(results)
     if not machines:
         return "No results yet: `make bench`."
     sections = [render_summary(machines)]
     sections += [
-        render_machine(records, results / name, readme_dir, framework_over)
+        render_machine(records, results / name, readme_dir, framework_over, baseline)
         for name, records in machines.items()
     ]
     return "\n\n".join(sections)

@@ -1,126 +1,33 @@
-"""Metrics derived from one raw record, and its Markdown tables. Nothing here measures."""
+"""A record's Markdown tables (benchmark.record), from the metrics of benchmark.metrics.
+Nothing here measures."""
 
-import re
 from typing import Any
 
-BASELINE = "torch_serving"
-STAGES = ("parse", "decode", "preprocess", "inference")
-_STAGE_LINE = re.compile(
-    r'^predict_stage_duration_seconds_(sum|count)\{stage="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE
+from benchmark.metrics import (
+    STAGES,
+    Row,
+    ServiceRecord,
+    derive,
+    latency_bounded_rps,
+    measured_services,
+    p99_at,
+    service_cores,
+    slo_ms,
 )
-_BATCH_LINE = re.compile(r"^predict_batch_size_(sum|count) ([0-9.e+-]+)$", re.MULTILINE)
+from benchmark.record import ClusterRecord, ComposeRecord, Machine, Record
 
-
-def stage_ms(metrics: str) -> dict[str, float]:
-    """Mean ms per stage from a service's /metrics text (the run's every request)."""
-    totals: dict[tuple[str, str], float] = {}
-    for kind, stage, value in _STAGE_LINE.findall(metrics):
-        totals[kind, stage] = totals.get((kind, stage), 0.0) + float(value)
-    return {
-        stage: 1000 * totals[("sum", stage)] / totals[("count", stage)]
-        for stage in STAGES
-        if totals.get(("count", stage))
-    }
-
-
-def mean_batch_size(metrics: str) -> float | None:
-    """Requests per inference over the run, from a service's /metrics text; None where the
-    service does not count them (the Rust and PyTorch hosts)."""
-    totals: dict[str, float] = {}
-    for kind, value in _BATCH_LINE.findall(metrics):
-        totals[kind] = totals.get(kind, 0.0) + float(value)
-    return totals["sum"] / totals["count"] if totals.get("count") else None
-
-
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values) if values else 0.0
-
-
-def latency_bounded_rps(open_loop: dict[str, Any]) -> float:
-    """The highest achieved rate whose p99 stays within the SLO with no failed request."""
-    good = [
-        step["achieved_rps"]
-        for step in open_loop["steps"]
-        if step["p99_ms"] <= open_loop["slo_ms"] and step["non_2xx"] == step["errors"] == 0
-    ]
-    return max(good, default=0.0)
-
-
-def p99_at(open_loop: dict[str, Any], offered_rps: float) -> float | None:
-    """p99 of the open-loop step offered `offered_rps` (rounded as the harness offers it)."""
-    rate = max(1, round(offered_rps))
-    return next((s["p99_ms"] for s in open_loop["steps"] if s["offered_rps"] == rate), None)
-
-
-def derive(record: dict[str, Any]) -> dict[str, dict[str, float]]:
-    """Per-service metrics derived from one raw record, fastest per core first."""
-    cores = len(record["machine"]["service_cpus"].split(","))
-    rows = {}
-    for name, result in record["services"].items():
-        if "failed" in result:
-            continue
-        # The ceiling measured around this service's run (older records: the run's one).
-        ceiling = result.get("ceiling", record["ceiling"])
-        ab = result["main"]["ab"]
-        per_core = ab["requests_per_second"] / cores
-        resources = result["main"]["resources"]
-        # CPU time the service's whole process tree spent per request under the closed loop.
-        cpu_ms = resources["cpu_percent_mean"] / 100 * ab["time_taken_s"] * 1000
-        cpu_ms /= max(ab["complete_requests"], 1)
-        startup = result["startup"]
-        reference = result.get("reference_ceiling", ceiling)
-        rows[name] = {
-            "pipeline": result.get("pipeline", "graph"),
-            "reference_rps": reference["requests_per_second"],
-            "vs_reference": per_core / reference["requests_per_second"],
-            "stage_ms": stage_ms(result.get("stages", "")),
-            "ceiling_stage_ms": ceiling.get("stage_ms", {}),
-            "rps": ab["requests_per_second"],
-            "rps_per_core": per_core,
-            "efficiency": per_core / ceiling["requests_per_second"],
-            # Older records timed the ceilings beside the service, idle but running.
-            "ceiling_beside_service": result.get("ceilings_measured") != "service stopped",
-            "ceiling_rps": ceiling["requests_per_second"],
-            "ceiling_ms": ceiling["cpu_ms_per_request"],
-            "mean_ms": ab["time_per_request_ms"],
-            "p50_ms": ab.get("p50_ms", 0.0),
-            "p90_ms": ab.get("p90_ms", 0.0),
-            "p99_ms": ab.get("p99_ms", 0.0),
-            "non_2xx": ab["non_2xx"],
-            "requests": ab["complete_requests"],
-            "cpu_percent": resources["cpu_percent_mean"],
-            "cpu_ms_per_request": cpu_ms,
-            "cpu_vs_ceiling": cpu_ms / ceiling["cpu_ms_per_request"],
-            "rss_mb_mean": resources["rss_mb_mean"],
-            "rss_mb_peak": resources["rss_mb_peak"],
-            "ready_s": _mean([run["ready_seconds"] for run in startup]),
-            "download_s": _mean([run["download_seconds"] for run in startup]),
-            "load_s": _mean([run["load_seconds"] for run in startup]),
-            "startup_runs": len(startup),
-            "bounded_per_core": latency_bounded_rps(result["open_loop"]) / cores,
-            # At 80% of the service's own closed-loop throughput: latency with headroom.
-            "p99_at_80_ms": p99_at(result["open_loop"], 0.8 * ab["requests_per_second"]),
-            "mean_batch": mean_batch_size(result.get("stages", "")),
-            **{
-                f"sweep_{k}": v["ab"]["requests_per_second"] / cores
-                for k, v in result.get("sweep", {}).items()
-            },
-        }
-    return dict(sorted(rows.items(), key=lambda row: -row[1]["rps_per_core"]))
-
-
-def _span(values: list[float]) -> str:
-    return f"{min(values):.1f} to {max(values):.1f}" if values else "-"
+# The open loop's p99 bound where a record has no measured service to say it.
+DEFAULT_SLO_MS = 100.0
 
 
 def _ms(value: float | None) -> str:
     return f"{value:.0f}" if value is not None else "-"
 
 
-def measured(record: dict[str, Any]) -> str:
+def measured(record: Record) -> str:
     """When and at which commit: one run, or each run of a record that `--add` grew, with
     the machine's speed at its start (today's ceiling) so runs can be told apart."""
-    machine, runs = record["machine"], record.get("runs", [])
+    machine, runs = record["machine"], record.get("runs", [])  # only `--add` writes runs
     if len(runs) < 2:
         return f"{machine['date']}, commit `{machine['git_commit'][:10]}`"
     latest = {name: i for i, run in enumerate(runs) for name in run["services"]}
@@ -145,13 +52,9 @@ PLAN_NOTES = {
 }
 
 
-def plan_name(record: dict[str, Any]) -> str:
-    return record.get("plan_name") or ("quick" if record.get("quick") else "full")
-
-
-def pinning(machine: dict[str, Any], pinned_by: str) -> str:
+def pinning(machine: Machine, pinned_by: str) -> str:
     """How the run used the cores, and what it could not pin (macOS has no taskset)."""
-    if machine.get("warnings"):
+    if machine["warnings"]:
         return f"cores not pinned as asked ({'; '.join(machine['warnings'])})"
     return (
         f"each service on cpu(s) {machine['service_cpus']} ({pinned_by}), load from cpu(s) "
@@ -159,28 +62,30 @@ def pinning(machine: dict[str, Any], pinned_by: str) -> str:
     )
 
 
-def memory_note(record: dict[str, Any]) -> list[str]:
-    methods = {
-        r["main"]["resources"].get("method", "psutil process tree")
-        for r in record["services"].values()
-        if "main" in r
-    }
+def memory_note(record: ServiceRecord) -> list[str]:
+    methods = {r["main"]["resources"]["method"] for r in measured_services(record).values()}
     other = sorted(m for m in methods if m != "psutil process tree")
     return ["", f"Memory measured with {', '.join(other)}, not RSS."] if other else []
 
 
-def render_tables(record: dict[str, Any], plots: str) -> str:
-    """The native run's tables; `plots`: the folder of its PNGs, relative to the README."""
+def baseline_label(baseline: str | None) -> str:
+    """The baseline's column header: its name less the `_serving` every strategy ends in."""
+    return baseline.removesuffix("_serving") if baseline else "baseline"
+
+
+def render_tables(record: ServiceRecord, plots: str, baseline: str | None) -> str:
+    """The native run's tables; `plots`: the folder of its PNGs, relative to the README;
+    `baseline`: the strategy every other is set against (the manifests'), "-" where the
+    record did not measure it."""
     rows = derive(record)
     machine, plan, ceiling = record["machine"], record["plan"], record["ceiling"]
-    base = rows.get(BASELINE, {})
-    slo = next(
-        (r["open_loop"]["slo_ms"] for r in record["services"].values() if "open_loop" in r), 100.0
-    )
-    cmd = " ".join(next(iter(record["services"].values())).get("main", {}).get("command", []))
+    base = rows.get(baseline) if baseline else None
+    slo = slo_ms(record, DEFAULT_SLO_MS)
+    first = next(iter(measured_services(record).values()), None)
+    cmd = " ".join(first["main"]["command"]) if first else ""
     lines = [
         f"Measured {measured(record)} on {machine['cpu_model']}: {pinning(machine, 'taskset')}. "
-        f"Load: `{cmd}`.{PLAN_NOTES[plan_name(record)]}",
+        f"Load: `{cmd}`.{PLAN_NOTES[record['plan_name']]}",
         "",
         f"**Ceilings**: a pipeline in-process on one thread of the service core, no HTTP "
         f"(JSON, base64, decode, preprocess, one ONNX Runtime run; "
@@ -192,8 +97,8 @@ def render_tables(record: dict[str, Any], plots: str) -> str:
         "are judged against its own pipeline's, the speed-up against `graph`'s.",
         "",
         "| service | pipeline | requests/s | per core | efficiency | vs today's ceiling "
-        f"| vs torch | mean ms (c={plan['concurrency']}) | p50 ms | p90 ms | p99 ms | non-2xx "
-        f"| per core at p99 ≤ {slo:.0f} ms | p99 ms at 80% load |",
+        f"| vs {baseline_label(baseline)} | mean ms (c={plan['concurrency']}) | p50 ms | p90 ms "
+        f"| p99 ms | non-2xx | per core at p99 ≤ {slo:.0f} ms | p99 ms at 80% load |",
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
@@ -201,7 +106,8 @@ def render_tables(record: dict[str, Any], plots: str) -> str:
             f"| {name} | `{r['pipeline']}` | {r['rps']:.1f} | {r['rps_per_core']:.1f} | "
             f"{r['efficiency']:.0%}{'†' if r['ceiling_beside_service'] else ''} | "
             f"{r['vs_reference']:.2f}x | "
-            f"{_ratio(r['rps'], base.get('rps'))} | {r['mean_ms']:.1f} | {r['p50_ms']:.0f} | "
+            f"{_ratio(r['rps'], base['rps'] if base else None)} | {r['mean_ms']:.1f} | "
+            f"{r['p50_ms']:.0f} | "
             f"{r['p90_ms']:.0f} | {r['p99_ms']:.0f} | {r['non_2xx']:.0f} | "
             f"{r['bounded_per_core']:.1f} | {_ms(r['p99_at_80_ms'])} |"
         )
@@ -228,7 +134,7 @@ def render_tables(record: dict[str, Any], plots: str) -> str:
             f"{r['load_s']:.3f} |"
         )
     lines += memory_note(record)
-    if any("sweep_small" in r for r in rows.values()):
+    if any(r["sweep_per_core"] for r in rows.values()):
         lines += [
             "",
             "Requests/s per core by payload:",
@@ -237,12 +143,15 @@ def render_tables(record: dict[str, Any], plots: str) -> str:
             "|---|---|---|---|---|",
         ]
         for name, r in rows.items():
+            sweep = r["sweep_per_core"]
             lines.append(
-                f"| {name} | {r['sweep_small']:.1f} | {r['rps_per_core']:.1f} | "
-                f"{r['sweep_large']:.1f} | {r['sweep_study_raw']:.1f} |"
+                f"| {name} | {sweep['small']:.1f} | {r['rps_per_core']:.1f} | "
+                f"{sweep['large']:.1f} | {sweep['study_raw']:.1f} |"
             )
-    failed = {n: r["failed"] for n, r in record["services"].items() if "failed" in r}
-    for name, problems in failed.items():
+    for name, result in record["services"].items():
+        if "failed" not in result:
+            continue
+        problems = result["failed"]
         lines.append(
             f"\n**{name} failed verification and was not benchmarked:** {'; '.join(problems)}"
         )
@@ -259,7 +168,7 @@ def render_tables(record: dict[str, Any], plots: str) -> str:
     return "\n".join(lines)
 
 
-def render_deployment(record: dict[str, Any], native: dict[str, Any] | None = None) -> str:
+def render_deployment(record: ComposeRecord, native: ServiceRecord | None = None) -> str:
     """The study's deployment table: image size and container start, with compose throughput
     next to the native run's (`native`, when there is one)."""
     rows = derive(record)
@@ -270,7 +179,7 @@ def render_deployment(record: dict[str, Any], native: dict[str, Any] | None = No
         f"commit `{record['machine']['git_commit'][:10]}`: "
         f"{pinning(record['machine'], 'cpuset')}"
         + (f"; native figures from the run of {native['machine']['date']}." if native else ".")
-        + PLAN_NOTES[plan_name(record)],
+        + PLAN_NOTES[record["plan_name"]],
         "",
         f"| service | image MB | start s (compose up → first 200, mean of {runs}) | requests/s "
         "per core | native requests/s per core | p99 ms | RSS MB (mean) |",
@@ -291,7 +200,7 @@ def render_deployment(record: dict[str, Any], native: dict[str, Any] | None = No
     return "\n".join(lines + memory_note(record))
 
 
-def render_stages(rows: dict[str, dict[str, Any]]) -> list[str]:
+def render_stages(rows: dict[str, Row]) -> list[str]:
     """Where a request's time goes: each service's stages (its /metrics, wall time on its
     inference thread) next to its pipeline's in-process ceiling."""
     lines = [
@@ -312,7 +221,7 @@ def render_stages(rows: dict[str, dict[str, Any]]) -> list[str]:
     return lines
 
 
-def render_fidelity(record: dict[str, Any], services: dict[str, dict[str, Any]]) -> str:
+def render_fidelity(record: dict[str, Any], services: dict[str, Row]) -> str:
     """The frontier: every preprocessing variant's fidelity to the PyTorch reference on the
     fidelity set, its in-process speed on the study payload, and the floor, with how far
     each service (`services`: derive()'s rows of the machine's native run) is from it."""
@@ -369,7 +278,7 @@ def render_fidelity(record: dict[str, Any], services: dict[str, dict[str, Any]])
     return "\n".join(lines)
 
 
-def render_framework_costs(record: dict[str, Any], framework_over: dict[str, str]) -> str:
+def render_framework_costs(record: ServiceRecord, framework_over: dict[str, str]) -> str:
     """Each framework configuration against the strategy hosting the same predictor
     without a framework (`framework_over`: strategy name -> that strategy, from the
     manifests), both from `record`; empty when the record has no such pair."""
@@ -381,9 +290,7 @@ def render_framework_costs(record: dict[str, Any], framework_over: dict[str, str
     ]
     if not pairs:
         return ""
-    slo = next(
-        (r["open_loop"]["slo_ms"] for r in record["services"].values() if "open_loop" in r), 100.0
-    )
+    slo = slo_ms(record, DEFAULT_SLO_MS)
     lines = [
         "What a framework costs: each framework configuration against the strategy that hosts "
         "the same predictor without one, from the same record (the differences are the "
@@ -413,13 +320,13 @@ def render_framework_costs(record: dict[str, Any], framework_over: dict[str, str
     return "\n".join(lines)
 
 
-def render_cluster(record: dict[str, Any]) -> str:
+def render_cluster(record: ClusterRecord) -> str:
     """`--mode cluster`: the single-node strategy's container, then the Ray cluster with 1,
     2 and 3 replicas, every node on the same cores; then the node-loss run."""
-    cores = len(record["machine"]["service_cpus"].split(","))
+    cores = service_cores(record)
     single = next(iter(record["services"]))
     slo = record["services"][single]["open_loop"]["slo_ms"]
-    rows = {}
+    rows: dict[str, dict[str, Any]] = {}
     for name, result in record["services"].items():
         ab, resources = result["main"]["ab"], result["main"]["resources"]
         cpu_ms = resources["cpu_percent_mean"] / 100 * ab["time_taken_s"] * 1000
@@ -435,12 +342,12 @@ def render_cluster(record: dict[str, Any]) -> str:
         }
     base = rows[single]
     lines = [
-        f"Beyond one machine: `{single}` on the Ray cluster of `docker-compose.ray.yml` "
-        f"(`--mode cluster`, {plan_name(record)} plan, {measured(record)}): the head and both "
-        f"workers share cpu(s) {record['machine']['service_cpus']}, so these are the cost "
-        "of the cluster path (the head's HAProxy to a replica on another node, Ray's "
-        "processes on three nodes), not a capacity claim. First row: the single-node "
-        "container, same cores, same run.",
+        f"Beyond one machine: `{single}` on the cluster its manifest declares "
+        f"(`[scenarios.cluster]`; `--mode cluster`, {record['plan_name']} plan, "
+        f"{measured(record)}): every node shares cpu(s) {record['machine']['service_cpus']}, "
+        "so these are the cost of the cluster path (an ingress forwarding to a replica on "
+        "another node, the cluster's processes on every node), not a capacity claim. First "
+        "row: the single-node container, same cores, same run.",
         "",
         "| configuration | requests/s per core | difference | efficiency | CPU ms/request "
         f"| difference | p99 ms at 80% of its own capacity | per core at p99 ≤ {slo:.0f} ms "

@@ -5,11 +5,13 @@ import json
 
 import numpy as np
 import pytest
-from benchmark.fidelity import RUST_VARIANTS, agreement, measure
+from benchmark.fidelity import agreement, measure, service_configurations
 from benchmark.fidelity_set import DERIVED, fidelity_set
 from benchmark.payloads import write_payloads
 from benchmark.tables import render_fidelity
 from PIL import Image
+from serving_common.strategy import ManifestError, discover_strategies
+from weather_model.contract import FIXED_ONNX_FILE
 from weather_model.demo import SAMPLE_IMAGES
 from weather_model.reference import sample_images
 
@@ -60,10 +62,47 @@ def test_agreement_bound():
     assert not agreement(reference, swapped)["meets_bound"]
 
 
-def test_report_on_real_pipelines_and_the_rust_service(artifacts, inputs, tmp_path):
-    """A slice of the set through the exact Pillow pipeline, today's graph and the Rust
-    service's default: the record renders, Pillow's resize meets the bound, and the Rust
-    service's port of it gives Pillow's numbers."""
+# The manifests' service configurations that port the in-process Pillow pipeline: the fixed
+# graph, Pillow's resize, a full-size decode.
+PILLOW_PORTS = {
+    name: configuration
+    for name, configuration in service_configurations().items()
+    if configuration.settings.get("RESIZER") == "pillow"
+    and configuration.settings["MODEL_URI"] == FIXED_ONNX_FILE
+    and configuration.settings.get("JPEG_DCT_SCALING", "false") == "false"
+}
+
+
+def test_service_configurations_come_from_the_manifests():
+    strategies = discover_strategies()
+    configurations = service_configurations(strategies)
+    declared = [(s.name, n) for s in strategies.values() for n in s.fidelity]
+    assert declared and len(configurations) == len(declared)
+    for strategy_name, name in declared:
+        configuration = configurations[name]
+        assert configuration.strategy.name == strategy_name
+        # MODEL_URI, a constant's name in the manifest, is the artifact's file here.
+        assert configuration.settings["MODEL_URI"].startswith("model.")
+        assert configuration.title.startswith(f"{strategies[strategy_name].title} service, ")
+    assert PILLOW_PORTS, "no manifest's [fidelity.NAME] ports the Pillow pipeline"
+
+
+def test_a_service_configuration_may_not_take_a_pipelines_name(tmp_path):
+    folder = tmp_path / "clashing_serving"
+    folder.mkdir()
+    (folder / "strategy.toml").write_text(
+        'name = "clashing_serving"\ntitle = "t"\nstack = "s"\nport = 8090\n'
+        'model = "FIXED_ONNX_FILE"\nrun = ["python"]\n[fidelity.pillow]\nRESIZER = "pillow"\n'
+    )
+    with pytest.raises(ManifestError, match=r"`\[fidelity.pillow\]`: the fidelity report has"):
+        service_configurations(discover_strategies([tmp_path]))
+
+
+@pytest.mark.service  # it starts the services (conftest.py: tiers)
+def test_report_on_real_pipelines_and_a_service(artifacts, inputs, tmp_path):
+    """A slice of the set through the exact Pillow pipeline, today's graph and each service
+    configuration porting Pillow's resize: the record renders, Pillow's resize meets the
+    bound, and each port gives Pillow's numbers."""
     chosen = {name: inputs[name] for name in list(inputs)[::40]}
     payload = write_payloads(tmp_path)["study"]
     record = measure(
@@ -71,18 +110,19 @@ def test_report_on_real_pipelines_and_the_rust_service(artifacts, inputs, tmp_pa
         payload,
         seconds=0.2,
         cpus=None,
-        rust_variants={"rust_pillow": RUST_VARIANTS["rust_pillow"]},
+        services=PILLOW_PORTS,
         pipelines=("graph", "pillow"),
         inputs=chosen,
     )
     json.dumps(record)  # what fidelity.json holds
     variants = record["variants"]
-    assert set(variants) == {"graph", "pillow", "rust_pillow"}
+    assert set(variants) == {"graph", "pillow", *PILLOW_PORTS}
     assert variants["pillow"]["meets_bound"], variants["pillow"]
     assert variants["pillow"]["max_delta"] < 0.005
-    for statistic in ("max_delta", "mean_delta"):
-        rust, python = variants["rust_pillow"][statistic], variants["pillow"][statistic]
-        assert rust == pytest.approx(python, abs=1e-6), statistic
+    for name in PILLOW_PORTS:
+        for statistic in ("max_delta", "mean_delta"):
+            port, python = variants[name][statistic], variants["pillow"][statistic]
+            assert port == pytest.approx(python, abs=1e-6), (name, statistic)
     for variant in variants.values():
         assert variant["inputs"] == len(chosen)
         assert variant["decisive_agreement"] == 1.0, variant

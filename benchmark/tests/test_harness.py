@@ -10,11 +10,18 @@ from pathlib import Path
 import pytest
 from benchmark.ab import ab_command, parse_ab
 from benchmark.machine import machine_name
+from benchmark.metrics import derive
+from benchmark.modes import configurations
 from benchmark.plots import plot_results
+from benchmark.record import SCHEMA_VERSION, load_record
 from benchmark.report import END, START, render_readme, render_results
-from benchmark.runner import added_to, configurations
-from benchmark.tables import derive, measured, render_cluster, render_tables
-from serving_common.strategy import discover_strategies
+from benchmark.run_record import added_to
+from benchmark.tables import measured, render_cluster, render_tables
+from helpers import compiled, plain_hosts
+from serving_common.strategy import discover_strategies, framework_hosts
+
+# A strategy every run measures, for its row in the tables.
+MEASURED = plain_hosts()[0].name
 
 RECORDED_AB = """\
 Benchmarking 127.0.0.1 (be patient).....done
@@ -80,21 +87,27 @@ def test_ab_command_matches_the_study():
     assert command.index("-t") < command.index("-n")  # -t after -n would reset -n to 50000
 
 
-def run_quick(out: Path, artifacts: Path, *extra: str, path: str | None = None) -> dict:
-    """The runner's quick plan for real (services, ab, oha, GCS emulator): its raw record."""
+def run_quick(out: Path, artifacts: Path, *extra: str, path: str | None = None) -> tuple[dict, str]:
+    """The runner's quick plan for real (services, ab, oha, GCS emulator): its record, read
+    as the report reads it (benchmark.record), and its log."""
     command = [sys.executable, "-m", "benchmark.runner", "--plan", "quick", "--out", str(out)]
     env = {**os.environ, "PATH": path or os.environ["PATH"]}
     command += ["--artifacts", str(artifacts), *extra]
     result = subprocess.run(command, capture_output=True, text=True, timeout=600, env=env)
     assert result.returncode == 0, result.stdout + result.stderr
-    record = json.loads((out / "native-quick.json").read_text())
-    record["log"] = result.stdout  # for the progress checks; not a field the runner writes
-    return record
+    written = out / "native-quick.json"
+    assert json.loads(written.read_text())["schema_version"] == SCHEMA_VERSION
+    return load_record(written), result.stdout
 
 
 @pytest.fixture(scope="module")
-def quick_record(tmp_path_factory, artifacts) -> dict:
+def quick_run(tmp_path_factory, artifacts) -> tuple[dict, str]:
     return run_quick(tmp_path_factory.mktemp("quick"), artifacts)
+
+
+@pytest.fixture(scope="module")
+def quick_record(quick_run) -> dict:
+    return quick_run[0]
 
 
 def test_quick_run_end_to_end(quick_record, tmp_path):
@@ -125,24 +138,26 @@ def test_quick_run_end_to_end(quick_record, tmp_path):
         assert all(step["ok"] > 0 and step["p99_ms"] > 0 for step in steps), steps
     readme = tmp_path / "README.md"
     readme.write_text(f"# x\n{START}\nold\n{END}\ntail\n")
-    render_readme(readme, render_tables(record, "plots"))
+    render_readme(readme, render_tables(record, "plots", None))
     plots = plot_results(record, tmp_path / "plots")
     assert all(p.stat().st_size > 5_000 for p in plots)
     text = readme.read_text()
-    assert "old" not in text and "| onnx_serving |" in text and text.endswith("tail\n")
+    assert "old" not in text and f"| {MEASURED} |" in text and text.endswith("tail\n")
     assert "Quick plan" in text and "(taskset)" in text
 
 
-def test_progress_says_where_the_run_is(quick_record):
+def test_progress_says_where_the_run_is(quick_run):
     """Every phase announced in order with what is left; plain lines, no carriage return."""
-    phases = [line for line in quick_record["log"].splitlines() if ", phase " in line]
-    services = len(quick_record["services"])
-    assert len(phases) == 1 + 4 * services, quick_record["log"]  # ceiling, then 4 each
+    record, log = quick_run
+    phases = [line for line in log.splitlines() if ", phase " in line]
+    services = len(record["services"])
+    assert len(phases) == 1 + 4 * services, log  # ceiling, then 4 each
     assert all("left]" in line for line in phases)
     assert "phase 1/" in phases[0] and f"phase {len(phases)}/{len(phases)}" in phases[-1]
-    assert "\r" not in quick_record["log"]
+    assert "\r" not in log
 
 
+@pytest.mark.service  # it runs the harness (conftest.py: tiers)
 def test_without_taskset_the_run_says_it_was_not_pinned(tmp_path, artifacts):
     """Where taskset does not exist (macOS), services and load run unpinned, and the raw
     results and the report say so."""
@@ -153,11 +168,12 @@ def test_without_taskset_the_run_says_it_was_not_pinned(tmp_path, artifacts):
             link = bin_dir / tool.name
             if tool.name != "taskset" and not link.exists():
                 link.symlink_to(tool)
-    record = run_quick(tmp_path, artifacts, "--services", "rust_onnx_serving", path=str(bin_dir))
+    name = compiled()[0].name  # one service, the quickest to start
+    record, _ = run_quick(tmp_path, artifacts, "--services", name, path=str(bin_dir))
     (warning,) = record["machine"]["warnings"]
     assert warning.startswith("taskset not found"), warning
-    assert derive(record)["rust_onnx_serving"]["requests"] >= 100
-    assert "cores not pinned as asked (taskset not found" in render_tables(record, "plots")
+    assert derive(record)[name]["requests"] >= 100
+    assert "cores not pinned as asked (taskset not found" in render_tables(record, "plots", None)
 
 
 def test_report_renders_every_machine(quick_record, tmp_path):
@@ -179,7 +195,7 @@ def test_report_renders_every_machine(quick_record, tmp_path):
     strategies = discover_strategies()
     text = render_results(results, tmp_path, strategies)
     summary = text.split("\n### ")[0]
-    assert summary.count("| onnx_serving |") == 1
+    assert summary.count(f"| {MEASURED} |") == 1
     assert "Apple M2 Max, 12 cores, darwin arm64, native (short plan)" in summary
     host = f"{quick_record['machine']['cpu_model']}, {quick_record['machine']['cpus_online']} cores"
     assert f"### {host}" in text and "### Apple M2 Max, 12 cores, darwin arm64" in text
@@ -190,10 +206,11 @@ def test_report_renders_every_machine(quick_record, tmp_path):
     assert "Short plan" in apple_section and "cores not pinned" in apple_section
     assert "Short plan" not in host_section and "Quick plan" not in host_section  # the full run
     # Each framework configuration beside the strategy hosting the same predictor.
-    frameworks = [n for n in full["services"] if strategies[n.split("+")[0]].framework_over]
+    hosts = framework_hosts(strategies)
+    frameworks = [n for n in full["services"] if n.split("+")[0] in hosts]
     assert frameworks and "What a framework costs" in host_section
     for name in frameworks:
-        host = strategies[name.split("+")[0]].framework_over
+        host = hosts[name.split("+")[0]]
         assert re.search(rf"^\| {re.escape(name)} \| {host} \| \d", host_section, re.M), name
     for name in runs:
         assert (results / name / "throughput.png").stat().st_size > 5_000
@@ -219,7 +236,7 @@ def test_a_run_added_to_a_record_keeps_the_others_and_says_which_run_measured_wh
         list(quick_record["services"]),
         ["new_serving"],
     ]
-    text = render_tables(merged, "plots")
+    text = render_tables(merged, "plots", None)
     assert "in 2 runs" in text and "at commit `ffffffffff` (new_serving;" in text
     assert "| new_serving |" in text
     path.write_text(json.dumps(merged))
@@ -241,20 +258,6 @@ def test_parse_oha_recorded_output():
     assert parsed["ok"] == 200 and parsed["non_2xx"] == 0 and parsed["errors"] == 0
     assert round(parsed["achieved_rps"], 2) == 39.98
     assert round(parsed["p99_ms"], 2) == 16.63 and parsed["p50_ms"] < parsed["p90_ms"]
-
-
-def test_latency_bounded_throughput_picks_the_best_rate_within_the_slo():
-    from benchmark.tables import latency_bounded_rps
-
-    def step(rate, p99, non_2xx=0):
-        return {"achieved_rps": rate, "p99_ms": p99, "non_2xx": non_2xx, "errors": 0}
-
-    open_loop = {
-        "slo_ms": 100,
-        "steps": [step(40, 20), step(60, 80), step(70, 99, non_2xx=1), step(80, 400)],
-    }
-    assert latency_bounded_rps(open_loop) == 60
-    assert latency_bounded_rps({"slo_ms": 100, "steps": [step(40, 200)]}) == 0.0
 
 
 def test_cpu_lists_read_like_taskset():
@@ -286,11 +289,14 @@ CLUSTER_RECORDS = sorted((Path(__file__).resolve().parents[2] / "results").glob(
 @pytest.mark.parametrize("path", CLUSTER_RECORDS, ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_committed_cluster_records_render(path):
     """Each machine's committed `--mode cluster` record (make bench-cluster) renders: the
-    single-node container first, one row per replica count, the node-loss figures."""
+    single-node container of a strategy that declares a cluster first, then one row per
+    configuration its cluster measured, in order, and the node-loss figures."""
     record = json.loads(path.read_text())
     text = render_cluster(record)
-    rows = re.findall(r"^\| (ray_serving|cluster x\d) \| \d", text, re.M)
-    assert rows == list(record["services"]) and rows[0] == "ray_serving", text
-    assert rows[1:] == [f"cluster x{n}" for n in (1, 2, 3)]
+    rows = re.findall(r"^\| ([^|]+?) \| \d", text, re.M)
+    single, *cluster = list(record["services"])
+    assert rows == [single, *cluster], text
+    assert "cluster" in discover_strategies()[single].scenarios
+    assert cluster and not set(cluster) & set(discover_strategies()), cluster
     loss = record["node_loss"]
     assert f"{loss['failed']} of {loss['requests']} requests failed" in text

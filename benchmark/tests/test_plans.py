@@ -6,9 +6,10 @@ from dataclasses import replace
 import pytest
 from benchmark.machine import machine_name
 from benchmark.measure import offered_rates
+from benchmark.modes import configurations
+from benchmark.plans import PLANS, plan_phases
 from benchmark.progress import Phase, Progress, clock
 from benchmark.resources import parse_docker_size
-from benchmark.runner import PLANS, configurations, plan_phases
 from serving_common.strategy import discover_strategies, load_strategy
 
 
@@ -33,8 +34,9 @@ def test_the_short_plan_takes_about_a_minute_and_a_half_per_configuration():
 
 
 def test_each_strategy_then_its_variants_is_measured():
-    folder = discover_strategies()["onnx_serving"].folder
-    plain = replace(load_strategy(folder), name="a")
+    # Any real manifest, under another name and with no variant of its own.
+    folder = next(iter(discover_strategies().values())).folder
+    plain = replace(load_strategy(folder), name="a", variants={})
     batched = replace(plain, name="b", variants={"batched": {"MAX_BATCH_SIZE": "8"}})
     assert configurations({"a": plain, "b": batched}) == [
         ("a", plain, {}),

@@ -6,7 +6,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-FOLDER = Path(__file__).resolve().parents[1]
+from serving_common.strategy import strategy_folder
+
+FOLDER = strategy_folder(__file__)
 
 
 def main() -> None:

@@ -25,9 +25,8 @@ from serving_common.app import (
     body_chunks,
     client_left,
     error_response,
-    json_response,
 )
-from serving_common.errors import ServiceError
+from serving_common.errors import ErrorType, ServiceError
 from serving_common.protocol import (
     CLIENT_GONE_STATUS,
     IMAGE_MEDIA_TYPES,
@@ -177,9 +176,9 @@ class ContractRoutes:
         if path in self.documents and method in GET_METHODS:
             response = Response(self.documents[path], media_type="application/json")
         elif path in CONTRACT_ROUTES:
-            body = {"error": "Method Not Allowed", "error_type": "method_not_allowed"}
-            response = json_response(body, 405)
+            refusal = ServiceError(ErrorType.METHOD_NOT_ALLOWED, "Method Not Allowed")
+            response = error_response(refusal)
             response.headers["Allow"] = CONTRACT_ROUTES[path]
         else:
-            response = json_response({"error": "Not Found", "error_type": "not_found"}, 404)
+            response = error_response(ServiceError(ErrorType.NOT_FOUND, "Not Found"))
         await response(scope, receive, send)

@@ -16,7 +16,7 @@ import threading
 from typing import Any, cast
 
 from serving_common.app import INFERENCE_NICENESS, error_response, json_response
-from serving_common.errors import ServiceError
+from serving_common.errors import ErrorType, ServiceError
 from serving_common.protocol import (
     CLIENT_GONE_STATUS,
     network_input,
@@ -29,7 +29,7 @@ from starlette.responses import Response
 from bentoml_serving.request import QueuedRequest
 
 log = logging.getLogger(__name__)
-INTERNAL_ERROR = {"error": "internal error", "error_type": "internal"}
+INTERNAL_ERROR = ServiceError(ErrorType.INTERNAL, "internal error")
 _thread = threading.local()
 
 
@@ -62,14 +62,14 @@ def answer_requests(state: ServiceState, requests: list[QueuedRequest]) -> list[
             answers[i] = error_response(refusal)
         except Exception:
             log.exception("internal error")
-            answers[i] = json_response(INTERNAL_ERROR, 500)
+            answers[i] = error_response(INTERNAL_ERROR)
     if admitted:
         try:
             scores = predict_batch(state, inputs)
         except Exception:
             log.exception("internal error")
             for i in admitted:
-                answers[i] = json_response(INTERNAL_ERROR, 500)
+                answers[i] = error_response(INTERNAL_ERROR)
         else:
             labels = state.model.labels
             for i, row in zip(admitted, scores, strict=True):

@@ -1,4 +1,4 @@
-"""The BentoML service: onnx_serving's predictor behind one `@bentoml.api`, batchable when
+"""The BentoML service: the shared ONNX predictor behind one `@bentoml.api`, batchable when
 MAX_BATCH_SIZE > 1, in WORKERS BentoML worker processes.
 
 Imported by the launcher (to hand BentoML the service) and by every worker BentoML starts
@@ -89,7 +89,7 @@ ROUTES = ContractRoutes()
 @bentoml.service(name=NAME, **service_config(SETTINGS))
 @bentoml.asgi_app(ROUTES, path="/", name="contract")
 class OnnxPredictorService:
-    """onnx_serving's OnnxPredictor, built once per worker process."""
+    """The shared OnnxPredictor (onnx_predictor), built once per worker process."""
 
     def __init__(self) -> None:
         # BentoML configures its workers' logging (warnings and up but its own).

@@ -11,14 +11,13 @@ import pytest
 from bentoml_serving.front import ContractRoutes
 from bentoml_serving.inference import answer_requests
 from bentoml_serving.request import QueuedRequest
-from onnx_serving.predictor import OnnxPredictor
+from helpers import ROOT, STRATEGIES
+from onnx_predictor.predictor import OnnxPredictor
 from serving_common.model_source import fetch_model
 from serving_common.protocol import PredictRequest
 from serving_common.settings import load_settings
 from serving_common.startup import ServiceState, build_state
 from weather_model.contract import LABELS
-
-from conftest import ROOT, STRATEGIES
 
 NAME = "bentoml_serving"
 COFFEE = (ROOT / "images" / "coffee.jpg").read_bytes()

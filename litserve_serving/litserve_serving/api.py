@@ -1,4 +1,4 @@
-"""The LitAPI every LitServe inference worker runs: onnx_serving's predictor behind the
+"""The LitAPI every LitServe inference worker runs: the shared ONNX predictor behind the
 contract's decode -> batch -> predict -> unbatch -> encode_response.
 
 Each inference worker is a process of its own (LitServe spawns them) with its own

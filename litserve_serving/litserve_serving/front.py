@@ -16,7 +16,8 @@ from typing import Any
 
 import orjson
 from fastapi import Response
-from serving_common.app import PREDICT_PATHS, AdmissionGate, client_left, json_response
+from serving_common.app import PREDICT_PATHS, AdmissionGate, client_left, error_response
+from serving_common.errors import ErrorType, ServiceError
 from serving_common.metrics import Metrics
 from serving_common.protocol import CLIENT_GONE_STATUS
 from serving_common.settings import Settings
@@ -61,8 +62,8 @@ class ContractFront:
 
     def document(self, path: str, method: str) -> Response:
         if method not in GET_METHODS:
-            body = {"error": "Method Not Allowed", "error_type": "method_not_allowed"}
-            response = json_response(body, 405)
+            refusal = ServiceError(ErrorType.METHOD_NOT_ALLOWED, "Method Not Allowed")
+            response = error_response(refusal)
             response.headers["Allow"] = "GET, HEAD"
             return response
         if path == "/metrics":

@@ -12,6 +12,8 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from benchmark.processes import free_port
+from helpers import ROOT
 from onnx import numpy_helper
 from PIL import Image
 from torchvision import transforms
@@ -41,7 +43,8 @@ from weather_model.reference import (
     transforms_from_metadata,
 )
 
-from conftest import ROOT, free_port
+# Most run the exporter as a command, seconds of CPU each (conftest.py: tiers).
+pytestmark = pytest.mark.service
 
 IMAGES = ROOT / "images"
 ARTIFACT_FILES = (

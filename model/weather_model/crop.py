@@ -5,8 +5,8 @@ torchvision resizes the shorter side to RESIZE_SIZE (the longer to `int(RESIZE_S
 short)`), then crops CROP_SIZE x CROP_SIZE at `round((side - CROP_SIZE) / 2)`. An antialiased
 resize of just that region, to CROP_SIZE x CROP_SIZE, with the whole-image scale and the
 filter clipped at the image's own borders (Pillow's `box`, fast_image_resize's crop box),
-gives the same pixels at a fraction of the cost. rust_onnx_serving/src/preprocess.rs
-implements the same arithmetic; the fidelity report compares both with the reference.
+gives the same pixels at a fraction of the cost. A service in another language ports the
+same arithmetic; the fidelity report compares every port with the reference.
 
 Torch-free, so the services can use it.
 """

@@ -12,6 +12,7 @@ Identical bytes on machines whose float arithmetic agrees: the weights are round
 grid well above float32's last bits, so tiny differences in the features do not reach them.
 """
 
+import os
 from collections import OrderedDict
 from pathlib import Path
 
@@ -23,8 +24,12 @@ from weather_model.network import build_network, load_network
 from weather_model.reference import decode_rgb, reference_transforms, sample_images
 
 DEMO_SEED = 20240229
-# The photos the head is calibrated on (and the export checks parity on by default).
-SAMPLE_IMAGES = Path(__file__).resolve().parents[2] / "images"
+# The photos the head is calibrated on (and the export checks parity on by default): the
+# repository's images/, or $WEATHER_SAMPLE_IMAGES where the package is installed without the
+# repository around it (the exporter image, docker/exporter.Dockerfile).
+SAMPLE_IMAGES = Path(
+    os.environ.get("WEATHER_SAMPLE_IMAGES") or Path(__file__).resolve().parents[2] / "images"
+)
 # Principal components the head looks along: the sixth and later mostly tell near-copies
 # (astronaut.jpg and .png) apart, which would make the head react to re-encoding noise.
 DEMO_HEAD_COMPONENTS = 5

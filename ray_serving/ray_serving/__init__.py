@@ -1,1 +1,1 @@
-"""ray_serving: Ray Serve hosting onnx_serving's ONNX Runtime predictor."""
+"""ray_serving: Ray Serve hosting the shared ONNX Runtime predictor."""

@@ -1,4 +1,4 @@
-"""The Ray Serve application: one ingress deployment whose replicas each host onnx_serving's
+"""The Ray Serve application: one ingress deployment whose replicas each host the shared ONNX
 predictor (strategy.toml) behind the contract's FastAPI routes (routes.py).
 
 `build_app` is a Serve application builder, so the same application runs wherever Serve
@@ -43,6 +43,7 @@ from serving_common.startup import (
     read_manifest,
     read_settings,
 )
+from serving_common.strategy import strategy_folder
 from starlette.types import ASGIApp
 
 from ray_serving import front
@@ -51,7 +52,7 @@ from ray_serving.routes import InFlight, ServedBy, create_routes
 
 T = TypeVar("T")
 # The folder holding strategy.toml.
-FOLDER = Path(__file__).resolve().parents[1]
+FOLDER = strategy_folder(__file__)
 DEPLOYMENT = "Predictor"
 # Concurrent requests a replica takes beyond MAX_PENDING_REQUESTS predictions: GET /,
 # /info, /metrics and the 503s of AdmissionGate must never wait for a slot behind them.

@@ -1,5 +1,5 @@
 """`python -m ray_serving.cluster`: the head node of a multi-node Ray cluster
-(docker-compose.ray.yml), which deploys the Serve application from its config file and
+(../docker-compose.cluster.yml), which deploys the Serve application from its config file and
 deploys it again whenever the head starts anew.
 
 Worker nodes run nothing of ours but Ray: `ray start --address=<head>:6379 --block`.
@@ -28,11 +28,12 @@ from pathlib import Path
 from types import FrameType
 
 from serving_common.startup import fatal
+from serving_common.strategy import strategy_folder
 
 from ray_serving.serve_config import ServeConfigError, read_serve_config
 
 NAME = "ray_serving.cluster"
-FOLDER = Path(__file__).resolve().parents[1]
+FOLDER = strategy_folder(__file__)
 DEFAULT_CONFIG = FOLDER / "serve-cluster.yaml"
 GCS_PORT = 6379
 # Ray's dashboard: `serve deploy` talks to its REST API. Only this container reaches it.

@@ -1,46 +1,31 @@
-"""The Ray Serve host as a real process with a real local Ray cluster: @serve.batch's
-batches (several requests, one inference, each client its own answer; a refused request
-does not sink its batch), a client that leaves while its request waits for a batch,
-/info's framework entry, Ray's own routes, Ray's Python proxy as the other ingress, a
-startup problem found before Ray starts, and SIGTERM under load leaving no process behind.
+"""The Ray Serve host as a real process with a real local Ray cluster: /info's framework
+entry (which replica on which node), Ray's own routes, Ray's Python proxy as the other
+ingress, a startup problem found before Ray starts, and the process tree a service is.
 
-The cross-service suites (tests/test_contract.py and the others) cover the contract itself
-with the batching off. Starting Ray costs seconds of CPU: one batched service serves most
-of this module.
+What every batching framework does (requests sharing inferences, a client leaving while its
+request waits for a batch, SIGTERM under load leaving no process behind) is tested once for
+all in tests/test_batching.py; the cross-service suites (tests/test_contract.py and the
+others) cover the contract itself. Starting Ray costs seconds of CPU: one batched service
+serves most of this module.
 """
 
-import asyncio
-import signal
 import socket
 import time
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import psutil
 import pytest
-from benchmark.processes import RunningService, run_to_exit
+from benchmark.processes import RunningService, run_to_exit, start_service
+from helpers import ROOT, STRATEGIES, local_env, local_service, predict_with_probabilities
 from weather_model.contract import LABELS
-from weather_model.reference import sample_images
 
-from conftest import (
-    ROOT,
-    STRATEGIES,
-    image_media_type,
-    local_env,
-    local_service,
-    metric_samples,
-    predict_with_probabilities,
-    start_service,
-    still_running,
-)
+pytestmark = pytest.mark.service
 
 NAME = "ray_serving"
+# The batch settings of tests/test_batching.py's service, reported in /info.
 MAX_BATCH_SIZE = 8
-# Long enough that requests sent together meet in one batch even on a busy machine; a lone
-# request waits this long for company, then runs as a batch of one.
 BATCH_WAIT_MS = 300
-IMAGES = sample_images(ROOT / "images")[:MAX_BATCH_SIZE]
 COFFEE = (ROOT / "images" / "coffee.jpg").read_bytes()
 
 
@@ -89,64 +74,12 @@ def batched(artifacts) -> Iterator[RunningService]:
     )
 
 
-def test_concurrent_requests_run_as_one_batch_and_keep_their_answers(batched):
-    # Alone, each request is a batch of one: the unbatched answers.
-    alone = {
-        path.name: predict_with_probabilities(batched, path.read_bytes(), image_media_type(path))
-        for path in IMAGES
-    }
-    assert all(response.status_code == 200 for response in alone.values())
-    before = metric_samples(batched)
-    refused = [(b"{", "application/json"), (b"\xff\xd8\xff truncated", "image/jpeg")]
-    requests = [(path.read_bytes(), image_media_type(path)) for path in IMAGES] + refused
-    with ThreadPoolExecutor(len(requests)) as pool:
-        together = list(
-            pool.map(lambda request: predict_with_probabilities(batched, *request), requests)
-        )
-    after = metric_samples(batched)
-
-    inferences = after["predict_batch_size_count"] - before["predict_batch_size_count"]
-    batched_requests = after["predict_batch_size_sum"] - before["predict_batch_size_sum"]
-    assert batched_requests == len(IMAGES)
-    assert inferences < len(IMAGES), "no inference ran more than one request"
-    for path, response in zip(IMAGES, together, strict=False):
-        assert response.status_code == 200, response.text
-        expected = alone[path.name].json()
-        assert response.json()["prediction"] == expected["prediction"], path.name
-        got = response.json()["probabilities"]
-        assert list(got) == list(LABELS)
-        assert got == pytest.approx(expected["probabilities"], abs=1e-5), path.name
-    # A refused request among them gets its own error; the others are served (above).
-    errors = [response.json() for response in together[len(IMAGES) :]]
-    assert [response.status_code for response in together[len(IMAGES) :]] == [400, 415]
-    assert [error["error_type"] for error in errors] == ["invalid_json", "unsupported_image"]
-
-
-def test_a_client_that_leaves_while_queued_is_counted_499(batched):
-    """The body arrives whole, then the client leaves while its request waits for a batch:
-    Serve cancels it, a 499, never a 500."""
-    gone_before = metric_samples(batched).get('predict_requests_total{status="499"}', 0)
-    with socket.create_connection(("127.0.0.1", batched.port), timeout=10) as client:
-        client.sendall(
-            b"POST /predict/ HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
-            + f"Content-Length: {len(COFFEE)}\r\n\r\n".encode()
-            + COFFEE
-        )
-        time.sleep(BATCH_WAIT_MS / 1000 / 3)  # it reached the replica and waits for a batch
-    deadline = time.monotonic() + 10
-    while metric_samples(batched).get('predict_requests_total{status="499"}', 0) < gone_before + 1:
-        assert time.monotonic() < deadline, "the client that left was not counted 499"
-        time.sleep(0.1)
-    assert 'predict_requests_total{status="500"}' not in metric_samples(batched)
-
-
 def test_info_names_the_framework_and_its_batching(batched):
     info = httpx.get(batched.url + "/info", timeout=10).json()
     framework = info["framework"]
     assert framework["name"] == "Ray Serve" and framework["version"] == "2.60.0"
     assert framework["ingress"] in {"HAProxy", "Ray Serve proxy"}
-    assert framework["max_batch_size"] == MAX_BATCH_SIZE
-    assert framework["batch_wait_ms"] == BATCH_WAIT_MS
+    assert framework["batch_wait_ms"] == BATCH_WAIT_MS  # it has a wait window
     assert framework["replicas"] == info["workers"] == 1
     # Which replica on which node: here the one replica, on this machine's only node.
     replica = framework["replica"]
@@ -165,38 +98,9 @@ def test_rays_own_routes_answer_in_plain_text_and_nothing_else_is_added(batched)
         assert response.status_code == 404 and response.json()["error_type"] == "not_found"
 
 
-# Last: it stops the module's service.
-def test_sigterm_under_load_answers_every_request_and_leaves_no_process(batched):
+def test_the_service_is_a_tree_of_ray_processes(batched):
+    """What tests/test_batching.py's SIGTERM test finds ended: the whole tree, not one."""
     root = psutil.Process(batched.pid)
     tree = [root, *root.children(recursive=True)]
     # GCS, raylet, the Serve controller, the ingress, a replica, Ray's agents at least.
     assert len(tree) >= 6, tree
-
-    def stop() -> tuple[int, list[str]]:
-        """SIGTERM and the exit status, and what is left of the tree before anyone else
-        (the fixture's kill of the process group) cleans up."""
-        batched.process.send_signal(signal.SIGTERM)
-        exit_status = batched.process.wait(60)
-        return exit_status, [" ".join(process.cmdline()) for process in still_running(tree)]
-
-    async def stop_under_load() -> tuple[list[int], int, list[str]]:
-        async with httpx.AsyncClient(timeout=60) as client:
-            sent = [
-                asyncio.create_task(
-                    client.post(
-                        batched.url + "/predict/",
-                        content=COFFEE,
-                        headers={"Content-Type": "image/jpeg"},
-                    )
-                )
-                for _ in range(2 * MAX_BATCH_SIZE)
-            ]
-            await asyncio.sleep(0.1)  # they wait for their batch (BATCH_WAIT_MS)
-            exit_status, left = await asyncio.to_thread(stop)
-            statuses = [response.status_code for response in await asyncio.gather(*sent)]
-            return statuses, exit_status, left
-
-    statuses, exit_status, left = asyncio.run(stop_under_load())
-    assert statuses == [200] * (2 * MAX_BATCH_SIZE)
-    assert exit_status == 0, batched.stderr()[-2000:]
-    assert left == [], left

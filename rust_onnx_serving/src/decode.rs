@@ -8,7 +8,7 @@ use std::io::Cursor;
 
 use png::{ColorType, Transformations};
 
-use crate::errors::ServiceError;
+use crate::errors::{ErrorType, ServiceError};
 use crate::jpeg::JpegDecoder;
 
 const JPEG_MAGIC: &[u8] = b"\xff\xd8\xff";
@@ -32,7 +32,7 @@ pub struct ImageLimits {
 
 pub fn unreadable(cause: &dyn std::fmt::Display) -> ServiceError {
     ServiceError::new(
-        "unsupported_image",
+        ErrorType::UnsupportedImage,
         format!("the image cannot be decoded ({cause})"),
     )
 }
@@ -42,13 +42,13 @@ pub fn check_dimensions(width: u32, height: u32, limits: &ImageLimits) -> Result
     let pixels = u64::from(width) * u64::from(height);
     if pixels == 0 {
         return Err(ServiceError::new(
-            "unsupported_image",
+            ErrorType::UnsupportedImage,
             format!("the image has no pixels ({width}x{height})"),
         ));
     }
     if pixels > limits.max_pixels {
         return Err(ServiceError::new(
-            "image_too_large",
+            ErrorType::ImageTooLarge,
             format!(
                 "the image is {width}x{height} = {pixels} pixels; the limit (MAX_IMAGE_PIXELS) is {}",
                 limits.max_pixels
@@ -58,7 +58,7 @@ pub fn check_dimensions(width: u32, height: u32, limits: &ImageLimits) -> Result
     let (longer, shorter) = (width.max(height), width.min(height));
     if u64::from(longer) > u64::from(limits.max_aspect_ratio) * u64::from(shorter) {
         return Err(ServiceError::new(
-            "extreme_aspect_ratio",
+            ErrorType::ExtremeAspectRatio,
             format!(
                 "the image is {width}x{height}: its longer side is more than {} times its shorter (MAX_ASPECT_RATIO)",
                 limits.max_aspect_ratio
@@ -89,7 +89,7 @@ impl ImageDecoder {
             decode_png(data, limits)
         } else {
             Err(ServiceError::new(
-                "unsupported_image",
+                ErrorType::UnsupportedImage,
                 "the image is neither JPEG nor PNG",
             ))
         }
@@ -175,7 +175,10 @@ mod tests {
     #[test]
     fn sniffing_refuses_other_formats() {
         for data in [&b"GIF89a...."[..], b""] {
-            assert_eq!(decode(data, &LIMITS).unwrap_err().error_type, "unsupported_image");
+            assert_eq!(
+                decode(data, &LIMITS).unwrap_err().error_type,
+                ErrorType::UnsupportedImage
+            );
         }
     }
 
@@ -186,7 +189,10 @@ mod tests {
             max_pixels: 1000,
             ..LIMITS
         };
-        assert_eq!(decode(&data, &small).unwrap_err().error_type, "image_too_large");
+        assert_eq!(
+            decode(&data, &small).unwrap_err().error_type,
+            ErrorType::ImageTooLarge
+        );
         let image = decode(&data, &LIMITS).unwrap();
         assert_eq!((image.width, image.height), (600, 400));
     }
@@ -206,10 +212,10 @@ mod tests {
             .map(|e| e.error_type)
         };
         assert_eq!(check(400, 20, 100_000), None); // exactly 20:1 is allowed
-        assert_eq!(check(20, 401, 100_000), Some("extreme_aspect_ratio"));
-        assert_eq!(check(40_000, 2, 100_000), Some("extreme_aspect_ratio"));
-        assert_eq!(check(40_000, 2, 1_000), Some("image_too_large"));
-        assert_eq!(check(0, 5, 1_000), Some("unsupported_image"));
+        assert_eq!(check(20, 401, 100_000), Some(ErrorType::ExtremeAspectRatio));
+        assert_eq!(check(40_000, 2, 100_000), Some(ErrorType::ExtremeAspectRatio));
+        assert_eq!(check(40_000, 2, 1_000), Some(ErrorType::ImageTooLarge));
+        assert_eq!(check(0, 5, 1_000), Some(ErrorType::UnsupportedImage));
         assert_eq!(check(u32::MAX, u32::MAX, u64::MAX), None);
     }
 

@@ -14,7 +14,7 @@ use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
 use crate::admission::{Admission, RequestRecord};
-use crate::errors::ServiceError;
+use crate::errors::{ErrorType, ServiceError};
 use crate::inference::{InferencePool, Job};
 use crate::metrics::Metrics;
 
@@ -74,11 +74,11 @@ async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 async fn not_found() -> HttpResponse {
-    actix_web::ResponseError::error_response(&ServiceError::new("not_found", "Not Found"))
+    actix_web::ResponseError::error_response(&ServiceError::new(ErrorType::NotFound, "Not Found"))
 }
 
 async fn method_not_allowed() -> HttpResponse {
-    let error = ServiceError::new("method_not_allowed", "Method Not Allowed");
+    let error = ServiceError::new(ErrorType::MethodNotAllowed, "Method Not Allowed");
     actix_web::ResponseError::error_response(&error)
 }
 
@@ -88,7 +88,7 @@ async fn predict(request: HttpRequest, payload: web::Payload, state: web::Data<A
     let record = RequestRecord::start(&state.metrics);
     let Some(_permit) = state.admission.admit() else {
         let error = ServiceError::new(
-            "overloaded",
+            ErrorType::Overloaded,
             "MAX_PENDING_REQUESTS requests are already in flight or queued; retry shortly",
         );
         return record.finish(error.error_response());
@@ -135,7 +135,7 @@ async fn predict_inner(
         other => {
             let shown = if other.is_empty() { "(none)" } else { other };
             return Err(ServiceError::new(
-                "unsupported_media_type",
+                ErrorType::UnsupportedMediaType,
                 format!("Content-Type {shown} is not application/json, image/jpeg or image/png"),
             )
             .into());
@@ -148,7 +148,7 @@ async fn predict_inner(
     // thread sees the closed channel and skips the work.
     let scored = answer.await.map_err(|_| {
         tracing::error!("an inference thread dropped a request");
-        ServiceError::new("internal", "internal error")
+        ServiceError::new(ErrorType::Internal, "internal error")
     })??;
     let stage = &state.metrics.stage;
     stage
@@ -191,7 +191,7 @@ fn prediction_document(
             probabilities.len(),
             labels.len()
         );
-        return Err(ServiceError::new("internal", "internal error"));
+        return Err(ServiceError::new(ErrorType::Internal, "internal error"));
     };
     let mut document = json!({"prediction": label});
     if with_probabilities {
@@ -209,13 +209,13 @@ fn prediction_document(
 fn probabilities_requested(query: &str) -> Result<bool, ServiceError> {
     let pairs: HashMap<String, String> = web::Query::from_query(query)
         .map(web::Query::into_inner)
-        .map_err(|e| ServiceError::new("invalid_request", format!("query: {e}")))?;
+        .map_err(|e| ServiceError::new(ErrorType::InvalidRequest, format!("query: {e}")))?;
     match pairs.get("probabilities").map(|v| v.to_ascii_lowercase()) {
         None => Ok(false),
         Some(v) if ["true", "1", "yes", "on", "t", "y"].contains(&v.as_str()) => Ok(true),
         Some(v) if ["false", "0", "no", "off", "f", "n"].contains(&v.as_str()) => Ok(false),
         Some(v) => Err(ServiceError::new(
-            "invalid_request",
+            ErrorType::InvalidRequest,
             format!("query.probabilities: {v:?} is not a boolean"),
         )),
     }
@@ -247,7 +247,7 @@ async fn read_body(
     let deadline = tokio::time::Instant::from_std(started + timeout);
     let too_large = || {
         ServiceError::new(
-            "body_too_large",
+            ErrorType::BodyTooLarge,
             format!("the body exceeds MAX_BODY_BYTES ({limit} bytes)"),
         )
     };
@@ -291,7 +291,7 @@ async fn read_body(
             }
         }
         Err(_) => Err(ServiceError::new(
-            "request_timeout",
+            ErrorType::RequestTimeout,
             format!(
                 "the body did not arrive whole within BODY_TIMEOUT_SECONDS ({} s)",
                 timeout.as_secs()
@@ -311,7 +311,7 @@ enum BodyEnd {
 fn payload_failure(error: PayloadError) -> Failure {
     match error {
         PayloadError::Incomplete(_) => Failure::ClientGone,
-        other => ServiceError::new("invalid_request", format!("body: {other}")).into(),
+        other => ServiceError::new(ErrorType::InvalidRequest, format!("body: {other}")).into(),
     }
 }
 
@@ -320,14 +320,14 @@ fn payload_failure(error: PayloadError) -> Failure {
 pub(crate) fn image_from_json(body: &[u8]) -> Result<Vec<u8>, ServiceError> {
     let invalid_request = || {
         ServiceError::new(
-            "invalid_request",
+            ErrorType::InvalidRequest,
             r#"expected a JSON object with the string field "image""#,
         )
     };
     // Syntax first (400), then shape (422), as in the Python services: parsing straight into
     // a map would call `[` a shape error before noticing it is not JSON at all.
     let document: Value = serde_json::from_slice(body)
-        .map_err(|e| ServiceError::new("invalid_json", format!("the body is not valid JSON: {e}")))?;
+        .map_err(|e| ServiceError::new(ErrorType::InvalidJson, format!("the body is not valid JSON: {e}")))?;
     let encoded = document
         .as_object()
         .and_then(|object| object.get("image"))
@@ -340,7 +340,7 @@ pub(crate) fn image_from_json(body: &[u8]) -> Result<Vec<u8>, ServiceError> {
 /// GNU `base64`, Python's `encodebytes`) and is skipped; anything else outside the alphabet
 /// is refused. The common unwrapped case decodes without a copy.
 fn decode_base64(encoded: &str) -> Result<Vec<u8>, ServiceError> {
-    let invalid = || ServiceError::new("invalid_base64", r#""image" is not valid base64"#);
+    let invalid = || ServiceError::new(ErrorType::InvalidBase64, r#""image" is not valid base64"#);
     STANDARD.decode(encoded).or_else(|_| {
         let compact: Vec<u8> = encoded.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
         STANDARD.decode(compact).map_err(|_| invalid())

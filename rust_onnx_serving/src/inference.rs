@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::oneshot;
 
 use crate::decode::{ImageDecoder, ImageLimits};
-use crate::errors::ServiceError;
+use crate::errors::{ErrorType, ServiceError};
 use crate::http::image_from_json;
 use crate::predictor::Predictor;
 
@@ -84,7 +84,7 @@ impl InferencePool {
     pub fn submit(&self, job: Job) -> Result<(), ServiceError> {
         self.queue.send(job).map_err(|_| {
             tracing::error!("every inference thread has stopped");
-            ServiceError::new("internal", "internal error")
+            ServiceError::new(ErrorType::Internal, "internal error")
         })
     }
 }
@@ -136,7 +136,7 @@ fn serve_jobs(
         }))
         .unwrap_or_else(|_| {
             tracing::error!("inference panicked; the request gets 500");
-            Err(ServiceError::new("internal", "internal error"))
+            Err(ServiceError::new(ErrorType::Internal, "internal error"))
         });
         drop(job.body);
         let _ = job.reply.send(result); // the client may have left meanwhile; nothing to do
@@ -163,7 +163,7 @@ fn score(
     let decoded = Instant::now();
     let failed = |stage: &str, e: String| {
         tracing::error!("{stage} failed: {e}");
-        ServiceError::new("internal", "internal error")
+        ServiceError::new(ErrorType::Internal, "internal error")
     };
     let input = predictor
         .preprocess(std::slice::from_ref(&pixels))

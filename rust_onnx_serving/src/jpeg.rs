@@ -18,7 +18,7 @@ use std::ffi::CStr;
 use turbojpeg::raw;
 
 use crate::decode::{ImageLimits, RgbPixels, check_dimensions, unreadable};
-use crate::errors::ServiceError;
+use crate::errors::{ErrorType, ServiceError};
 use crate::preprocess::dct_scale_denominator;
 
 /// libjpeg's JWRN_JPEG_EOF, which TurboJPEG's memory source emits when the data runs out.
@@ -223,7 +223,7 @@ impl JpegDecoder {
             // "image file is truncated", even when only the end marker is missing.
             Outcome::Warning(message) if message.contains(PREMATURE_END) || !reaches_end_marker(data) => {
                 return Err(ServiceError::new(
-                    "unsupported_image",
+                    ErrorType::UnsupportedImage,
                     "the image cannot be decoded (the JPEG data ends before its end marker: truncated)",
                 ));
             }
@@ -449,7 +449,7 @@ mod tests {
         // Cut short, or only the end marker missing: Pillow refuses both as truncated.
         for cut in [whole.len() / 2, whole.len() - 2] {
             let error = decode(&whole[..cut]).unwrap_err();
-            assert_eq!(error.error_type, "unsupported_image", "cut at {cut}");
+            assert_eq!(error.error_type, ErrorType::UnsupportedImage, "cut at {cut}");
             assert!(error.message.contains("truncated"), "{}", error.message);
         }
         // Both at once: the first warning is the stray bytes, the marker walk still sees the cut.
@@ -457,7 +457,7 @@ mod tests {
         let mut both = whole[..scan].to_vec();
         both.extend([0x00, 0x13, 0x37]);
         both.extend(&whole[scan..whole.len() * 2 / 3]);
-        assert_eq!(decode(&both).unwrap_err().error_type, "unsupported_image");
+        assert_eq!(decode(&both).unwrap_err().error_type, ErrorType::UnsupportedImage);
     }
 
     #[test]

@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use crate::admission::Admission;
 use crate::config::Config;
 use crate::decode::{ImageDecoder, RgbPixels};
+use crate::errors::ErrorType;
 use crate::http::{AppState, image_from_json, routes};
 use crate::inference::InferencePool;
 use crate::metrics::Metrics;
@@ -352,7 +353,7 @@ async fn json_body_parser() {
     ] {
         assert_eq!(
             error_type(body),
-            Some("invalid_request"),
+            Some(ErrorType::InvalidRequest),
             "{}",
             String::from_utf8_lossy(body)
         );
@@ -366,18 +367,21 @@ async fn json_body_parser() {
     ] {
         assert_eq!(
             error_type(body),
-            Some("invalid_json"),
+            Some(ErrorType::InvalidJson),
             "{}",
             String::from_utf8_lossy(body)
         );
     }
-    assert_eq!(error_type(br#"{"image": "%%%"}"#), Some("invalid_base64"));
+    assert_eq!(error_type(br#"{"image": "%%%"}"#), Some(ErrorType::InvalidBase64));
     // RFC 2045 line breaks are skipped; other characters outside the alphabet are not.
     assert_eq!(
         image_from_json(b"{\"image\": \"AA\\r\\nAA\\n\"}").unwrap(),
         [0, 0, 0]
     );
-    assert_eq!(error_type(br#"{"image": "AA!AA"}"#), Some("invalid_base64"));
+    assert_eq!(
+        error_type(br#"{"image": "AA!AA"}"#),
+        Some(ErrorType::InvalidBase64)
+    );
 }
 
 /// The limit is enforced while streaming, too, when no Content-Length announces the size.

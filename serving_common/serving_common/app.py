@@ -28,7 +28,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving_common import protocol
-from serving_common.errors import ServiceError
+from serving_common.errors import ErrorType, ServiceError
 from serving_common.metrics import Metrics
 from serving_common.settings import Settings
 from serving_common.startup import ServiceState
@@ -182,12 +182,15 @@ def install_error_handlers(app: FastAPI) -> None:
     async def http_error(_: Request, exc: Exception) -> Response:
         assert isinstance(exc, HTTPException)
         # 404, 405 from routing; 500 is LitServe's answer for an exception in a worker.
-        error_type = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "internal")
-        return json_response({"error": str(exc.detail), "error_type": error_type}, exc.status_code)
+        error_type = {404: ErrorType.NOT_FOUND, 405: ErrorType.METHOD_NOT_ALLOWED}.get(
+            exc.status_code, ErrorType.INTERNAL
+        )
+        body = ServiceError(error_type, str(exc.detail)).body()
+        return json_response(body, exc.status_code)
 
     async def unexpected_error(_: Request, exc: Exception) -> Response:
         log.exception("internal error", exc_info=exc)
-        return json_response({"error": "internal error", "error_type": "internal"}, 500)
+        return error_response(ServiceError(ErrorType.INTERNAL, "internal error"))
 
     app.add_exception_handler(ServiceError, service_error)
     app.add_exception_handler(protocol.ClientGone, client_gone)

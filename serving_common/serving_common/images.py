@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from PIL import Image
 from weather_model.pixels import open_image, to_rgb
 
-from serving_common.errors import ServiceError
+from serving_common.errors import ErrorType, ServiceError
 
 JPEG_MAGIC = b"\xff\xd8\xff"
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
@@ -27,17 +27,19 @@ class ImageLimits:
     def check(self, width: int, height: int) -> None:
         """The pixel count first (413), then the aspect ratio (422)."""
         if width <= 0 or height <= 0:
-            raise ServiceError("unsupported_image", f"the image has no pixels ({width}x{height})")
+            raise ServiceError(
+                ErrorType.UNSUPPORTED_IMAGE, f"the image has no pixels ({width}x{height})"
+            )
         if width * height > self.max_pixels:
             raise ServiceError(
-                "image_too_large",
+                ErrorType.IMAGE_TOO_LARGE,
                 f"the image is {width}x{height} = {width * height} pixels; "
                 f"the limit (MAX_IMAGE_PIXELS) is {self.max_pixels}",
             )
         # The shorter side is resized to 256: the ratio bounds that resize's memory.
         if max(width, height) > self.max_aspect_ratio * min(width, height):
             raise ServiceError(
-                "extreme_aspect_ratio",
+                ErrorType.EXTREME_ASPECT_RATIO,
                 f"the image is {width}x{height}; its longer side may be at most "
                 f"MAX_ASPECT_RATIO ({self.max_aspect_ratio}) times its shorter side",
             )
@@ -49,7 +51,7 @@ def sniff_image_format(data: bytes) -> str:
         return "jpeg"
     if data.startswith(PNG_MAGIC):
         return "png"
-    raise ServiceError("unsupported_image", "the image is neither JPEG nor PNG")
+    raise ServiceError(ErrorType.UNSUPPORTED_IMAGE, "the image is neither JPEG nor PNG")
 
 
 def decode_with_pil(data: bytes, limits: ImageLimits) -> Image.Image:
@@ -62,4 +64,6 @@ def decode_with_pil(data: bytes, limits: ImageLimits) -> Image.Image:
     except ServiceError:
         raise
     except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        raise ServiceError("unsupported_image", f"the image cannot be decoded ({exc})") from None
+        raise ServiceError(
+            ErrorType.UNSUPPORTED_IMAGE, f"the image cannot be decoded ({exc})"
+        ) from None

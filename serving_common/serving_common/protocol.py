@@ -20,7 +20,7 @@ import numpy as np
 import orjson
 import pybase64
 
-from serving_common.errors import ServiceError
+from serving_common.errors import ErrorType, ServiceError
 from serving_common.metrics import STAGES, Metrics
 from serving_common.settings import Settings
 from serving_common.startup import ServiceState
@@ -47,7 +47,9 @@ class ClientGone(Exception):
 
 
 def _too_large(limit: int) -> ServiceError:
-    return ServiceError("body_too_large", f"the body exceeds MAX_BODY_BYTES ({limit} bytes)")
+    return ServiceError(
+        ErrorType.BODY_TOO_LARGE, f"the body exceeds MAX_BODY_BYTES ({limit} bytes)"
+    )
 
 
 async def read_body(
@@ -75,7 +77,7 @@ async def read_body(
                 parts.append(chunk)
     except TimeoutError:
         raise ServiceError(
-            "request_timeout",
+            ErrorType.REQUEST_TIMEOUT,
             f"the body did not arrive within BODY_TIMEOUT_SECONDS ({timeout_seconds:g} s)",
         ) from None
     if size > limit:
@@ -155,12 +157,14 @@ def image_from_json(body: bytes) -> bytes:
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError as exc:
-        raise ServiceError("invalid_json", f"the body is not valid JSON: {exc}") from None
+        raise ServiceError(ErrorType.INVALID_JSON, f"the body is not valid JSON: {exc}") from None
     if not isinstance(document, dict) or "image" not in document:
-        raise ServiceError("invalid_request", 'expected a JSON object with the field "image"')
+        raise ServiceError(
+            ErrorType.INVALID_REQUEST, 'expected a JSON object with the field "image"'
+        )
     encoded = document["image"]
     if not isinstance(encoded, str):
-        raise ServiceError("invalid_request", '"image" must be a base64 string')
+        raise ServiceError(ErrorType.INVALID_REQUEST, '"image" must be a base64 string')
     return decode_base64(encoded)
 
 
@@ -173,7 +177,7 @@ def decode_base64(encoded: str) -> bytes:
     try:
         return pybase64.b64decode(encoded.translate(BASE64_WHITESPACE), validate=True)
     except (binascii.Error, ValueError):
-        raise ServiceError("invalid_base64", '"image" is not valid base64') from None
+        raise ServiceError(ErrorType.INVALID_BASE64, '"image" is not valid base64') from None
 
 
 def image_from_body(kind: str, body: bytes) -> bytes:
@@ -183,7 +187,7 @@ def image_from_body(kind: str, body: bytes) -> bytes:
     if kind in IMAGE_MEDIA_TYPES:
         return body
     raise ServiceError(
-        "unsupported_media_type",
+        ErrorType.UNSUPPORTED_MEDIA_TYPE,
         f"Content-Type {kind or '(none)'} is not application/json, image/jpeg or image/png",
     )
 
@@ -197,7 +201,9 @@ def probabilities_requested(value: str | None) -> bool:
         return True
     if word in FALSE_WORDS:
         return False
-    raise ServiceError("invalid_request", f"query.probabilities: {value!r} is not a boolean")
+    raise ServiceError(
+        ErrorType.INVALID_REQUEST, f"query.probabilities: {value!r} is not a boolean"
+    )
 
 
 @contextlib.contextmanager
@@ -243,7 +249,7 @@ class Admission:
         with self._lock:
             if self._pending >= self.limit:
                 raise ServiceError(
-                    "overloaded",
+                    ErrorType.OVERLOADED,
                     f"{self.limit} requests are already pending in this worker "
                     "(MAX_PENDING_REQUESTS); try again shortly",
                 )

@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     # "simd" (fast_image_resize) is faster and misses it narrowly. The Rust service reads
     # the same setting (src/config.rs).
     resizer: Literal["pillow", "simd"] = "pillow"
-    # The framework strategies only (litserve_serving, bentoml_serving, ray_serving):
+    # The framework strategies only (a manifest's `framework`, with `[variants.batched]`):
     # dynamic batching. Up to MAX_BATCH_SIZE requests run as one inference; the first of a
     # batch waits at most BATCH_WAIT_MS for others to join (BentoML has no such window).
     # 1 = no batching (the default, as in the services that do not batch).

@@ -8,9 +8,11 @@ are read, and a bad one is refused with a line that says how to fix it.
 """
 
 import os
+import re
 import sys
 import tomllib
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -29,11 +31,37 @@ class ManifestError(ValueError):
     """A strategy.toml that cannot be used; the message names the file and the fix."""
 
 
+# The one Dockerfile of every Python strategy without its own (built with STRATEGY and the
+# other arguments docker/compose_files.py renders into the Compose files from [docker]).
+PYTHON_SERVICE_DOCKERFILE = ROOT / "docker" / "python-service.Dockerfile"
+
+
 @dataclass(frozen=True)
 class DockerSpec:
+    """The manifest's [docker] table: the image, and what Compose and the Python service
+    Dockerfile need to know about it."""
+
     dockerfile: Path  # absolute; the build context is the repository root
     image: str
     target: str | None = None
+    # Compose's default memory limit (Compose syntax: 1500m, 3g), over the measured peak.
+    memory_limit: str = "2g"
+    # /dev/shm's size (Compose's shm_size), when Docker's 64 MB default is too small.
+    shm_size: str | None = None
+    # The prefix of the strategy's Compose variables (<PREFIX>_MODEL_URI,
+    # <PREFIX>_MEMORY_LIMIT); by default its name without "_serving", upper-cased.
+    env_prefix: str = ""
+    # Seconds the health check allows for startup before a failure counts.
+    start_period: int = 60
+    # Compile the venv to bytecode at build: for services that start many processes, each
+    # importing a large framework (the runtime user cannot write bytecode).
+    compile_bytecode: bool = False
+    # HOME of the image's unnamed user, for software that writes under it ("/" is not
+    # writable).
+    home: str = "/"
+    # The export job's image (docker/exporter.Dockerfile) starts from this strategy's
+    # third-party dependencies, sharing their layer (torch) instead of installing it again.
+    exporter_base: bool = False
 
 
 @dataclass(frozen=True)
@@ -54,9 +82,34 @@ class Strategy:
     # Configurations the harness measures besides the default one, each named and given as
     # the environment it adds (e.g. batched = {MAX_BATCH_SIZE = "8"}): "<name>+<variant>".
     variants: dict[str, dict[str, str]] = field(default_factory=dict)
-    # A framework strategy: the strategy that hosts the same predictor without one, which
-    # the results' framework table sets it against (what the framework costs).
-    framework_over: str | None = None
+    # A framework strategy: the framework's name (e.g. "LitServe"), set for a strategy whose
+    # framework hosts `predictor`. The results' framework table sets it against the strategy
+    # hosting the same predictor without a framework (what the framework costs; see
+    # framework_hosts), so no manifest names another strategy.
+    framework: str | None = None
+    # The naive baseline the results measure every other strategy against (one strategy).
+    baseline: bool = False
+    # Scenarios only this strategy runs (e.g. a multi-node cluster), by name: each a table
+    # the harness reads (`[scenarios.NAME]` in the manifest).
+    scenarios: dict[str, dict[str, Any]] = field(default_factory=dict)
+    # Compiled packages the strategy cannot run without (e.g. its runtime): uv.lock must hold
+    # a wheel of each for every platform the project supports (tests/test_platforms.py).
+    wheels: tuple[str, ...] = ()
+    # Configurations the fidelity report (benchmark/benchmark/fidelity.py) runs as this real
+    # service, natively, over HTTP, each named and given as its environment
+    # (`[fidelity.NAME]`): for a strategy whose preprocessing is not the in-process
+    # pipelines' code. MODEL_URI, if set, names an artifact constant of weather_model.contract
+    # (default: `model`), which the report resolves to the exported file.
+    fidelity: dict[str, dict[str, str]] = field(default_factory=dict)
+
+    @property
+    def python_package(self) -> str | None:
+        """The uv workspace package of a Python strategy (its folder's pyproject.toml's
+        `[project] name`), what its image installs; None for a strategy without one."""
+        pyproject = self.folder / "pyproject.toml"
+        if not pyproject.is_file():
+            return None
+        return str(tomllib.loads(pyproject.read_text())["project"]["name"])
 
     @property
     def model_file(self) -> str:
@@ -99,7 +152,7 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
     if not isinstance(port, int) or not 1 <= port <= 65535:
         raise fail("`port` must be an integer from 1 to 65535")
     model = text("model")
-    if not isinstance(getattr(contract, model, None), str) or not model.endswith("_FILE"):
+    if not _is_artifact(model):
         files = sorted(k for k in vars(contract) if k.endswith("_FILE") and k != "METADATA_FILE")
         raise fail(f"`model` must name an artifact constant of weather_model.contract: {files}")
     run = raw.get("run")
@@ -115,16 +168,35 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
         for env in variants.values()
     ):
         raise fail('`[variants.NAME]` must be tables of environment strings, e.g. A = "1"')
-    framework_over = raw.get("framework_over")
-    if framework_over is not None and (not isinstance(framework_over, str) or not framework_over):
-        raise fail("`framework_over` must name the strategy hosting the same predictor")
-    docker = None
-    if "docker" in raw:
-        table = raw["docker"]
-        # NOTE: not checked for existence: a running image has the manifest, not the
-        # Dockerfile (tests/test_layout.py checks every Dockerfile in the repository).
-        dockerfile = path.parent / text("dockerfile", table)
-        docker = DockerSpec(dockerfile, text("image", table), table.get("target"))
+    framework = raw.get("framework")
+    if framework is not None and (not isinstance(framework, str) or not framework):
+        raise fail('`framework` must be the framework\'s name, e.g. "LitServe"')
+    if framework is not None and predictor is None:
+        raise fail(
+            "`framework` needs `predictor`: the results set a framework against the strategy "
+            "hosting the same predictor without one"
+        )
+    baseline = raw.get("baseline", False)
+    if not isinstance(baseline, bool):
+        raise fail("`baseline` must be true or false")
+    scenarios = raw.get("scenarios", {})
+    if not isinstance(scenarios, dict) or not all(isinstance(t, dict) for t in scenarios.values()):
+        raise fail("`[scenarios.NAME]` must be tables")
+    wheels = raw.get("wheels", [])
+    if not isinstance(wheels, list) or not all(isinstance(w, str) and w for w in wheels):
+        raise fail('`wheels` must be a list of package names, e.g. ["onnxruntime"]')
+    fidelity = raw.get("fidelity", {})
+    if not isinstance(fidelity, dict) or not all(
+        isinstance(env, dict)
+        and all(isinstance(k, str) and k.isupper() and isinstance(v, str) for k, v in env.items())
+        and _is_artifact(env.get("MODEL_URI", model))
+        for env in fidelity.values()
+    ):
+        raise fail(
+            "`[fidelity.NAME]` must be tables of environment strings, MODEL_URI (if set) an "
+            'artifact constant as in `model`, e.g. MODEL_URI = "FIXED_ONNX_FILE"'
+        )
+    docker = _docker_spec(raw["docker"], path.parent, fail) if "docker" in raw else None
     return Strategy(
         name=name,
         folder=path.parent,
@@ -137,8 +209,57 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
         predictor=predictor,
         ceiling=text("ceiling") if "ceiling" in raw else Strategy.ceiling,
         variants=variants,
-        framework_over=framework_over,
+        framework=framework,
+        baseline=baseline,
+        scenarios=scenarios,
+        wheels=tuple(wheels),
+        fidelity=fidelity,
     )
+
+
+def _is_artifact(constant: str) -> bool:
+    """Whether `constant` names an artifact file constant of weather_model.contract."""
+    return isinstance(getattr(contract, constant, None), str) and constant.endswith("_FILE")
+
+
+def _docker_spec(table: Any, folder: Path, fail: Callable[[str], ManifestError]) -> DockerSpec:
+    """[docker]; `dockerfile` omitted means the shared Python service Dockerfile."""
+    if not isinstance(table, dict):
+        raise fail("`[docker]` must be a table")
+    flags = {"compile_bytecode", "exporter_base"}
+    strings = {k: v for k, v in table.items() if k not in flags and k != "start_period"}
+    if not all(isinstance(v, str) and v for v in strings.values()):
+        raise fail("`[docker]` values must be non-empty strings, except the ones below")
+    for key in flags & set(table):
+        if not isinstance(table[key], bool):
+            raise fail(f"`[docker]` {key} must be true or false")
+    if "image" not in table:
+        raise fail('`[docker]` needs `image`, e.g. image = "model-serving/NAME"')
+    for key in ("memory_limit", "shm_size"):
+        if key in table and not re.fullmatch(r"\d+[kmg]", table[key]):
+            raise fail(f"`[docker]` {key} must be a size in Compose syntax, e.g. 1500m or 2g")
+    start_period = table.get("start_period", DockerSpec.start_period)
+    if not isinstance(start_period, int) or isinstance(start_period, bool) or start_period < 1:
+        raise fail("`[docker]` start_period must be a whole number of seconds, e.g. 60")
+    unknown = set(table) - {f.name for f in fields(DockerSpec)}
+    if unknown:
+        raise fail(f"`[docker]` has unknown keys {sorted(unknown)}")
+    # NOTE: not checked for existence: a running image has the manifest, not the
+    # Dockerfile (tests/test_layout.py checks every Dockerfile in the repository).
+    dockerfile = PYTHON_SERVICE_DOCKERFILE
+    if "dockerfile" in table:
+        dockerfile = folder / table["dockerfile"]
+    prefix = table.get("env_prefix", folder.name.removesuffix("_serving").upper())
+    return DockerSpec(**{**table, "dockerfile": dockerfile, "env_prefix": prefix})
+
+
+def strategy_folder(module_file: str) -> Path:
+    """The folder holding the strategy.toml of the package that holds `module_file` (a
+    top-level module of a strategy's package): in the repository, the package's parent;
+    installed from a wheel, the package itself, which ships the manifest (its
+    pyproject.toml's force-include)."""
+    package = Path(module_file).resolve().parent
+    return package.parent if (package.parent / MANIFEST).is_file() else package
 
 
 def strategy_dirs() -> list[Path]:
@@ -162,18 +283,37 @@ def discover_strategies(dirs: list[Path] | None = None) -> dict[str, Strategy]:
                 )
             found[strategy.name] = strategy
             ports[strategy.port] = strategy.name
-    for strategy in found.values():
-        if strategy.framework_over is not None and strategy.framework_over not in found:
-            raise ManifestError(
-                f"{strategy.folder / MANIFEST}: `framework_over` names "
-                f"{strategy.framework_over!r}, which is not a strategy here"
-            )
+    baselines = [s.name for s in found.values() if s.baseline]
+    if len(baselines) > 1:
+        raise ManifestError(f"more than one strategy sets `baseline = true`: {baselines}")
     return dict(sorted(found.items()))
+
+
+def framework_hosts(strategies: dict[str, Strategy]) -> dict[str, str]:
+    """Each framework strategy (`framework` set) -> the one strategy hosting the same
+    `predictor` without a framework, which the results set it against. ManifestError when
+    there is none or more than one: the comparison would be missing or ambiguous."""
+    hosts: dict[str, str] = {}
+    for strategy in strategies.values():
+        if strategy.framework is None:
+            continue
+        found = [
+            s.name
+            for s in strategies.values()
+            if s.framework is None and s.predictor == strategy.predictor
+        ]
+        if len(found) != 1:
+            raise ManifestError(
+                f"{strategy.folder / MANIFEST}: `framework` needs exactly one strategy hosting "
+                f"{strategy.predictor} without a framework to be set against; found {found}"
+            )
+        hosts[strategy.name] = found[0]
+    return hosts
 
 
 def main() -> None:
     """`python -m serving_common.strategy NAME FIELD`: one fact of a strategy, for the
-    Makefile (e.g. `rust_onnx_serving model_file`)."""
+    Makefile and a strategy's own make rules (e.g. `$(STRATEGY) model_file`)."""
     name, field = sys.argv[1:3]
     print(getattr(discover_strategies()[name], field))
 

@@ -10,8 +10,11 @@ import urllib.request
 from collections import Counter
 
 import pytest
+from benchmark.processes import start_service
+from helpers import ROOT, plain_hosts
 
-from conftest import ROOT, STRATEGIES, start_service
+# Its tests start services of their own (conftest.py: tiers).
+pytestmark = pytest.mark.service
 
 COFFEE = (ROOT / "images" / "coffee.jpg").read_bytes()
 
@@ -39,7 +42,7 @@ def concurrently(count: int, url: str) -> tuple[list[threading.Thread], list[int
 
 @pytest.mark.parametrize("workers", ["1", "2"])
 def test_sigterm_answers_every_accepted_request_then_exits_0(artifacts, workers):
-    strategy = STRATEGIES["onnx_serving"]
+    strategy = plain_hosts()[0]
     env = {**os.environ, "MODEL_URI": str(artifacts / strategy.model_file), "WORKERS": workers}
     service = start_service(strategy, env)
     try:
@@ -55,7 +58,7 @@ def test_sigterm_answers_every_accepted_request_then_exits_0(artifacts, workers)
 
 
 def test_a_saturated_worker_refuses_the_excess_and_answers_health(artifacts):
-    strategy = STRATEGIES["onnx_serving"]
+    strategy = plain_hosts()[0]
     env = {
         **os.environ,
         "MODEL_URI": str(artifacts / strategy.model_file),

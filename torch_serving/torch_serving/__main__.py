@@ -1,8 +1,7 @@
 """`python -m torch_serving`: the strategy described by ../strategy.toml."""
 
-from pathlib import Path
-
 from serving_common.serve import run_service
+from serving_common.strategy import strategy_folder
 
 if __name__ == "__main__":
-    run_service(Path(__file__).resolve().parents[1])
+    run_service(strategy_folder(__file__))

@@ -1,0 +1,162 @@
+"""Metrics derived from one record (benchmark.record): what the tables and plots show.
+Nothing here measures or formats."""
+
+import re
+from typing import TypedDict
+
+from benchmark.record import (
+    ComposeRecord,
+    MeasuredService,
+    NativeRecord,
+    OpenLoop,
+    Record,
+)
+
+# A record whose services were each measured in full (native or compose mode).
+ServiceRecord = NativeRecord | ComposeRecord
+STAGES = ("parse", "decode", "preprocess", "inference")
+_STAGE_LINE = re.compile(
+    r'^predict_stage_duration_seconds_(sum|count)\{stage="(\w+)"\} ([0-9.e+-]+)$', re.MULTILINE
+)
+_BATCH_LINE = re.compile(r"^predict_batch_size_(sum|count) ([0-9.e+-]+)$", re.MULTILINE)
+
+
+class Row(TypedDict):
+    """One configuration's metrics."""
+
+    pipeline: str
+    reference_rps: float
+    vs_reference: float  # per core, against today's reference-exact ceiling
+    stage_ms: dict[str, float]  # its /metrics
+    ceiling_stage_ms: dict[str, float]  # its pipeline's, in-process
+    rps: float
+    rps_per_core: float
+    efficiency: float  # per core, against its own pipeline's ceiling
+    ceiling_beside_service: bool  # ceilings timed beside the idle service (older records)
+    ceiling_rps: float
+    ceiling_ms: float
+    mean_ms: float
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+    non_2xx: float
+    requests: float
+    cpu_percent: float
+    cpu_ms_per_request: float
+    cpu_vs_ceiling: float
+    rss_mb_mean: float
+    rss_mb_peak: float
+    ready_s: float
+    download_s: float
+    load_s: float
+    startup_runs: int
+    bounded_per_core: float  # the highest open-loop rate within the SLO, per core
+    p99_at_80_ms: float | None  # at 80% of its own closed-loop throughput
+    mean_batch: float | None  # requests per inference, where the service counts them
+    sweep_per_core: dict[str, float]  # requests/s per core by payload (the size sweep)
+
+
+def stage_ms(metrics: str) -> dict[str, float]:
+    """Mean ms per stage from a service's /metrics text (the run's every request)."""
+    totals: dict[tuple[str, str], float] = {}
+    for kind, stage, value in _STAGE_LINE.findall(metrics):
+        totals[kind, stage] = totals.get((kind, stage), 0.0) + float(value)
+    return {
+        stage: 1000 * totals[("sum", stage)] / totals[("count", stage)]
+        for stage in STAGES
+        if totals.get(("count", stage))
+    }
+
+
+def mean_batch_size(metrics: str) -> float | None:
+    """Requests per inference over the run, from a service's /metrics text; None where the
+    service does not count them (hosts without dynamic batching)."""
+    totals: dict[str, float] = {}
+    for kind, value in _BATCH_LINE.findall(metrics):
+        totals[kind] = totals.get(kind, 0.0) + float(value)
+    return totals["sum"] / totals["count"] if totals.get("count") else None
+
+
+def _mean(values: list[float]) -> float:
+    return sum(values) / len(values) if values else 0.0
+
+
+def latency_bounded_rps(open_loop: OpenLoop) -> float:
+    """The highest achieved rate whose p99 stays within the SLO with no failed request."""
+    good = [
+        step["achieved_rps"]
+        for step in open_loop["steps"]
+        if step["p99_ms"] <= open_loop["slo_ms"] and step["non_2xx"] == step["errors"] == 0
+    ]
+    return max(good, default=0.0)
+
+
+def p99_at(open_loop: OpenLoop, offered_rps: float) -> float | None:
+    """p99 of the open-loop step offered `offered_rps` (rounded as the harness offers it)."""
+    rate = max(1, round(offered_rps))
+    return next((s["p99_ms"] for s in open_loop["steps"] if s["offered_rps"] == rate), None)
+
+
+def service_cores(record: Record) -> int:
+    return len(record["machine"]["service_cpus"].split(","))
+
+
+def measured_services(record: ServiceRecord) -> dict[str, MeasuredService]:
+    """The configurations measured, without those that failed verification."""
+    return {name: r for name, r in record["services"].items() if "failed" not in r}
+
+
+def slo_ms(record: ServiceRecord, default: float) -> float:
+    """The open loop's p99 bound (every service of a run has the same)."""
+    return next((r["open_loop"]["slo_ms"] for r in measured_services(record).values()), default)
+
+
+def derive(record: ServiceRecord) -> dict[str, Row]:
+    """Per-configuration metrics of one record, fastest per core first."""
+    cores = service_cores(record)
+    rows = {}
+    for name, result in measured_services(record).items():
+        ceiling, reference = result["ceiling"], result["reference_ceiling"]
+        ab = result["main"]["ab"]
+        per_core = ab["requests_per_second"] / cores
+        resources = result["main"]["resources"]
+        # CPU time the service's whole process tree spent per request under the closed loop.
+        cpu_ms = resources["cpu_percent_mean"] / 100 * ab["time_taken_s"] * 1000
+        cpu_ms /= max(ab["complete_requests"], 1)
+        startup = result["startup"]
+        rows[name] = Row(
+            pipeline=result["pipeline"],
+            reference_rps=reference["requests_per_second"],
+            vs_reference=per_core / reference["requests_per_second"],
+            stage_ms=stage_ms(result["stages"]),
+            ceiling_stage_ms=ceiling["stage_ms"],
+            rps=ab["requests_per_second"],
+            rps_per_core=per_core,
+            efficiency=per_core / ceiling["requests_per_second"],
+            ceiling_beside_service=result["ceilings_measured"] != "service stopped",
+            ceiling_rps=ceiling["requests_per_second"],
+            ceiling_ms=ceiling["cpu_ms_per_request"],
+            mean_ms=ab["time_per_request_ms"],
+            p50_ms=ab["p50_ms"],
+            p90_ms=ab["p90_ms"],
+            p99_ms=ab["p99_ms"],
+            non_2xx=ab["non_2xx"],
+            requests=ab["complete_requests"],
+            cpu_percent=resources["cpu_percent_mean"],
+            cpu_ms_per_request=cpu_ms,
+            cpu_vs_ceiling=cpu_ms / ceiling["cpu_ms_per_request"],
+            rss_mb_mean=resources["rss_mb_mean"],
+            rss_mb_peak=resources["rss_mb_peak"],
+            ready_s=_mean([run["ready_seconds"] for run in startup]),
+            download_s=_mean([run["download_seconds"] for run in startup]),
+            load_s=_mean([run["load_seconds"] for run in startup]),
+            startup_runs=len(startup),
+            bounded_per_core=latency_bounded_rps(result["open_loop"]) / cores,
+            p99_at_80_ms=p99_at(result["open_loop"], 0.8 * ab["requests_per_second"]),
+            mean_batch=mean_batch_size(result["stages"]),
+            sweep_per_core={
+                payload: load["ab"]["requests_per_second"] / cores
+                for payload, load in result.get("sweep", {}).items()
+            },
+        )
+    return dict(sorted(rows.items(), key=lambda row: -row[1]["rps_per_core"]))

@@ -1,0 +1,374 @@
+"""The raw record: the one JSON file a run writes (`results/<machine>/<mode>-<plan>.json`).
+
+This module owns its shape. The runner assembles one from each mode's result type
+(`NativeResult`, `ComposeResult`, `ClusterResult`); the report, the tables and the plots read
+records only through `upgrade()`, which turns a record of any earlier version into the
+current shape and checks it, key by key and type by type, against the types below: a key
+written but not declared here, or declared but missing, is refused with its path.
+
+Versions (`schema_version`):
+- 1: no `schema_version` key: every record written before it, in shapes told apart by the
+  keys they lack. `upgrade()` fills each with the value the tables assumed for it
+  (`_from_v1`'s comments say which, and why) and drops the two keys no longer written
+  (`quick`, now `plan_name`; the run ceiling's `entropy_decoding_ms`, now in fidelity.json).
+  NOTE: records from before the open loop existed (the first quick runs) have nothing to
+  fill it with, and are refused.
+- 2: `schema_version` written; every key below present unless marked NotRequired.
+A change to the shape adds a version and a step from the previous one.
+"""
+
+import copy
+import json
+from pathlib import Path
+from typing import Any, Literal, NotRequired, TypedDict, cast, final
+
+from benchmark.json_check import RecordError, check
+
+SCHEMA_VERSION = 2
+
+Mode = Literal["native", "compose", "cluster"]
+PlanName = Literal["full", "short", "quick"]
+
+
+class RunPlan(TypedDict):
+    """benchmark.measure.Plan, as JSON."""
+
+    requests: int
+    concurrency: int
+    seconds: int
+    sweep_seconds: int
+    startup_runs: int
+    ceiling_seconds: float
+    open_loop_seconds: float
+    open_loop_fractions: list[float]
+
+
+class MachineIdentity(TypedDict):
+    """What makes runs comparable: it names the results folder (benchmark.machine)."""
+
+    cpu_model: str
+    cpus_online: int
+    os: str
+    arch: str
+
+
+class Machine(MachineIdentity):
+    """The machine and software of one run."""
+
+    git_commit: str
+    service_cpus: str  # a taskset list, e.g. "0" or "0,2"
+    load_cpus: str
+    warnings: list[str]  # what the platform could not pin
+    python: str
+    ab: str
+    versions: dict[str, str]  # package -> version
+    date: str  # ISO 8601, UTC
+
+
+class StrategyInfo(TypedDict):
+    """What a measured configuration is, from its manifest (strategy.toml)."""
+
+    title: str
+    stack: str
+    port: int
+    model: str
+    environment: dict[str, str]  # what a variant adds to the default configuration
+
+
+class Ceiling(TypedDict):
+    """An in-process pipeline timed on one thread (benchmark.ceiling)."""
+
+    pipeline: str
+    iterations: int
+    seconds: float
+    requests_per_second: float
+    cpu_ms_per_request: float
+    stage_ms: dict[str, float]
+    runs: NotRequired[list["Ceiling"]]  # a mean of several (before and after a service)
+
+
+class RunCeiling(Ceiling):
+    """Today's reference-exact ceiling, once at the start of a run."""
+
+    payload: str
+
+
+class AbResult(TypedDict):
+    """ab's summary (benchmark.ab). NOTE: ab prints its percentiles only when two or more
+    requests completed: a main run with fewer is refused here."""
+
+    complete_requests: float
+    failed_requests: float
+    non_2xx: float
+    requests_per_second: float
+    time_per_request_ms: float
+    time_taken_s: float
+    p50_ms: float
+    p66_ms: float
+    p75_ms: float
+    p80_ms: float
+    p90_ms: float
+    p95_ms: float
+    p98_ms: float
+    p99_ms: float
+    p100_ms: float
+
+
+class Resources(TypedDict):
+    """CPU and memory of what served, sampled during a load (benchmark.resources)."""
+
+    samples: int
+    cpu_percent_mean: float
+    cpu_percent_peak: float
+    rss_mb_mean: float
+    rss_mb_peak: float
+    interval_s: float
+    method: str  # "psutil process tree", or "docker stats (cgroup memory)"
+
+
+class LoadTest(TypedDict):
+    """One closed-loop ab run."""
+
+    command: list[str]
+    payload: str
+    payload_sha256: str
+    ab: AbResult
+    resources: Resources
+
+
+class OpenLoopStep(TypedDict):
+    """One fixed offered rate held with oha (benchmark.oha)."""
+
+    offered_rps: int
+    command: list[str]
+    achieved_rps: float
+    success_rate: float
+    ok: int
+    non_2xx: int
+    errors: int
+    p50_ms: float
+    p90_ms: float
+    p99_ms: float
+
+
+class OpenLoop(TypedDict):
+    slo_ms: float
+    steps: list[OpenLoopStep]
+
+
+class StartupSample(TypedDict):
+    ready_seconds: float  # start -> first 200 on GET /
+    download_seconds: float  # the service's own account (/info)
+    load_seconds: float
+
+
+@final
+class MeasuredService(TypedDict):
+    """One configuration measured natively or as a container (benchmark.measure)."""
+
+    pipeline: str  # the in-process pipeline its defaults run: its ceiling's
+    # Whether the ceilings were timed with the service stopped, or beside it idle (older).
+    ceilings_measured: Literal["service stopped", "service running"]
+    runtime: dict[str, Any]  # its /info "runtime", as the service reports it
+    main: LoadTest
+    sweep: NotRequired[dict[str, LoadTest]]  # by payload; absent when the plan skips it
+    open_loop: OpenLoop
+    stages: str  # its /metrics text after the run
+    ceiling: Ceiling  # its own pipeline's, around its run
+    reference_ceiling: Ceiling  # today's reference-exact pipeline's, around its run
+    startup: list[StartupSample]
+
+
+@final
+class FailedService(TypedDict):
+    """A configuration that failed verification and was not measured."""
+
+    failed: list[str]
+
+
+ServiceResult = MeasuredService | FailedService
+
+
+class LoadResult(TypedDict):
+    """A configuration measured under load only (no size sweep, no cold starts): a cluster
+    mode's configurations."""
+
+    ceiling: Ceiling
+    main: LoadTest
+    open_loop: OpenLoop
+
+
+class Deployment(TypedDict):
+    image: str
+    image_mb: float
+
+
+class NodeLoss(TypedDict):
+    """A worker killed under steady load (the cluster scenario's)."""
+
+    replicas: int
+    offered_rps: int
+    seconds: float
+    requests: int
+    failed: int
+    failed_by_status: dict[str, int]  # "0": no answer at all
+    errors: list[str]
+    failed_sent_s: list[float]
+    error_window_s: float
+    longest_request_s: float
+    p99_request_s: float
+    hung: int
+    ok_in_last_10_s: bool
+    replaced_after_s: float
+    restarted: list[str]
+    rejoined_after_s: float
+
+
+class RunSummary(TypedDict):
+    """Which run of a record grown by `--add` measured what."""
+
+    date: str
+    git_commit: str
+    ceiling_rps: float
+    services: list[str]
+
+
+# What each mode measured: the runner's native, compose and cluster functions return these.
+
+
+class NativeResult(TypedDict):
+    ceiling: RunCeiling
+    services: dict[str, ServiceResult]
+
+
+class ComposeResult(TypedDict):
+    ceiling: RunCeiling
+    services: dict[str, ServiceResult]
+    deployment: dict[str, Deployment]
+
+
+class ClusterResult(TypedDict):
+    ceiling: RunCeiling
+    services: dict[str, LoadResult]  # the single-node container first, then each cluster
+    cluster: dict[str, str]  # the nodes' settings (cores)
+    node_loss: NodeLoss
+
+
+class RunHeader(TypedDict):
+    """What every record has besides its mode's result."""
+
+    schema_version: int
+    plan_name: PlanName
+    plan: RunPlan
+    strategies: dict[str, StrategyInfo]
+    machine: Machine
+    runs: NotRequired[list[RunSummary]]  # only in a record grown by `--add`
+
+
+@final
+class NativeRecord(RunHeader, NativeResult):
+    mode: Literal["native"]
+
+
+@final
+class ComposeRecord(RunHeader, ComposeResult):
+    mode: Literal["compose"]
+
+
+@final
+class ClusterRecord(RunHeader, ClusterResult):
+    mode: Literal["cluster"]
+
+
+Record = NativeRecord | ComposeRecord | ClusterRecord
+RECORD_TYPES: dict[str, type] = {
+    "native": NativeRecord,
+    "compose": ComposeRecord,
+    "cluster": ClusterRecord,
+}
+
+
+def upgrade(raw: dict[str, Any]) -> Record:
+    """`raw` (a record of any version, as read from JSON) in the current shape, checked;
+    `raw` itself is left as it was."""
+    version = raw.get("schema_version", 1)
+    if version not in range(1, SCHEMA_VERSION + 1):
+        raise RecordError(
+            f"schema_version {version!r}: this checkout reads versions 1 to {SCHEMA_VERSION} "
+            "(benchmark/benchmark/record.py); a newer record needs a newer checkout"
+        )
+    record = copy.deepcopy(raw)
+    if version == 1:
+        record = _from_v1(record)
+    mode = record.get("mode")
+    if mode not in RECORD_TYPES:
+        raise RecordError(f"mode: {mode!r} is not one of {list(RECORD_TYPES)}")
+    check(record, RECORD_TYPES[mode])
+    return cast(Record, record)  # checked against RECORD_TYPES[mode] just above
+
+
+def assemble(
+    header: RunHeader, mode: Mode, result: NativeResult | ComposeResult | ClusterResult
+) -> Record:
+    """A run's record, from what every run has and what its mode measured; checked, so
+    that a key the runner writes but this module does not declare fails the run that wrote
+    it rather than the report that reads it."""
+    return upgrade({"mode": mode, **header, **result})
+
+
+def load_record(path: Path) -> Record:
+    """The record at `path`, upgraded; an unreadable one is refused with its path."""
+    try:
+        return upgrade(json.loads(path.read_text()))
+    except RecordError as exc:
+        raise RecordError(f"{path}: {exc}") from None
+
+
+def _from_v1(record: dict[str, Any]) -> dict[str, Any]:
+    """Version 1's shapes as version 2: each default is what the tables assumed when the
+    key was missing."""
+    # Runs before `plan_name` were the full plan unless marked quick.
+    quick = record.pop("quick", False)
+    record.setdefault("plan_name", "quick" if quick else "full")
+    record.setdefault("strategies", {})
+    for info in record["strategies"].values():
+        info.setdefault("environment", {})
+    # Runs before the machine was recorded were all on the first machine (Linux x86-64),
+    # pinned with taskset.
+    machine = record["machine"]
+    machine.setdefault("os", "linux")
+    machine.setdefault("arch", "x86_64")
+    machine.setdefault("warnings", [])
+    ceiling = record["ceiling"]
+    ceiling.pop("entropy_decoding_ms", None)  # measured by benchmark.fidelity since
+    _ceiling_from_v1(ceiling)
+    for result in record["services"].values():
+        if "failed" in result:
+            continue
+        for load in [result["main"], *result.get("sweep", {}).values()]:
+            # Memory was sampled only from the process tree before docker stats.
+            load["resources"].setdefault("method", "psutil process tree")
+        if record["mode"] == "cluster":
+            continue
+        # Before pipelines were named, every service ran today's `graph`.
+        result.setdefault("pipeline", "graph")
+        # Before the harness stopped services for them, ceilings were timed beside the
+        # service, idle but running.
+        result.setdefault("ceilings_measured", "service running")
+        result.setdefault("runtime", {})  # not recorded then
+        # Before per-service ceilings, the run's one ceiling stood for every service.
+        if "ceiling" not in result:
+            result["ceiling"] = {k: v for k, v in ceiling.items() if k != "payload"}
+        result.setdefault("reference_ceiling", copy.deepcopy(result["ceiling"]))
+        for own in (result["ceiling"], result["reference_ceiling"]):
+            _ceiling_from_v1(own)
+    record["schema_version"] = SCHEMA_VERSION
+    return record
+
+
+def _ceiling_from_v1(ceiling: dict[str, Any]) -> None:
+    # Before stages were timed, a ceiling was one total, of the then only `graph` pipeline.
+    ceiling.setdefault("pipeline", "graph")
+    ceiling.setdefault("stage_ms", {})
+    for run in ceiling.get("runs", []):
+        _ceiling_from_v1(run)

@@ -1,0 +1,64 @@
+"""Metrics derived from a record (benchmark.metrics): a service's /metrics text, the open
+loop's latency-bounded throughput, the rows' order."""
+
+from pathlib import Path
+
+from benchmark.metrics import (
+    derive,
+    latency_bounded_rps,
+    mean_batch_size,
+    measured_services,
+    p99_at,
+    stage_ms,
+)
+from benchmark.record import load_record
+
+NATIVE = sorted((Path(__file__).resolve().parents[2] / "results").glob("*/native-*.json"))
+
+
+def test_stages_and_batch_sizes_are_read_from_a_services_metrics():
+    metrics = "\n".join(
+        [
+            'predict_stage_duration_seconds_sum{stage="decode"} 3.0',
+            'predict_stage_duration_seconds_count{stage="decode"} 1000.0',
+            'predict_stage_duration_seconds_sum{stage="inference"} 2.0',
+            'predict_stage_duration_seconds_count{stage="inference"} 500.0',
+            "predict_batch_size_sum 900.0",
+            "predict_batch_size_count 300.0",
+        ]
+    )
+    assert stage_ms(metrics) == {"decode": 3.0, "inference": 4.0}
+    assert mean_batch_size(metrics) == 3.0
+    assert mean_batch_size(metrics.split("predict_batch")[0]) is None
+
+
+def test_latency_bounded_throughput_picks_the_best_rate_within_the_slo():
+    def step(rate, p99, non_2xx=0):
+        return {"achieved_rps": rate, "p99_ms": p99, "non_2xx": non_2xx, "errors": 0}
+
+    open_loop = {
+        "slo_ms": 100,
+        "steps": [step(40, 20), step(60, 80), step(70, 99, non_2xx=1), step(80, 400)],
+    }
+    assert latency_bounded_rps(open_loop) == 60
+    assert latency_bounded_rps({"slo_ms": 100, "steps": [step(40, 200)]}) == 0.0
+
+
+def test_p99_at_a_rate_is_the_step_offered_it_rounded_as_the_harness_offers():
+    steps = [{"offered_rps": 40, "p99_ms": 12.0}, {"offered_rps": 56, "p99_ms": 30.0}]
+    open_loop = {"slo_ms": 100, "steps": steps}
+    assert p99_at(open_loop, 55.6) == 30.0
+    assert p99_at(open_loop, 0.2) is None  # offered at 1 request/s at least: no such step
+
+
+def test_rows_are_per_configuration_fastest_per_core_first():
+    for path in NATIVE:
+        record = load_record(path)
+        rows = derive(record)
+        assert set(rows) == set(measured_services(record)), path
+        per_core = [row["rps_per_core"] for row in rows.values()]
+        assert per_core == sorted(per_core, reverse=True), path
+        cores = len(record["machine"]["service_cpus"].split(","))
+        for name, row in rows.items():
+            ab = record["services"][name]["main"]["ab"]
+            assert row["rps_per_core"] == ab["requests_per_second"] / cores, name

@@ -1,0 +1,145 @@
+"""The raw record's schema (benchmark.record): every committed record reads as the current
+shape, a current record reads back as itself, and what does not fit is refused by path."""
+
+import copy
+import json
+from pathlib import Path
+
+import pytest
+from benchmark.metrics import derive
+from benchmark.record import (
+    RECORD_TYPES,
+    SCHEMA_VERSION,
+    RecordError,
+    check,
+    load_record,
+    upgrade,
+)
+
+RESULTS = Path(__file__).resolve().parents[2] / "results"
+# Every runner record committed (fidelity.json is benchmark.fidelity's, not the runner's).
+COMMITTED = sorted(p for p in RESULTS.glob("*/*.json") if p.name != "fidelity.json")
+
+
+def committed(mode: str) -> dict:
+    """The first committed raw record of `mode`, as JSON gives it."""
+    path = next(p for p in COMMITTED if p.name.startswith(f"{mode}-"))
+    return json.loads(path.read_text())
+
+
+def test_there_are_committed_records_of_every_mode():
+    assert {p.name.split("-")[0] for p in COMMITTED} == set(RECORD_TYPES)
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_committed_record_upgrades_to_a_valid_current_record(path):
+    raw = json.loads(path.read_text())
+    before = copy.deepcopy(raw)
+    record = upgrade(raw)
+    assert raw == before  # the raw record is left as it was
+    assert record["schema_version"] == SCHEMA_VERSION
+    check(record, RECORD_TYPES[record["mode"]])
+    assert list(record["services"]) == list(raw["services"])  # the tables' order
+    assert load_record(path) == record
+
+
+@pytest.mark.parametrize("path", COMMITTED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_a_current_record_round_trips_through_json(path):
+    record = upgrade(json.loads(path.read_text()))
+    assert upgrade(json.loads(json.dumps(record))) == record
+
+
+def test_an_unknown_schema_version_is_refused_clearly():
+    raw = {**committed("native"), "schema_version": SCHEMA_VERSION + 1}
+    with pytest.raises(RecordError, match=rf"schema_version {SCHEMA_VERSION + 1}: .* 1 to "):
+        upgrade(raw)
+    with pytest.raises(RecordError, match="schema_version '2'"):
+        upgrade({**raw, "schema_version": "2"})
+
+
+def test_a_path_names_the_file_it_refuses(tmp_path):
+    path = tmp_path / "native-full.json"
+    path.write_text(json.dumps({**committed("native"), "schema_version": 0}))
+    with pytest.raises(RecordError, match=rf"^{path}: schema_version 0"):
+        load_record(path)
+
+
+def test_a_key_not_declared_is_refused_with_its_path():
+    record = upgrade(committed("native"))
+    name = next(iter(record["services"]))
+    record["services"][name]["main"]["ab"]["p42_ms"] = 1.0
+    with pytest.raises(RecordError, match=rf"record\.services\.{name}\.main\.ab: unknown \['p42"):
+        upgrade(record)
+
+
+def test_a_missing_key_and_a_wrong_type_are_refused_with_their_paths():
+    record = upgrade(committed("native"))
+    name = next(iter(record["services"]))
+    missing = copy.deepcopy(record)
+    del missing["services"][name]["open_loop"]
+    with pytest.raises(RecordError, match=rf"services\.{name}: missing \['open_loop'\]"):
+        upgrade(missing)
+    wrong = copy.deepcopy(record)
+    wrong["machine"]["cpus_online"] = "2"
+    with pytest.raises(RecordError, match=r"record\.machine\.cpus_online: '2' is not an integer"):
+        upgrade(wrong)
+    with pytest.raises(RecordError, match="mode: 'batch'"):
+        upgrade({**record, "mode": "batch"})
+
+
+def test_a_service_that_failed_verification_is_a_record_of_its_own():
+    record = upgrade(committed("native"))
+    record["services"]["broken_serving"] = {"failed": ["study: 500 boom"]}
+    assert upgrade(record)["services"]["broken_serving"] == {"failed": ["study: 500 boom"]}
+    assert "broken_serving" not in derive(upgrade(record))
+    record["services"]["broken_serving"] = {"failed": ["x"], "main": {}}
+    with pytest.raises(RecordError, match="broken_serving"):
+        upgrade(record)
+
+
+def oldest_shape(raw: dict) -> dict:
+    """A committed record as the first harness wrote it: no version, plan name, machine
+    identity, pipelines, per-service ceilings, memory method or strategy metadata."""
+    old = copy.deepcopy(raw)
+    for key in ("schema_version", "plan_name", "strategies"):
+        old.pop(key, None)
+    old["quick"] = True
+    for key in ("os", "arch", "warnings"):
+        del old["machine"][key]
+    for key in ("pipeline", "stage_ms"):
+        del old["ceiling"][key]
+    for result in old["services"].values():
+        for key in ("pipeline", "ceilings_measured", "runtime", "ceiling", "reference_ceiling"):
+            result.pop(key, None)
+        del result["main"]["resources"]["method"]
+    return old
+
+
+def test_the_oldest_shape_gets_the_defaults_the_tables_assumed():
+    raw = committed("native")
+    record = upgrade(oldest_shape(raw))
+    assert record["plan_name"] == "quick" and "quick" not in record
+    assert record["strategies"] == {}
+    machine = record["machine"]
+    assert (machine["os"], machine["arch"], machine["warnings"]) == ("linux", "x86_64", [])
+    run_ceiling = {k: v for k, v in record["ceiling"].items() if k != "payload"}
+    assert run_ceiling["pipeline"] == "graph" and run_ceiling["stage_ms"] == {}
+    for result in record["services"].values():
+        assert "failed" not in result
+        assert result["pipeline"] == "graph" and result["runtime"] == {}
+        assert result["ceilings_measured"] == "service running"
+        # The run's one ceiling stood for every service's, and for the reference's.
+        assert result["ceiling"] == result["reference_ceiling"] == run_ceiling
+        assert result["main"]["resources"]["method"] == "psutil process tree"
+    rows = derive(record)
+    assert all(row["ceiling_beside_service"] for row in rows.values())
+    ceiling_rps = record["ceiling"]["requests_per_second"]
+    for name, row in rows.items():
+        assert row["efficiency"] == row["rps_per_core"] / ceiling_rps, name
+
+
+def test_a_v1_record_drops_the_keys_no_longer_written():
+    raw = copy.deepcopy(committed("native"))
+    raw.pop("schema_version", None)
+    raw["ceiling"]["entropy_decoding_ms"] = 1.5
+    assert "entropy_decoding_ms" not in upgrade(raw)["ceiling"]

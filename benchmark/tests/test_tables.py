@@ -1,0 +1,100 @@
+"""The metrics and tables of a record (benchmark.metrics, benchmark.tables) and the report
+that puts them in the README (benchmark.report), on the committed records."""
+
+import copy
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from benchmark.metrics import derive
+from benchmark.record import load_record
+from benchmark.report import END, START, render_results
+from benchmark.tables import baseline_label, render_tables
+from serving_common.strategy import discover_strategies
+
+ROOT = Path(__file__).resolve().parents[2]
+RESULTS = ROOT / "results"
+NATIVE = sorted(RESULTS.glob("*/native-*.json"))
+STRATEGIES = discover_strategies()
+BASELINE = next(s.name for s in STRATEGIES.values() if s.baseline)
+
+
+def test_the_readmes_results_are_a_fresh_render_of_the_committed_records(tmp_path):
+    """Compared with the README rather than with itself: a committed record whose tables
+    were not rendered (`make readme`), or a renderer change that moves a figure, fails."""
+    shutil.copytree(RESULTS, tmp_path / "results")  # the plots are written beside them
+    readme = (ROOT / "README.md").read_text()
+    committed = readme.split(START + "\n", 1)[1].split("\n" + END, 1)[0]
+    assert render_results(tmp_path / "results", tmp_path, STRATEGIES) == committed
+
+
+def table_rows(text: str, header_start: str) -> tuple[list[str], dict[str, list[str]]]:
+    """The header cells and {first cell: cells} of the table whose header starts so."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(header_start))
+    header = [c.strip() for c in lines[start].strip("|").split("|")]
+    rows = {}
+    for line in lines[start + 2 :]:
+        if not line.startswith("|"):
+            break
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        rows[cells[0]] = cells
+    return header, rows
+
+
+@pytest.mark.parametrize("path", NATIVE, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_every_row_is_set_against_the_manifests_baseline(path):
+    record = load_record(path)
+    assert BASELINE in record["services"]
+    rows = derive(record)
+    header, cells = table_rows(render_tables(record, "plots", BASELINE), "| service | pipeline")
+    column = header.index(f"vs {baseline_label(BASELINE)}")
+    assert cells[BASELINE][column] == "1.0x"
+    for name, row in rows.items():
+        expected = row["rps"] / rows[BASELINE]["rps"]
+        assert cells[name][column] == f"{expected:.1f}x", name
+
+
+def test_a_record_without_the_baseline_shows_no_ratio():
+    record = load_record(NATIVE[0])
+    del record["services"][BASELINE]
+    header, cells = table_rows(render_tables(record, "plots", BASELINE), "| service | pipeline")
+    column = header.index(f"vs {baseline_label(BASELINE)}")
+    assert cells and all(row[column] == "-" for row in cells.values())
+    header, _ = table_rows(render_tables(record, "plots", None), "| service | pipeline")
+    assert "vs baseline" in header
+
+
+def test_rows_are_fastest_per_core_first_and_a_failed_service_is_said_so():
+    record = load_record(NATIVE[0])
+    record["services"]["broken_serving"] = {"failed": ["study: 500 boom"]}
+    rows = derive(record)
+    per_core = [row["rps_per_core"] for row in rows.values()]
+    assert per_core == sorted(per_core, reverse=True) and "broken_serving" not in rows
+    text = render_tables(record, "plots", BASELINE)
+    assert "**broken_serving failed verification and was not benchmarked:** study: 500 boom" in text
+
+
+def test_a_record_with_a_size_sweep_has_the_payload_table():
+    full = next(p for p in NATIVE if p.name == "native-full.json")
+    record = load_record(full)
+    _, cells = table_rows(render_tables(record, "plots", BASELINE), "| service | small")
+    for name, row in derive(record).items():
+        assert cells[name][1] == f"{row['sweep_per_core']['small']:.1f}", name
+    swept = copy.deepcopy(record)
+    for result in swept["services"].values():
+        assert "failed" not in result
+        result.pop("sweep", None)
+    assert "| service | small" not in render_tables(swept, "plots", BASELINE)
+
+
+def test_an_older_record_is_marked_where_its_ceilings_were_timed_beside_the_service():
+    record = load_record(NATIVE[0])
+    beside = json.loads(json.dumps(record))
+    name = next(iter(beside["services"]))
+    beside["services"][name]["ceilings_measured"] = "service running"
+    text = render_tables(beside, "plots", BASELINE)
+    assert re.search(rf"^\| {re.escape(name)} \| .*\d%† \|", text, re.M)
+    assert "† Ceilings timed while the service ran" in text

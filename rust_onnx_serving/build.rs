@@ -1,0 +1,127 @@
+//! Generates `ErrorType` (src/errors.rs) from contract/errors.json, the error table: one
+//! variant per row, with its `error_type` string and HTTP status. An error type the code
+//! names but the table lacks is then a compile error, and a status is a `match`, not a
+//! run-time lookup.
+
+use std::path::Path;
+use std::{env, fs};
+
+fn main() {
+    let manifest_dir = env::var("CARGO_MANIFEST_DIR").expect("cargo sets CARGO_MANIFEST_DIR");
+    // NOTE: outside the crate: the Docker build copies the table to ../contract/ (Dockerfile).
+    let table_path = Path::new(&manifest_dir).join("../contract/errors.json");
+    println!("cargo:rerun-if-changed={}", table_path.display());
+    println!("cargo:rerun-if-changed=build.rs");
+    let text =
+        fs::read_to_string(&table_path).unwrap_or_else(|e| panic!("reading {}: {e}", table_path.display()));
+    let table: serde_json::Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", table_path.display()));
+    let rows = rows(&table).unwrap_or_else(|e| panic!("{}: {e}", table_path.display()));
+    let out = Path::new(&env::var("OUT_DIR").expect("cargo sets OUT_DIR")).join("error_type.rs");
+    fs::write(&out, render(&rows)).unwrap_or_else(|e| panic!("writing {}: {e}", out.display()));
+}
+
+struct Row {
+    error_type: String,
+    status: u16,
+    when: String,
+}
+
+/// The table's rows (sorted by error_type: serde_json's map order), or what is malformed.
+fn rows(table: &serde_json::Value) -> Result<Vec<Row>, String> {
+    let table = table
+        .as_object()
+        .filter(|t| !t.is_empty())
+        .ok_or("not a non-empty object")?;
+    table
+        .iter()
+        .map(|(error_type, row)| {
+            let snake_case = error_type.starts_with(|c: char| c.is_ascii_lowercase())
+                && error_type
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_');
+            if !snake_case {
+                return Err(format!("{error_type:?}: an error_type is snake_case ASCII"));
+            }
+            let status = row["status"]
+                .as_u64()
+                .and_then(|s| u16::try_from(s).ok())
+                .filter(|s| (400..=599).contains(s))
+                .ok_or(format!("{error_type}: status must be an HTTP error status"))?;
+            let when = row["when"]
+                .as_str()
+                .filter(|w| !w.is_empty())
+                .ok_or(format!("{error_type}: 'when' must say when it is answered"))?;
+            Ok(Row {
+                error_type: error_type.clone(),
+                status,
+                when: when.to_owned(),
+            })
+        })
+        .collect()
+}
+
+/// `invalid_json` to `InvalidJson`.
+fn variant(error_type: &str) -> String {
+    error_type
+        .split('_')
+        .map(|word| {
+            let mut chars = word.chars();
+            chars.next().map_or_else(String::new, |first| {
+                first.to_ascii_uppercase().to_string() + chars.as_str()
+            })
+        })
+        .collect()
+}
+
+fn render(rows: &[Row]) -> String {
+    let mut code = String::new();
+    let mut line = |text: String| {
+        code.push_str(&text);
+        code.push('\n');
+    };
+    line("/// The `error_type` of an error body: one row of contract/errors.json (build.rs).".into());
+    line("#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]".into());
+    line("pub enum ErrorType {".into());
+    for row in rows {
+        line(format!("    /// {}: {}", row.status, row.when));
+        line(format!("    {},", variant(&row.error_type)));
+    }
+    line("}".into());
+    line(String::new());
+    line("impl ErrorType {".into());
+    line("    /// Every row of the table.".into());
+    line(format!("    pub const ALL: [ErrorType; {}] = [", rows.len()));
+    for row in rows {
+        line(format!("        ErrorType::{},", variant(&row.error_type)));
+    }
+    line("    ];".into());
+    line(String::new());
+    line("    /// The `error_type` string of the body, as in the table.".into());
+    line("    pub const fn as_str(self) -> &'static str {".into());
+    line("        match self {".into());
+    for row in rows {
+        line(format!(
+            "            ErrorType::{} => {:?},",
+            variant(&row.error_type),
+            row.error_type
+        ));
+    }
+    line("        }".into());
+    line("    }".into());
+    line(String::new());
+    line("    /// The HTTP status this error type is answered with (400..=599, checked by build.rs).".into());
+    line("    pub const fn status(self) -> u16 {".into());
+    line("        match self {".into());
+    for row in rows {
+        line(format!(
+            "            ErrorType::{} => {},",
+            variant(&row.error_type),
+            row.status
+        ));
+    }
+    line("        }".into());
+    line("    }".into());
+    line("}".into());
+    format!("// GENERATED by build.rs from contract/errors.json; do not edit.\n\n{code}")
+}

@@ -1,0 +1,62 @@
+"""In-process tests of the FastAPI host (`app.py`) over each Python strategy's batch-shaped
+predictor. The framework-free contract pieces are tested in test_protocol.py; the contract
+itself over HTTP against every strategy by tests/test_contract.py."""
+
+import base64
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from helpers import ROOT, STRATEGIES
+from serving_common.app import create_app
+from serving_common.metrics import STAGES
+from serving_common.model_source import fetch_model
+from serving_common.settings import load_settings
+from serving_common.startup import build_state, import_predictor
+from weather_model.contract import LABELS
+
+from serving_common import protocol
+
+# The strategies serving_common hosts: those whose manifest names a Predictor.
+HOSTED = sorted(name for name, s in STRATEGIES.items() if s.predictor)
+IMAGES = [ROOT / "images" / name for name in ("coffee.jpg", "camera_grey.png", "rocket.jpg")]
+
+
+@pytest.fixture(scope="module", params=HOSTED)
+def state(request, artifacts, tmp_path_factory):
+    strategy = STRATEGIES[request.param]
+    settings = load_settings(strategy.port, model_uri=str(artifacts / strategy.model_file))
+    model = fetch_model(settings.model_uri, tmp_path_factory.mktemp("cache"))
+    return build_state(strategy.name, settings, model, import_predictor(str(strategy.predictor)))
+
+
+def test_predictor_is_batch_shaped(state):
+    predictor = state.predictor
+    inputs = [
+        predictor.preprocess(predictor.decode(path.read_bytes(), state.limits)) for path in IMAGES
+    ]
+    batch = predictor.predict(inputs)
+    assert batch.shape == (len(IMAGES), len(LABELS))
+    one_by_one = np.concatenate([predictor.predict([one]) for one in inputs])
+    np.testing.assert_allclose(batch, one_by_one, atol=1e-5)
+    np.testing.assert_allclose(batch.sum(axis=1), 1.0, atol=1e-4)
+
+
+def test_fastapi_host_serves_the_protocol(state):
+    coffee = IMAGES[0].read_bytes()
+    with TestClient(create_app(state), raise_server_exceptions=False) as client:
+        assert client.get("/").json() == protocol.health_document(state)
+        by_json = client.post("/predict/", json={"image": base64.b64encode(coffee).decode()})
+        raw = client.post("/predict", content=coffee, headers={"Content-Type": "image/jpeg"})
+        assert by_json.status_code == raw.status_code == 200
+        assert by_json.json() == raw.json()
+        info = client.get("/info").json()
+        assert info["service"] == state.name and info["runtime"]["version"]
+        assert (info["max_aspect_ratio"], info["max_pending_requests"]) == (20, 64)
+        assert (info["body_timeout_seconds"], info["storage_timeout_seconds"]) == (30, 60)
+        error = client.post("/predict/", content=b"{", headers={"Content-Type": "application/json"})
+        assert (error.status_code, error.json()["error_type"]) == (400, "invalid_json")
+        metrics = client.get("/metrics").text
+        assert 'predict_requests_total{status="400"}' in metrics
+        for stage in STAGES:
+            assert f'predict_stage_duration_seconds_count{{stage="{stage}"}} 2.0' in metrics
