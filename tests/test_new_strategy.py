@@ -18,7 +18,6 @@ from benchmark.compose import build_environment, compose_command, docker_unavail
 from helpers import ROOT
 from serving_common.strategy import EXTRA_DIRS_ENV, Strategy, discover_strategies
 
-pytestmark = pytest.mark.service
 NAME = "copied_serving"
 
 
@@ -76,10 +75,10 @@ def copy_strategy(checkout: Path, source: Strategy, name: str, port: int) -> Pat
 
 
 @pytest.fixture(scope="module")
-def checkout(tmp_path_factory) -> Path:
-    """The temporary checkout, the copy added, rendered, locked and set up (its own venv:
-    uv links the packages from its cache, seconds). The copy's tests come along: they run
-    wherever `make test` runs (pytest's testpaths are globs)."""
+def rendered(tmp_path_factory) -> Path:
+    """The temporary checkout, the copy added, rendered and locked: what its image needs.
+    The copy's tests come along: they run wherever `make test` runs (pytest's testpaths are
+    globs)."""
     checkout = tmp_path_factory.mktemp("checkout")
     working_tree(checkout)
     # mypy's cache of this tree, where lint made one: unchanged files are not checked again.
@@ -88,27 +87,39 @@ def checkout(tmp_path_factory) -> Path:
     copy_strategy(checkout, SOURCE, NAME, PORT)
     run(["make", "--no-print-directory", "render"], checkout)
     run(["uv", "lock", "--quiet"], checkout)
-    run(["make", "--no-print-directory", "setup-python"], checkout)
     return checkout
 
 
-def test_render_and_lock_take_it_in(checkout):
-    pyproject = (checkout / "pyproject.toml").read_text()
+@pytest.fixture(scope="module")
+def checkout(rendered) -> Path:
+    """The rendered checkout, set up (its own venv: uv links the packages from its cache,
+    seconds)."""
+    run(["make", "--no-print-directory", "setup-python"], rendered)
+    return rendered
+
+
+# Tiers (conftest.py) by what each test starts: the image build is a Docker test, run with
+# the images it builds on (`make test` runs it once they are built).
+@pytest.mark.service
+def test_render_and_lock_take_it_in(rendered):
+    pyproject = (rendered / "pyproject.toml").read_text()
     assert f'    "{NAME}",' in pyproject
-    compose = (checkout / "docker-compose.yml").read_text()
+    compose = (rendered / "docker-compose.yml").read_text()
     assert f"\n  {NAME}:\n" in compose
     for overlay in ("docker-compose.gcp.yml", "docker-compose.gcp-token.yml"):
-        assert f"\n  {NAME}:" in (checkout / overlay).read_text(), overlay
-    lock = (checkout / "uv.lock").read_text()
+        assert f"\n  {NAME}:" in (rendered / overlay).read_text(), overlay
+    lock = (rendered / "uv.lock").read_text()
     assert f'name = "{NAME.replace("_", "-")}"' in lock
     # Only the copy differs from this repository's own render and lock.
     assert (ROOT / "uv.lock").read_text() != lock
 
 
+@pytest.mark.service
 def test_lint_passes(checkout):
     run(["make", "--no-print-directory", "lint-python"], checkout)
 
 
+@pytest.mark.service
 def test_the_contract_suite_passes(checkout):
     command = [".venv/bin/pytest", "tests/test_contract.py", "-k", NAME, "-q", "-rA"]
     result = run([*command, "-p", "no:cacheprovider"], checkout)
@@ -116,7 +127,8 @@ def test_the_contract_suite_passes(checkout):
     assert len(passed) >= 25 and all(NAME in line for line in passed), result.stdout[-3000:]
 
 
-def test_its_image_builds(checkout):
+@pytest.mark.docker
+def test_its_image_builds(rendered):
     if (reason := docker_unavailable()) is not None:
         pytest.skip(reason)
     env = {**build_environment(), "BUILD_IMAGE": f"model-serving-test/{NAME}-build"}
@@ -127,9 +139,9 @@ def test_its_image_builds(checkout):
             ["docker", "build", "--network", "host", "-q", "-t", env["BUILD_IMAGE"],
              *(["--build-arg", f"PYTHON_IMAGE={base}"] if base else []),
              "-f", "docker/python-build.Dockerfile", "."],
-            checkout, env, timeout=1200,
+            rendered, env, timeout=1200,
         )  # fmt: skip
-        run([*compose_command(), "-p", f"{NAME}-test", "build", NAME], checkout, env, 1800)
+        run([*compose_command(), "-p", f"{NAME}-test", "build", NAME], rendered, env, 1800)
         inspected = run(["docker", "image", "inspect", image, "--format", "{{json .Config}}"], ROOT)
         config = json.loads(inspected.stdout)
         assert list(config["ExposedPorts"]) == [f"{PORT}/tcp"]
@@ -176,6 +188,7 @@ def outside_dir(tmp_path_factory) -> Path:
     return base
 
 
+@pytest.mark.service  # it runs the harness
 def test_the_harness_measures_a_folder_outside_the_repository(outside_dir, artifacts, tmp_path):
     name = "outside_serving"
     env = {**os.environ, EXTRA_DIRS_ENV: str(outside_dir)}
