@@ -108,6 +108,19 @@ def test_contract_readme_error_table_is_errors_json():
         assert when.replace("`", "") == errors[error_type]["when"], error_type
 
 
+def test_contract_readme_names_every_metadata_field(artifacts):
+    """The table of "The model's contract" against what an export writes: every field of
+    metadata.json (those of "preprocessing" one by one), and nothing else."""
+    metadata = json.loads((artifacts / "metadata.json").read_text())
+    written = {key for key in metadata if key != "preprocessing"}
+    written |= {f"preprocessing.{key}" for key in metadata["preprocessing"]}
+    readme = (ROOT / "contract" / "README.md").read_text()
+    section = readme.split("## The model's contract")[1].split("\n## ")[0]
+    first_cells = re.findall(r"^\| ([^|]+) \|", section, re.M)
+    named = {name for cell in first_cells for name in re.findall(r"`([\w.]+)`", cell)}
+    assert named == written
+
+
 def test_onnxruntime_and_uv_are_pinned_once():
     manifests = [ROOT / "pyproject.toml", *ROOT.glob("*/pyproject.toml")]
     pins = [p for p in manifests if re.search(r'"onnxruntime==', p.read_text())]
