@@ -1,8 +1,8 @@
-"""Fixtures shared by every test suite: exported artifacts, a local GCS emulator, the study
+"""Fixtures shared by every test suite: exported models, a local GCS emulator, the study
 payload, and every discovered strategy as a real process pulling its model from it; and
 each test's tier (its marker). Helpers that are not fixtures live in tests/helpers.py."""
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -16,6 +16,7 @@ from helpers import (
     serve_from_gcs,
     upload_model,
 )
+from weather_model.architectures import DEFAULT_ARCHITECTURE
 from weather_model.metadata import ModelContract, load_contract
 
 REFERENCE = ROOT.parent / "shared" / "reference"
@@ -56,9 +57,24 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo model exported once per test session."""
-    return export_model(tmp_path_factory.mktemp("artifacts"))
+def demo_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], ServedModel]:
+    """The demo model of a network (weather_model.architectures), exported the first time a
+    test asks for it, once per test session."""
+    exported: dict[str, ServedModel] = {}
+
+    def demo(architecture: str) -> ServedModel:
+        if architecture not in exported:
+            out = tmp_path_factory.mktemp(architecture)
+            exported[architecture] = ServedModel(export_model(out, "--model", architecture))
+        return exported[architecture]
+
+    return demo
+
+
+@pytest.fixture(scope="session")
+def artifacts(demo_of: Callable[[str], ServedModel]) -> Path:
+    """The demo model of the default network, exported once per test session."""
+    return demo_of(DEFAULT_ARCHITECTURE).artifacts
 
 
 @pytest.fixture(scope="session")

@@ -38,7 +38,7 @@ TEST_LIMITS = {
 
 # A model of one's own, as `weather-export` takes one: labels and sizes other than the demo's
 # (the demo weights, calibrated for them). The contract suite runs against it too
-# (tests/test_contract_own_model.py).
+# (tests/test_contract_other_models.py).
 OWN_MODEL_LABELS = ("calm", "breeze", "gale", "storm", "squall", "haze")
 OWN_MODEL_OPTIONS = (
     *("--labels", ",".join(OWN_MODEL_LABELS)),

@@ -1,7 +1,7 @@
 """The canonical contract suite (contract/README.md): every route and every row of
 contract/errors.json, over real HTTP, against every discovered strategy serving
-`served_model` (the demo model here; tests/test_contract_own_model.py runs this very suite
-against a model of other labels and sizes)."""
+`served_model` (the default demo model here; tests/test_contract_other_models.py runs this
+very suite against other models)."""
 
 import base64
 import functools

@@ -31,7 +31,7 @@ from weather_model.parity import MAX_PROBABILITY_DELTA
 from weather_model.reference import decode_rgb, reference_probabilities
 
 from benchmark.fidelity_set import fidelity_set
-from benchmark.machine import RESULTS, describe, machine_name, pinned
+from benchmark.machine import ARTIFACTS, RESULTS, describe, machine_name, pinned
 from benchmark.payloads import write_payloads
 from benchmark.pipelines import (
     PIPELINES,
@@ -194,7 +194,7 @@ def fastest_meeting_bound(variants: dict[str, Any]) -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
+    parser.add_argument("--artifacts", type=Path, default=ARTIFACTS, help="exported model")
     parser.add_argument("--payload", type=Path, help="a JSON body to time (default: study)")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per variant")
     parser.add_argument("--cpus", default="0", help="the core the timings run on")

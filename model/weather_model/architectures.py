@@ -2,13 +2,14 @@
 default: torchvision's published preprocessing for that network, and the weather labels.
 
 Demo weights (demo.py) are calibrated and parity-checked for each of them by the export; a
-user's own weights of any of them export with `--state-dict`.
+user's own weights of any of them export with `--state-dict`. Each model's artifacts go to
+a folder of its own name (`artifacts/<name>/`, `make export MODEL=<name>`).
+
+Torch-free until a contract is asked for: the Compose files are rendered from these names
+with the standard library alone.
 """
 
 from collections.abc import Sequence
-
-from torchvision.models import get_model_weights
-from torchvision.transforms import InterpolationMode
 
 from weather_model.metadata import ContractError, ModelContract
 
@@ -28,9 +29,14 @@ WEATHER_LABELS = (
     "snow",
 )
 
-# torchvision model names; the first is the default everywhere.
-ARCHITECTURES = ("mobilenet_v3_small",)
+# torchvision model names; the first is the default everywhere. mobilenet_v3_small: 0.06
+# GFLOPs per image, light enough that decoding and resizing cost more than the network;
+# resnet50: 4.1 GFLOPs (about 70 times more), the network dominates, the canonical CPU
+# inference benchmark (MLPerf's). torchvision's weights metadata has both figures ("_ops").
+ARCHITECTURES = ("mobilenet_v3_small", "resnet50")
 DEFAULT_ARCHITECTURE = ARCHITECTURES[0]
+# The repository's exported models, one folder each: artifacts/<architecture>/.
+ARTIFACTS_ROOT = "artifacts"
 
 
 def default_contract(
@@ -44,6 +50,9 @@ def default_contract(
     otherwise. ContractError for a network the project does not export."""
     if architecture not in ARCHITECTURES:
         raise ContractError(f"unknown model {architecture!r}; one of: {', '.join(ARCHITECTURES)}")
+    from torchvision.models import get_model_weights
+    from torchvision.transforms import InterpolationMode
+
     preset = get_model_weights(architecture).DEFAULT.transforms()
     # NOTE: the reference (and every service's resize) is bilinear and antialiased; a preset
     # resizing otherwise would be served wrongly, so registering one fails here.

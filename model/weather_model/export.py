@@ -1,10 +1,11 @@
 """`weather-export`: write model.pt, the ONNX graphs and metadata.json.
 
-    weather-export --out artifacts                     # deterministic demo weights
-    weather-export --out artifacts --state-dict gs://bucket/finetuned.pt
-    weather-export --out artifacts --model mobilenet_v3_small --state-dict mine.pt \\
+    weather-export                       # demo weights -> artifacts/mobilenet_v3_small/
+    weather-export --model resnet50      # demo weights -> artifacts/resnet50/
+    weather-export --state-dict gs://bucket/finetuned.pt
+    weather-export --out mine --state-dict mine.pt \\
         --labels cat,dog,fox --resize-size 160 --crop-size 128   # a user's own classifier
-    weather-export --out artifacts --upload gs://bucket/weather   # then copy the five files
+    weather-export --upload gs://bucket/weather   # then copy the five files
 
 The graphs: model.onnx (any-size image, preprocessing inside), model.optimized.onnx (the
 same after ONNX Runtime's offline optimisations, the default for the ONNX services) and
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 from weather_model import contract
 from weather_model.architectures import (
     ARCHITECTURES,
+    ARTIFACTS_ROOT,
     DEFAULT_ARCHITECTURE,
     WEATHER_LABELS,
     default_contract,
@@ -180,12 +182,14 @@ def export(
 
 def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="weather-export", description=__doc__.split("\n")[0])
-    parser.add_argument("--out", type=Path, default=Path("artifacts"), help="output folder")
     parser.add_argument(
         "--model",
         choices=ARCHITECTURES,
         default=DEFAULT_ARCHITECTURE,
         help="the torchvision network (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--out", type=Path, help=f"output folder (default: {ARTIFACTS_ROOT}/<model>)"
     )
     parser.add_argument(
         "--state-dict", help="a user's state_dict: local path or gs://bucket/object"
@@ -210,7 +214,10 @@ def parse_arguments(argv: list[str] | None) -> argparse.Namespace:
         default=DOWNLOAD_DEADLINE_SECONDS,
         help="seconds to retry transient storage errors",
     )
-    return parser.parse_args(argv)
+    args = parser.parse_args(argv)
+    if args.out is None:
+        args.out = Path(ARTIFACTS_ROOT, args.model)
+    return args
 
 
 def contract_from_arguments(args: argparse.Namespace) -> ModelContract:
