@@ -1,15 +1,23 @@
-"""Fixtures shared by every test suite: exported artifacts, a local GCS emulator, the study
+"""Fixtures shared by every test suite: exported models, a local GCS emulator, the study
 payload, and every discovered strategy as a real process pulling its model from it; and
 each test's tier (its marker). Helpers that are not fixtures live in tests/helpers.py."""
 
-import subprocess
-import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from benchmark.processes import GcsEmulator, RunningService, start_service
-from helpers import ROOT, STRATEGIES, TEST_LIMITS
+from benchmark.processes import GcsEmulator, RunningService
+from helpers import (
+    OWN_MODEL_OPTIONS,
+    ROOT,
+    STRATEGIES,
+    ServedModel,
+    export_model,
+    serve_from_gcs,
+    upload_model,
+)
+from weather_model.architectures import DEFAULT_ARCHITECTURE
+from weather_model.metadata import ModelContract, load_contract
 
 REFERENCE = ROOT.parent / "shared" / "reference"
 
@@ -49,15 +57,43 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def artifacts(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The demo model exported once per test session."""
-    out = tmp_path_factory.mktemp("artifacts")
-    subprocess.run(
-        [sys.executable, "-m", "weather_model.export", "--out", str(out)],
-        check=True,
-        capture_output=True,
-    )
-    return out
+def demo_of(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], ServedModel]:
+    """The demo model of a network (weather_model.architectures), exported the first time a
+    test asks for it, once per test session."""
+    exported: dict[str, ServedModel] = {}
+
+    def demo(architecture: str) -> ServedModel:
+        if architecture not in exported:
+            out = tmp_path_factory.mktemp(architecture)
+            exported[architecture] = ServedModel(export_model(out, "--model", architecture))
+        return exported[architecture]
+
+    return demo
+
+
+@pytest.fixture(scope="session")
+def artifacts(demo_of: Callable[[str], ServedModel]) -> Path:
+    """The demo model of the default network, exported once per test session."""
+    return demo_of(DEFAULT_ARCHITECTURE).artifacts
+
+
+@pytest.fixture(scope="session")
+def model_contract(artifacts: Path) -> ModelContract:
+    """The demo model's contract, as its metadata.json says: labels, sizes, architecture."""
+    return load_contract(artifacts)
+
+
+@pytest.fixture(scope="session")
+def served_model(artifacts: Path) -> ServedModel:
+    """The model the `service` fixture's strategies serve: the demo export."""
+    return ServedModel(artifacts)
+
+
+@pytest.fixture(scope="session")
+def own_model(tmp_path_factory: pytest.TempPathFactory) -> ServedModel:
+    """A model of one's own (helpers.OWN_MODEL_OPTIONS: other labels, other sizes), exported
+    once per test session."""
+    return ServedModel(export_model(tmp_path_factory.mktemp("own_model"), *OWN_MODEL_OPTIONS))
 
 
 @pytest.fixture(scope="session")
@@ -82,20 +118,10 @@ def gcs_emulator(tmp_path_factory: pytest.TempPathFactory) -> Iterator[GcsEmulat
 @pytest.fixture(scope="session")
 def gcs_model(gcs_emulator: GcsEmulator, artifacts: Path) -> dict[str, str]:
     """The exported artifacts uploaded to gs://models/weather/; file name -> URI."""
-    return {
-        path.name: gcs_emulator.upload("models", f"weather/{path.name}", path.read_bytes())
-        for path in sorted(artifacts.iterdir())
-        if path.is_file()
-    }
+    return upload_model(gcs_emulator, artifacts, "weather")
 
 
 @pytest.fixture(scope="session", params=sorted(STRATEGIES))
 def service(request, gcs_emulator, gcs_model) -> Iterator[RunningService]:
     """Each strategy as a process with WORKERS=2, its model pulled from gs:// at startup."""
-    strategy = STRATEGIES[request.param]
-    env = gcs_emulator.env(MODEL_URI=gcs_model[strategy.model_file], WORKERS="2", **TEST_LIMITS)
-    running = start_service(strategy, env)
-    try:
-        yield running
-    finally:
-        running.kill()
+    yield from serve_from_gcs(STRATEGIES[request.param], gcs_emulator, gcs_model)

@@ -24,9 +24,11 @@ from serving_common.strategy import (
     Strategy,
     discover_strategies,
 )
+from weather_model.architectures import DEFAULT_ARCHITECTURE
 
 ROOT = Path(__file__).resolve().parents[1]
-# Where the Compose stack's export job uploads the model, and the services read it.
+# Where the Compose stack's export job uploads the model, and the services read it: the
+# network MODEL names (weather_model/architectures.py; `make up MODEL=resnet50`).
 MODEL_PREFIX = "gs://models/weather"
 HEADER = """\
 # Rendered by `make render` (docker/compose_files.py) from each strategy's strategy.toml; do
@@ -35,9 +37,9 @@ HEADER = """\
 
 COMPOSE_HEAD = """\
 # One service per containerised strategy, a local GCS emulator and a one-shot job that
-# exports the demo model into it: docker/build-images.sh, then `docker compose up` (or
-# docker-compose), then `ab` against each port. Against real Google Cloud Storage, see
-# .env.example.
+# exports the demo model into it (MODEL names the network, e.g. MODEL=resnet50):
+# docker/build-images.sh, then `docker compose up` (or docker-compose), then `ab` against
+# each port. Against real Google Cloud Storage, see .env.example.
 #
 # Base images are build arguments whose defaults are the public images; machines without
 # a registry build them locally with docker/build-base-images.sh (`make up` does).
@@ -89,7 +91,7 @@ services:
         PACKAGE: {exporter_base}
     image: model-serving/exporter
     pull_policy: build
-    command: ["--upload", "gs://models/weather"]
+    command: ["--model", "${MODEL:-{default_model}}", "--upload", "{model_prefix}"]
     environment:
       STORAGE_EMULATOR_HOST: http://gcs:9023
     depends_on:
@@ -142,7 +144,7 @@ secrets:
 ENV_HEAD = """\
 # Copy to .env for `docker compose` against real Google Cloud Storage (docker-compose.gcp.yml).
 # Each service pulls its model at startup; metadata.json must sit next to the model file
-# (`make export WEIGHTS=... ` then upload artifacts/, or `weather-export --upload gs://...`).
+# (`make export WEIGHTS=...` then upload artifacts/<model>/, or `weather-export --upload gs://...`).
 """
 ENV_MIDDLE = """
 # A service-account key file on this machine, mounted into the services as a Compose secret.
@@ -244,7 +246,11 @@ def render(root: Path = ROOT) -> dict[str, str]:
         sys.exit(f"more than one strategy sets [docker] exporter_base: {[s.name for s in bases]}")
     # Without one, the export job installs the model package's own dependencies first.
     exporter_base = package_name(bases[0]) if bases else "weather-model"
-    head = COMPOSE_HEAD.replace("{exporter_base}", quote(exporter_base))
+    head = (
+        COMPOSE_HEAD.replace("{exporter_base}", quote(exporter_base))
+        .replace("{default_model}", DEFAULT_ARCHITECTURE)
+        .replace("{model_prefix}", MODEL_PREFIX)
+    )
     services = "".join("\n" + render_service(s, root) for s in strategies)
     overlay = "".join(f"  {s.name}: *gcp\n" for s in strategies)
     prefixes = [(s.docker.env_prefix, s) for s in strategies if s.docker is not None]

@@ -1,6 +1,6 @@
-# model-serving/exporter, the one-shot job of docker-compose.yml: export the demo model, or
-# a user's weights, and upload it, e.g. `--upload gs://models/weather`. Build context: the
-# repository root.
+# model-serving/exporter, the one-shot job of docker-compose.yml: export the demo model (of
+# the network `--model` names), or a user's weights, and upload it, e.g.
+# `--model resnet50 --upload gs://models/weather`. Build context: the repository root.
 #
 # It shares a strategy's torch layer: its first stage is docker/python-service.Dockerfile's
 # `deps` stage, line for line, built with the PACKAGE of the strategy whose manifest sets

@@ -1,21 +1,25 @@
 """What the test suites share besides fixtures: the repository's paths and strategies, the
-test services' limits, the PyTorch reference's answers, and small clients of a running
-service. A plain module (pytest puts tests/ on sys.path: `pythonpath` in pyproject.toml),
-imported as `helpers` like `clients` and `hostile`, so no test imports conftest."""
+test services' limits, exported models and the PyTorch reference's answers on them, and
+small clients of a running service. A plain module (pytest puts tests/ on sys.path:
+`pythonpath` in pyproject.toml), imported as `helpers` like `clients` and `hostile`, so no
+test imports conftest."""
 
-import functools
 import os
+import subprocess
+import sys
 from collections.abc import Iterator
+from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 
 import httpx
 import psutil
 import torch
-from benchmark.processes import RunningService, start_service
+from benchmark.processes import GcsEmulator, RunningService, start_service
 from serving_common.strategy import Strategy, discover_strategies
-from weather_model.contract import LABELS
-from weather_model.demo import demo_state_dict
-from weather_model.network import load_network
+from weather_model.contract import STATE_DICT_FILE
+from weather_model.metadata import ModelContract, load_contract
+from weather_model.network import load_network, state_dict_from_bytes
 from weather_model.reference import decode_rgb, reference_probabilities
 
 ROOT = Path(__file__).parent.parent
@@ -32,16 +36,76 @@ TEST_LIMITS = {
 }
 
 
-@functools.cache
-def reference_answer(image: bytes) -> dict[str, float]:
-    """The PyTorch reference's probabilities for encoded image bytes, on the demo model."""
-    probabilities = reference_probabilities(_reference_model(), decode_rgb(image))
-    return dict(zip(LABELS, map(float, probabilities), strict=True))
+# A model of one's own, as `weather-export` takes one: labels and sizes other than the demo's
+# (the demo weights, calibrated for them). The contract suite runs against it too
+# (tests/test_contract_other_models.py).
+OWN_MODEL_LABELS = ("calm", "breeze", "gale", "storm", "squall", "haze")
+OWN_MODEL_OPTIONS = (
+    *("--labels", ",".join(OWN_MODEL_LABELS)),
+    *("--resize-size", "180", "--crop-size", "160"),
+)
 
 
-@functools.cache
-def _reference_model() -> torch.nn.Module:
-    return load_network(demo_state_dict())
+def export_model(out: Path, *options: str) -> Path:
+    """`weather-export --out out [options]` as a command (the demo weights unless `options`
+    say otherwise); the folder."""
+    command = [sys.executable, "-m", "weather_model.export", "--out", str(out), *options]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        raise RuntimeError(f"weather-export {' '.join(options)}: {result.stderr.strip()}")
+    return out
+
+
+@dataclass(frozen=True)
+class ServedModel:
+    """An exported model as the tests see it: its contract, from its own metadata.json, and
+    the PyTorch reference's answers with its own weights (model.pt)."""
+
+    artifacts: Path
+    _answers: dict[bytes, dict[str, float]] = field(default_factory=dict, compare=False)
+
+    @cached_property
+    def contract(self) -> ModelContract:
+        return load_contract(self.artifacts)
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.contract.labels)
+
+    @cached_property
+    def network(self) -> torch.nn.Module:
+        state_dict = state_dict_from_bytes((self.artifacts / STATE_DICT_FILE).read_bytes())
+        return load_network(state_dict, self.contract)
+
+    def reference_answer(self, image: bytes) -> dict[str, float]:
+        """The reference's probabilities for encoded image bytes, by label."""
+        if image not in self._answers:
+            probabilities = reference_probabilities(self.network, decode_rgb(image), self.contract)
+            self._answers[image] = dict(zip(self.labels, map(float, probabilities), strict=True))
+        return self._answers[image]
+
+
+def upload_model(gcs_emulator: GcsEmulator, artifacts: Path, prefix: str) -> dict[str, str]:
+    """The exported files uploaded to gs://models/<prefix>/; file name -> URI."""
+    return {
+        path.name: gcs_emulator.upload("models", f"{prefix}/{path.name}", path.read_bytes())
+        for path in sorted(artifacts.iterdir())
+        if path.is_file()
+    }
+
+
+def serve_from_gcs(
+    strategy: Strategy, gcs_emulator: GcsEmulator, uris: dict[str, str]
+) -> Iterator[RunningService]:
+    """`strategy` as a process with WORKERS=2 and the test limits, its model file pulled
+    from gs:// (`uris`, by file name) at startup, killed when the generator is closed: for a
+    fixture to `yield from`."""
+    env = gcs_emulator.env(MODEL_URI=uris[strategy.model_file], WORKERS="2", **TEST_LIMITS)
+    running = start_service(strategy, env)
+    try:
+        yield running
+    finally:
+        running.kill()
 
 
 def image_media_type(path: Path) -> str:

@@ -28,7 +28,6 @@ from helpers import (
     predict_with_probabilities,
     still_running,
 )
-from weather_model.contract import LABELS
 from weather_model.reference import sample_images
 
 pytestmark = pytest.mark.service
@@ -77,7 +76,7 @@ def test_info_reports_the_batch_settings(batched):
     assert info["workers"] == 1
 
 
-def test_concurrent_requests_share_inferences_and_keep_their_answers(batched):
+def test_concurrent_requests_share_inferences_and_keep_their_answers(batched, model_contract):
     # Alone, each request is a batch of one: the unbatched answers.
     alone = {
         path.name: predict_with_probabilities(batched, path.read_bytes(), image_media_type(path))
@@ -102,7 +101,7 @@ def test_concurrent_requests_share_inferences_and_keep_their_answers(batched):
             expected = alone[path.name].json()
             assert response.json()["prediction"] == expected["prediction"], path.name
             got = response.json()["probabilities"]
-            assert list(got) == list(LABELS)
+            assert tuple(got) == model_contract.labels
             assert got == pytest.approx(expected["probabilities"], abs=1e-5), path.name
         # A refused request in a batch gets its own error; the others are served (above).
         answers = together[len(good) :]

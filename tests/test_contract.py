@@ -1,5 +1,7 @@
 """The canonical contract suite (contract/README.md): every route and every row of
-contract/errors.json, over real HTTP, against every discovered strategy."""
+contract/errors.json, over real HTTP, against every discovered strategy serving
+`served_model` (the default demo model here; tests/test_contract_other_models.py runs this
+very suite against other models)."""
 
 import base64
 import functools
@@ -25,9 +27,8 @@ from clients import (
     read_response,
     start_predict,
 )
-from helpers import ROOT, TEST_LIMITS, reference_answer
+from helpers import ROOT, TEST_LIMITS
 from PIL import Image
-from weather_model.contract import LABELS
 from weather_model.parity import MAX_PROBABILITY_DELTA
 
 ERRORS = json.loads((ROOT / "contract" / "errors.json").read_text())
@@ -159,15 +160,15 @@ def unusual_image(name: str) -> bytes:
 
 
 @pytest.mark.parametrize("name", hostile.VALID)
-def test_unusual_images_get_the_reference_answer(service, name):
+def test_unusual_images_get_the_reference_answer(service, served_model, name):
     image = unusual_image(name)
     response = post(service, image, hostile.media_type(image), "?probabilities=true")
     assert response.status_code == 200, response.text
     got = response.json()["probabilities"]
     same_pixels = hostile.SAME_PIXELS_AS.get(name)
-    expected = reference_answer(same_pixels() if same_pixels else image)
+    expected = served_model.reference_answer(same_pixels() if same_pixels else image)
     assert response.json()["prediction"] == max(expected, key=expected.get)
-    worst = max(abs(got[label] - expected[label]) for label in LABELS)
+    worst = max(abs(got[label] - expected[label]) for label in served_model.labels)
     assert worst <= MAX_PROBABILITY_DELTA, f"{service.name} on {name}: {worst:.4f}"
 
 
@@ -190,7 +191,7 @@ def test_health_answers(service):
     assert response.json()["status"] == "healthy" and service.name in response.json()["message"]
 
 
-def test_json_raw_and_no_trailing_slash_agree(service):
+def test_json_raw_and_no_trailing_slash_agree(service, served_model):
     by_json = post(service, b64_json(COFFEE), "application/json")
     raw = post(service, COFFEE, "image/jpeg")
     bare = httpx.post(
@@ -198,16 +199,17 @@ def test_json_raw_and_no_trailing_slash_agree(service):
     )
     assert by_json.status_code == raw.status_code == bare.status_code == 200
     assert by_json.json() == raw.json() == bare.json()
-    assert set(by_json.json()) == {"prediction"} and by_json.json()["prediction"] in LABELS
+    assert set(by_json.json()) == {"prediction"}
+    assert by_json.json()["prediction"] in served_model.labels
 
 
 @pytest.mark.parametrize("flag", ["true", "1", "yes", "false", "0"])
-def test_probabilities_flag(service, flag):
+def test_probabilities_flag(service, served_model, flag):
     body = post(service, COFFEE, "image/jpeg", f"?probabilities={flag}").json()
     if flag in ("false", "0"):
         assert set(body) == {"prediction"}
         return
-    assert list(body["probabilities"]) == list(LABELS)
+    assert list(body["probabilities"]) == served_model.labels
     assert sum(body["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
     assert body["prediction"] == max(body["probabilities"], key=body["probabilities"].get)
 
@@ -228,16 +230,16 @@ def test_image_at_the_pixel_limit_is_served(service):
     assert response.status_code == 200, response.text
 
 
-def test_study_payload(service, study_payload):
+def test_study_payload(service, served_model, study_payload):
     response = post(service, study_payload, "application/json")
-    assert response.status_code == 200 and response.json()["prediction"] in LABELS
+    assert response.status_code == 200 and response.json()["prediction"] in served_model.labels
 
 
-def test_info_reports_model_workers_and_startup(service):
+def test_info_reports_model_workers_and_startup(service, served_model):
     info = httpx.get(service.url + "/info").json()
     assert info["service"] == service.name
     assert info["workers"] == 2
-    assert info["labels"] == list(LABELS)
+    assert info["labels"] == served_model.labels
     assert info["model_uri"].startswith("gs://")
     assert info["model_uri"].endswith(service.strategy.model_file)
     assert len(info["model_sha256"]) == 64

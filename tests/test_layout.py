@@ -9,6 +9,7 @@ import tomllib
 
 import pytest
 import yaml
+from benchmark.machine import ARTIFACTS as HARNESS_ARTIFACTS
 from benchmark.report import STRATEGIES_END, STRATEGIES_START, render_strategies
 from helpers import ROOT
 from serving_common.serve import DRAIN_SECONDS
@@ -18,6 +19,7 @@ from serving_common.strategy import (
     framework_hosts,
     load_strategy,
 )
+from weather_model.architectures import ARTIFACTS_ROOT, DEFAULT_ARCHITECTURE
 
 # The repository's own strategies (not $MODEL_SERVING_STRATEGY_DIRS).
 OWN = discover_strategies([ROOT])
@@ -106,6 +108,28 @@ def test_contract_readme_error_table_is_errors_json():
     ]
     for error_type, _, when in rows:
         assert when.replace("`", "") == errors[error_type]["when"], error_type
+
+
+def test_contract_readme_names_every_metadata_field(artifacts):
+    """The table of "The model's contract" against what an export writes: every field of
+    metadata.json (those of "preprocessing" one by one), and nothing else."""
+    metadata = json.loads((artifacts / "metadata.json").read_text())
+    written = {key for key in metadata if key != "preprocessing"}
+    written |= {f"preprocessing.{key}" for key in metadata["preprocessing"]}
+    readme = (ROOT / "contract" / "README.md").read_text()
+    section = readme.split("## The model's contract")[1].split("\n## ")[0]
+    first_cells = re.findall(r"^\| ([^|]+) \|", section, re.M)
+    named = {name for cell in first_cells for name in re.findall(r"`([\w.]+)`", cell)}
+    assert named == written
+
+
+def test_makefile_exports_the_default_network_where_the_harness_reads_it():
+    """The Makefile names the default network (Make cannot ask Python cheaply); the registry
+    is the source, and the harness's default folder is built from it."""
+    makefile = (ROOT / "Makefile").read_text()
+    assert re.findall(r"^DEFAULT_MODEL := (\S+)$", makefile, re.M) == [DEFAULT_ARCHITECTURE]
+    assert re.findall(r"^ARTIFACTS := (\S+)$", makefile, re.M) == [f"{ARTIFACTS_ROOT}/$(MODEL)"]
+    assert HARNESS_ARTIFACTS == ROOT / ARTIFACTS_ROOT / DEFAULT_ARCHITECTURE
 
 
 def test_onnxruntime_and_uv_are_pinned_once():

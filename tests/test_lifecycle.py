@@ -156,3 +156,19 @@ def test_model_not_matching_its_labels_fails_warm_up(name, artifacts, tmp_path):
     model = tmp_path / STRATEGIES[name].model_file
     env = {**os.environ, "MODEL_URI": str(model), "PORT": str(free_port())}
     assert_fatal_line(run_to_exit(STRATEGIES[name], env), name, "label")
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_metadata_without_a_field_it_needs_exits_with_one_line(name, artifacts, tmp_path):
+    """A metadata.json that lacks the crop size (every service preprocesses with it): the
+    service names the file and the field, before it loads anything."""
+    for path in artifacts.iterdir():
+        if path.is_file():
+            shutil.copy(path, tmp_path / path.name)
+    metadata = json.loads((artifacts / "metadata.json").read_text())
+    del metadata["preprocessing"]["center_crop"]
+    (tmp_path / "metadata.json").write_text(json.dumps(metadata))
+    model = tmp_path / STRATEGIES[name].model_file
+    env = {**os.environ, "MODEL_URI": str(model), "PORT": str(free_port())}
+    result = run_to_exit(STRATEGIES[name], env)
+    assert_fatal_line(result, name, str(tmp_path / "metadata.json"), "center_crop")

@@ -6,9 +6,8 @@ from collections.abc import Iterator
 import httpx
 import pytest
 from benchmark.processes import RunningService, start_service
-from helpers import ROOT, compiled, plain_hosts, reference_answer
+from helpers import ROOT, compiled, plain_hosts
 from serving_common.strategy import Strategy
-from weather_model.contract import LABELS
 from weather_model.parity import MAX_PROBABILITY_DELTA
 from weather_model.reference import sample_images
 
@@ -29,13 +28,13 @@ def predict(service: RunningService, image) -> httpx.Response:
 
 
 @pytest.mark.parametrize("image", IMAGES, ids=lambda p: p.name)
-def test_service_matches_reference(service, image):
+def test_service_matches_reference(service, served_model, image):
     response = predict(service, image)
     assert response.status_code == 200, response.text
     got = response.json()["probabilities"]
-    expected = reference_answer(image.read_bytes())
+    expected = served_model.reference_answer(image.read_bytes())
     assert response.json()["prediction"] == max(expected, key=expected.get)
-    worst = max(abs(got[label] - expected[label]) for label in LABELS)
+    worst = max(abs(got[label] - expected[label]) for label in served_model.labels)
     assert worst <= MAX_PROBABILITY_DELTA, f"{service.name} on {image.name}: {worst:.4f}"
 
 

@@ -24,13 +24,14 @@ import httpx
 import numpy as np
 from serving_common.strategy import ManifestError, Strategy, discover_strategies
 from weather_model import contract
-from weather_model.contract import LABELS, STATE_DICT_FILE
+from weather_model.contract import STATE_DICT_FILE
+from weather_model.metadata import load_contract
 from weather_model.network import load_network, state_dict_from_bytes
 from weather_model.parity import MAX_PROBABILITY_DELTA
 from weather_model.reference import decode_rgb, reference_probabilities
 
 from benchmark.fidelity_set import fidelity_set
-from benchmark.machine import RESULTS, describe, machine_name, pinned
+from benchmark.machine import ARTIFACTS, RESULTS, describe, machine_name, pinned
 from benchmark.payloads import write_payloads
 from benchmark.pipelines import (
     PIPELINES,
@@ -98,8 +99,16 @@ def agreement(reference: np.ndarray, got: np.ndarray) -> dict[str, Any]:
 
 
 def reference(artifacts: Path, inputs: dict[str, bytes]) -> np.ndarray:
-    model = load_network(state_dict_from_bytes((artifacts / STATE_DICT_FILE).read_bytes()))
-    return np.stack([reference_probabilities(model, decode_rgb(data)) for data in inputs.values()])
+    """[inputs, labels]: the PyTorch reference on the exported weights and contract."""
+    model_contract = load_contract(artifacts)
+    state_dict = state_dict_from_bytes((artifacts / STATE_DICT_FILE).read_bytes())
+    model = load_network(state_dict, model_contract)
+    return np.stack(
+        [
+            reference_probabilities(model, decode_rgb(data), model_contract)
+            for data in inputs.values()
+        ]
+    )
 
 
 @contextmanager
@@ -114,7 +123,10 @@ def running(artifacts: Path, configuration: ServiceConfiguration) -> Iterator[st
         service.stop()
 
 
-def service_probabilities(url: str, inputs: dict[str, bytes]) -> np.ndarray:
+def service_probabilities(
+    url: str, inputs: dict[str, bytes], labels: tuple[str, ...]
+) -> np.ndarray:
+    """[inputs, labels]: the service's answers, in the order of `labels` (metadata.json's)."""
     rows = []
     with httpx.Client(timeout=60) as client:
         for data in inputs.values():
@@ -124,7 +136,7 @@ def service_probabilities(url: str, inputs: dict[str, bytes]) -> np.ndarray:
             )
             answer.raise_for_status()
             probabilities = answer.json()["probabilities"]
-            rows.append([probabilities[label] for label in LABELS])
+            rows.append([probabilities[label] for label in labels])
     return np.array(rows)
 
 
@@ -151,9 +163,10 @@ def measure(
         with pinned(cpus):
             speed = time_stages(loaded, body, seconds)
         variants[name] = {"title": pipeline.title, **agreement(expected, got), "speed": speed}
+    labels = load_contract(artifacts).labels
     for name, configuration in services.items():
         with running(artifacts, configuration) as url:
-            got = service_probabilities(url, inputs)
+            got = service_probabilities(url, inputs, labels)
         variants[name] = {"title": configuration.title, **agreement(expected, got)}
     with pinned(cpus):
         entropy_ms = time_entropy_decoding(body, seconds)
@@ -181,7 +194,7 @@ def fastest_meeting_bound(variants: dict[str, Any]) -> str | None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--artifacts", type=Path, default=ROOT / "artifacts")
+    parser.add_argument("--artifacts", type=Path, default=ARTIFACTS, help="exported model")
     parser.add_argument("--payload", type=Path, help="a JSON body to time (default: study)")
     parser.add_argument("--seconds", type=float, default=5.0, help="timing per variant")
     parser.add_argument("--cpus", default="0", help="the core the timings run on")

@@ -13,10 +13,14 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from weather_model.architectures import ARTIFACTS_ROOT, DEFAULT_ARCHITECTURE
+
 from benchmark.record import MachineIdentity
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
+# The model the harness measures: the default one, as `make export` writes it.
+ARTIFACTS = ROOT / ARTIFACTS_ROOT / DEFAULT_ARCHITECTURE
 
 
 def cpu_model() -> str:

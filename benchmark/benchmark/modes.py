@@ -10,7 +10,8 @@ from pathlib import Path
 from typing import Any, cast
 
 from serving_common.strategy import Strategy, discover_strategies
-from weather_model.contract import LABELS, STATE_DICT_FILE
+from weather_model.contract import STATE_DICT_FILE
+from weather_model.metadata import load_contract
 
 from benchmark.compose import (
     ContainerService,
@@ -45,10 +46,12 @@ def expected_prediction(artifacts: Path, jpeg: Path) -> str:
     from weather_model.network import load_network, state_dict_from_bytes
     from weather_model.reference import decode_rgb, reference_probabilities
 
-    state = state_dict_from_bytes((artifacts / STATE_DICT_FILE).read_bytes())
-    return LABELS[
-        int(reference_probabilities(load_network(state), decode_rgb(jpeg.read_bytes())).argmax())
-    ]
+    contract = load_contract(artifacts)
+    model = load_network(
+        state_dict_from_bytes((artifacts / STATE_DICT_FILE).read_bytes()), contract
+    )
+    probabilities = reference_probabilities(model, decode_rgb(jpeg.read_bytes()), contract)
+    return contract.labels[int(probabilities.argmax())]
 
 
 def measure_first_ceiling(job: Job) -> RunCeiling:

@@ -19,10 +19,11 @@ import onnxruntime as ort
 import orjson
 import pybase64
 import simplejpeg
-from onnx_predictor.preprocess import decode_pixels, resize_crop
+from onnx_predictor.preprocess import Resizer, decode_pixels, resize_crop
 from serving_common.images import ImageLimits
 from serving_common.settings import Settings
 from weather_model.contract import FIXED_ONNX_FILE, OPTIMIZED_ONNX_FILE, PROBABILITIES_OUTPUT
+from weather_model.metadata import ModelContract, load_contract
 from weather_model.onnx_graph import takes_batches
 
 STAGES = ("parse", "decode", "preprocess", "inference")
@@ -37,7 +38,7 @@ class Pipeline:
     name: str
     title: str
     graph: str  # the artifact's file name
-    resizer: str | None  # None: the any-size graph resizes, in float
+    resizer: Resizer | None  # None: the any-size graph resizes, in float
     dct_scaling: bool = False
     int8: bool = False  # the fixed graph statically quantised (quantised_graph)
 
@@ -74,17 +75,21 @@ class LoadedPipeline:
 
     def __init__(self, pipeline: Pipeline, artifacts: Path) -> None:
         self.pipeline = pipeline
+        # The sizes the model was exported with (its metadata.json), as a service reads them.
+        self.contract = load_contract(artifacts)
         graph = artifacts / pipeline.graph
-        self.session = session(quantised_graph(graph) if pipeline.int8 else graph)
+        self.session = session(quantised_graph(graph, self.contract) if pipeline.int8 else graph)
         self.batched = takes_batches(self.session)
 
     def decode(self, image: bytes) -> np.ndarray:
-        return decode_pixels(image, LIMITS, self.pipeline.dct_scaling)
+        return decode_pixels(image, LIMITS, self.pipeline.dct_scaling, self.contract.resize_size)
 
     def preprocess(self, pixels: np.ndarray) -> np.ndarray:
         if self.pipeline.resizer is None:
             return pixels
-        return resize_crop(pixels, self.pipeline.resizer)[np.newaxis]  # type: ignore[arg-type]
+        contract = self.contract
+        crop = resize_crop(pixels, self.pipeline.resizer, contract.resize_size, contract.crop_size)
+        return crop[np.newaxis]
 
     def infer(self, prepared: np.ndarray) -> np.ndarray:
         output = self.session.run([PROBABILITIES_OUTPUT], {"image": prepared})[0]
@@ -149,7 +154,7 @@ def time_entropy_decoding(body: bytes, seconds: float) -> float:
     return 1000 * (time.perf_counter() - started) / count
 
 
-def quantised_graph(fixed_graph: Path) -> bytes:
+def quantised_graph(fixed_graph: Path, contract: ModelContract) -> bytes:
     """The fixed graph with ONNX Runtime's static int8 quantisation (QDQ, per-channel
     weights, float biases), calibrated on the sample photos' reference crops."""
     from onnxruntime.quantization import CalibrationDataReader, QuantType, quantize_static
@@ -157,7 +162,8 @@ def quantised_graph(fixed_graph: Path) -> bytes:
     from weather_model.demo import SAMPLE_IMAGES
     from weather_model.reference import decode_rgb, reference_crop, sample_images
 
-    crops = [reference_crop(decode_rgb(p.read_bytes())) for p in sample_images(SAMPLE_IMAGES)]
+    images = sample_images(SAMPLE_IMAGES)
+    crops = [reference_crop(decode_rgb(p.read_bytes()), contract) for p in images]
 
     class Crops(CalibrationDataReader):
         def __init__(self) -> None:

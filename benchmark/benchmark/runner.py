@@ -136,7 +136,9 @@ def main() -> None:
         "(replacing any measured before) instead of starting a new file",
     )
     parser.add_argument("--slo-ms", type=float, default=100.0, help="p99 bound, open loop")
-    parser.add_argument("--artifacts", default=str(ROOT / "artifacts"), help="exported model")
+    parser.add_argument(
+        "--artifacts", default=str(machine.ARTIFACTS), help="exported model (default: %(default)s)"
+    )
     parser.add_argument(
         "--out", help="folder for the raw JSON (default: results/<machine>/, see benchmark.machine)"
     )

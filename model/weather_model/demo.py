@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from weather_model.metadata import ModelContract
 from weather_model.network import build_network, load_network
 from weather_model.reference import decode_rgb, reference_transforms, sample_images
 
@@ -39,46 +40,68 @@ DEMO_HEAD_GAIN = 2.0
 _HEAD_BITS = 16
 
 
-def demo_state_dict(seed: int = DEMO_SEED) -> "OrderedDict[str, torch.Tensor]":
-    """The demo weights: drawn from `seed`, head calibrated on SAMPLE_IMAGES."""
-    weights = drawn_state_dict(seed)
+def demo_state_dict(
+    contract: ModelContract, seed: int = DEMO_SEED
+) -> "OrderedDict[str, torch.Tensor]":
+    """The demo weights of the contract's network: drawn from `seed`, the head (the last
+    nn.Linear) calibrated on SAMPLE_IMAGES through the contract's preprocessing."""
+    weights = drawn_state_dict(contract, seed)
+    model = load_network(weights, contract)
     head_weight, head_bias = calibrated_head(
-        penultimate_features(load_network(weights), sample_images(SAMPLE_IMAGES)),
+        penultimate_features(model, sample_images(SAMPLE_IMAGES), contract),
+        len(contract.labels),
         np.random.default_rng(seed),
     )
-    weight_name, bias_name = _head_names()
-    weights[weight_name] = torch.from_numpy(head_weight)
-    weights[bias_name] = torch.from_numpy(head_bias)
+    head = head_name(model)
+    weights[f"{head}.weight"] = torch.from_numpy(head_weight)
+    weights[f"{head}.bias"] = torch.from_numpy(head_bias)
     return weights
 
 
-def drawn_state_dict(seed: int) -> "OrderedDict[str, torch.Tensor]":
+def drawn_state_dict(contract: ModelContract, seed: int) -> "OrderedDict[str, torch.Tensor]":
     """Every weight drawn with NumPy's PCG64 generator, which is platform-independent,
     unlike torch's vectorised samplers; torchvision's initialisation scheme otherwise."""
     rng = np.random.default_rng(seed)
     weights: OrderedDict[str, torch.Tensor] = OrderedDict()
-    for name, tensor in build_network().state_dict().items():
+    for name, tensor in build_network(contract).state_dict().items():
         weights[name] = torch.from_numpy(_drawn_value(rng, name, tensor)).to(tensor.dtype)
     return weights
 
 
-def penultimate_features(model: nn.Module, images: list[Path]) -> np.ndarray:
-    """[images, 1024]: what the head sees for each image, through the reference pipeline."""
-    batch = torch.stack([reference_transforms()(decode_rgb(p.read_bytes())) for p in images])
-    features, avgpool = model.get_submodule("features"), model.get_submodule("avgpool")
-    classifier = model.get_submodule("classifier")
-    assert isinstance(classifier, nn.Sequential)
-    before_head = nn.Sequential(*list(classifier)[:-1])
-    with torch.inference_mode():
-        pooled = torch.flatten(avgpool(features(batch)), 1)
-        return before_head(pooled).double().numpy()
+def head_name(model: nn.Module) -> str:
+    """The classifier's head: the model's last nn.Linear (`classifier.3` in
+    mobilenet_v3_small, `fc` in resnet50)."""
+    linears = [name for name, module in model.named_modules() if isinstance(module, nn.Linear)]
+    if not linears:
+        raise ValueError(f"{type(model).__name__} has no nn.Linear head to calibrate")
+    return linears[-1]
+
+
+def penultimate_features(
+    model: nn.Module, images: list[Path], contract: ModelContract
+) -> np.ndarray:
+    """[images, head inputs]: what the head sees for each image, through the reference
+    pipeline (the head's input, caught on its way in)."""
+    batch = torch.stack(
+        [reference_transforms(contract)(decode_rgb(p.read_bytes())) for p in images]
+    )
+    seen: list[torch.Tensor] = []
+    hook = model.get_submodule(head_name(model)).register_forward_pre_hook(
+        lambda _, inputs: seen.append(inputs[0])
+    )
+    try:
+        with torch.inference_mode():
+            model(batch)
+    finally:
+        hook.remove()
+    return seen[0].double().numpy()
 
 
 def calibrated_head(
-    features: np.ndarray, rng: np.random.Generator
+    features: np.ndarray, num_classes: int, rng: np.random.Generator
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Head weight [11, 1024] and bias [11] (float32): logits = gain x mixing x whitened
-    leading principal components of the centred features."""
+    """Head weight [classes, features] and bias [classes] (float32): logits = gain x mixing
+    x whitened leading principal components of the centred features."""
     mean = features.mean(axis=0)
     _, singular, directions = np.linalg.svd(features - mean, full_matrices=False)
     components = directions[:DEMO_HEAD_COMPONENTS]
@@ -88,7 +111,6 @@ def calibrated_head(
     components = components * np.sign(components[rows, np.abs(components).argmax(axis=1)])[:, None]
     # Whitened: each component with unit variance over the sample photos.
     whitened = components / singular[:DEMO_HEAD_COMPONENTS, None] * np.sqrt(len(features))
-    num_classes = _head_shape()[0]
     mixing = rng.standard_normal((num_classes, DEMO_HEAD_COMPONENTS))
     weight = _rounded(DEMO_HEAD_GAIN * mixing @ whitened)
     return weight, _rounded(-weight.astype(np.float64) @ mean)
@@ -98,17 +120,6 @@ def _rounded(values: np.ndarray) -> np.ndarray:
     """To _HEAD_BITS significant bits of the largest value: exact in float32."""
     step = 2.0 ** (np.floor(np.log2(np.abs(values).max())) - _HEAD_BITS)
     return (np.round(values / step) * step).astype(np.float32)
-
-
-def _head_names() -> tuple[str, str]:
-    classifier = build_network().classifier
-    assert isinstance(classifier, nn.Sequential)
-    prefix = f"classifier.{len(classifier) - 1}"
-    return f"{prefix}.weight", f"{prefix}.bias"
-
-
-def _head_shape() -> tuple[int, ...]:
-    return tuple(build_network().state_dict()[_head_names()[0]].shape)
 
 
 def _drawn_value(rng: np.random.Generator, name: str, tensor: torch.Tensor) -> np.ndarray:

@@ -1,33 +1,36 @@
-"""The network: torchvision's mobilenet_v3_small with an 11-class head (demo weights: demo.py)."""
+"""The network: a torchvision classifier with one output per label (demo weights: demo.py)."""
 
 import io
 
 import torch
 from torch import nn
-from torchvision.models import mobilenet_v3_small
+from torchvision.models import get_model
 
-from weather_model.contract import HEAD_IN_FEATURES, NUM_CLASSES
+from weather_model.metadata import ModelContract
 
 
 class StateDictError(ValueError):
     """A state_dict that does not fit the network."""
 
 
-def build_network() -> nn.Module:
-    """mobilenet_v3_small with classifier[-1] replaced, as a training pipeline builds it."""
-    model = mobilenet_v3_small(weights=None)
-    model.classifier[-1] = nn.Linear(HEAD_IN_FEATURES, NUM_CLASSES)
-    return model
+def build_network(contract: ModelContract) -> nn.Module:
+    """torchvision's `contract.architecture`, untrained, its head sized to the labels: as a
+    training pipeline builds it before fine-tuning (for mobilenet_v3_small, classifier[-1] =
+    Linear(1024, labels); for resnet50, fc = Linear(2048, labels))."""
+    return get_model(contract.architecture, weights=None, num_classes=len(contract.labels))
 
 
-def load_network(state_dict: dict[str, torch.Tensor]) -> nn.Module:
-    model = build_network()
+def load_network(state_dict: dict[str, torch.Tensor], contract: ModelContract) -> nn.Module:
+    model = build_network(contract)
     try:
         model.load_state_dict(state_dict, strict=True)
     except RuntimeError as exc:
         first = str(exc).strip().splitlines()
         detail = " ".join(line.strip() for line in first[1:3]) or first[0]
-        raise StateDictError(f"state_dict does not fit mobilenet_v3_small/11: {detail}") from None
+        raise StateDictError(
+            f"state_dict does not fit {contract.architecture} with {len(contract.labels)} "
+            f"labels: {detail}"
+        ) from None
     return model.eval()
 
 

@@ -4,16 +4,15 @@ probabilities out.
 * The any-size graph (model.onnx): one decoded image [height, width, 3], resize, centre crop
   and normalisation inside.
 * The fixed graph (model.fixed.onnx): a batch of already resized and centre-cropped images
-  [batch, CROP_SIZE, CROP_SIZE, 3] (as `reference.reference_crop` gives them), normalisation
-  inside.
+  [batch, crop, crop, 3] (as `reference.reference_crop` gives them), normalisation inside.
 
-Preprocessing is written with onnx.helper rather than traced from torch so that the
-dynamic-shape arithmetic is explicit and identical to torchvision's:
-  * shorter side to RESIZE_SIZE, longer side `RESIZE_SIZE * long // short` (truncating,
-    as torchvision's `int(size * long / short)`), bilinear with antialiasing;
-  * centre crop CROP_SIZE at `round((side - CROP_SIZE) / 2)`, rounding half to even like
-    Python's round();
-  * scale to [0, 1] and normalise with ImageNet mean/std.
+The sizes, mean and std are the model contract's (metadata.json). Preprocessing is written
+with onnx.helper rather than traced from torch so that the dynamic-shape arithmetic is
+explicit and identical to torchvision's:
+  * shorter side to the resize size, longer side `resize * long // short` (truncating, as
+    torchvision's `int(size * long / short)`), bilinear with antialiasing;
+  * centre crop at `round((side - crop) / 2)`, rounding half to even like Python's round();
+  * scale to [0, 1] and normalise with the contract's mean and std.
 """
 
 import tempfile
@@ -28,34 +27,33 @@ import torch
 from onnx import TensorProto, helper, numpy_helper
 from torch import nn
 
-from weather_model.contract import (
-    CROP_SIZE,
-    LOGITS_OUTPUT,
-    MEAN,
-    NUM_CLASSES,
-    ONNX_INPUT,
-    ONNX_OUTPUTS,
-    PROBABILITIES_OUTPUT,
-    RESIZE_SIZE,
-    STD,
-)
+from weather_model.contract import LOGITS_OUTPUT, ONNX_INPUT, ONNX_OUTPUTS, PROBABILITIES_OUTPUT
+from weather_model.metadata import CHANNELS, ModelContract
 
 OPSET = 18  # Resize gained `antialias` in opset 18.
 IR_VERSION = 9
 _NETWORK_INPUT = "normalized"
 _NETWORK_OUTPUT = "network_logits"
 BATCH: Final = "batch"
-CHANNELS: Final = 3  # RGB, channels-last in both graphs' inputs
-
-# Each graph's interface; metadata.json is written from these.
-ANY_SIZE_INPUT_SHAPE: Final = ("height", "width", CHANNELS)
-ANY_SIZE_OUTPUT_SHAPE: Final = (NUM_CLASSES,)
-FIXED_INPUT_SHAPE: Final = (BATCH, CROP_SIZE, CROP_SIZE, CHANNELS)
-FIXED_OUTPUT_SHAPE: Final = (BATCH, NUM_CLASSES)
+# The fixed graph's input is [batch, crop, crop, channels]; the any-size graph's, one image.
+FIXED_INPUT_RANK: Final = 4
+Shape = tuple[str | int, ...]
 
 
-def export_network(model: nn.Module) -> onnx.ModelProto:
-    """The eager network as ONNX: float [batch, 3, 224, 224] -> logits [batch, 11]."""
+def any_size_shapes(contract: ModelContract) -> tuple[Shape, Shape]:
+    """The any-size graph's input and output shapes (metadata.json is written from these):
+    one RGB image, channels last, in; a score per label out."""
+    return ("height", "width", CHANNELS), (len(contract.labels),)
+
+
+def fixed_shapes(contract: ModelContract) -> tuple[Shape, Shape]:
+    """The fixed graph's: a batch of crops, channels last, in; a row of scores per crop out."""
+    crop = contract.crop_size
+    return (BATCH, crop, crop, CHANNELS), (BATCH, len(contract.labels))
+
+
+def export_network(model: nn.Module, contract: ModelContract) -> onnx.ModelProto:
+    """The eager network as ONNX: float [batch, 3, crop, crop] -> logits [batch, labels]."""
     with tempfile.TemporaryDirectory() as tmp, warnings.catch_warnings():
         path = Path(tmp) / "network.onnx"
         # NOTE: the TorchScript exporter is deprecated but deterministic and needs no
@@ -63,7 +61,7 @@ def export_network(model: nn.Module) -> onnx.ModelProto:
         warnings.simplefilter("ignore")
         torch.onnx.export(
             model,
-            (torch.zeros(1, 3, CROP_SIZE, CROP_SIZE),),
+            (torch.zeros(1, CHANNELS, contract.crop_size, contract.crop_size),),
             path,
             dynamo=False,
             input_names=[_NETWORK_INPUT],
@@ -78,10 +76,10 @@ def _const(name: str, value: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(value, name)
 
 
-def normalisation_constants() -> list[onnx.TensorProto]:
+def normalisation_constants(contract: ModelContract) -> list[onnx.TensorProto]:
     """1 / (255 std) and mean / std, shaped [1, 3, 1, 1] for NCHW."""
-    mean = np.array(MEAN, np.float32).reshape(1, 3, 1, 1)
-    std = np.array(STD, np.float32).reshape(1, 3, 1, 1)
+    mean = np.array(contract.mean, np.float32).reshape(1, CHANNELS, 1, 1)
+    std = np.array(contract.std, np.float32).reshape(1, CHANNELS, 1, 1)
     return [
         _const("pre_scale", (1.0 / (255.0 * std)).astype(np.float32)),
         _const("pre_shift", (mean / std).astype(np.float32)),
@@ -97,27 +95,30 @@ def normalisation_nodes(nchw: str) -> list[onnx.NodeProto]:
     ]
 
 
-def preprocessing_nodes() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+def preprocessing_nodes(
+    contract: ModelContract,
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
     """Resize, centre crop and normalisation of one [H, W, 3] uint8 image."""
+    crop = contract.crop_size
     constants = [
         _const("pre_zero", np.array([0], np.int64)),
-        _const("pre_resize", np.array([RESIZE_SIZE], np.int64)),
-        _const("pre_crop", np.array([CROP_SIZE, CROP_SIZE], np.int64)),
+        _const("pre_resize", np.array([contract.resize_size], np.int64)),
+        _const("pre_crop", np.array([crop, crop], np.int64)),
         _const("pre_one", np.array([1], np.int64)),
         _const("pre_three", np.array([3], np.int64)),
         _const("pre_half", np.array([0.5], np.float32)),
         _const("pre_crop_axes", np.array([1, 2], np.int64)),
-        *normalisation_constants(),
+        *normalisation_constants(contract),
     ]
     node = helper.make_node
     # NOTE: resizing channels-last, before any transpose, is what keeps this cheap: ONNX
     # Runtime's NHWC resize is about twice as fast as NCHW here, and the transpose then
-    # moves 224x224 pixels instead of the full photo.
+    # moves the crop's pixels instead of the full photo.
     nodes = [
         # [H, W, 3] uint8 -> [1, H, W, 3] float
         node("Cast", [ONNX_INPUT], ["pre_float"], to=TensorProto.FLOAT),
         node("Unsqueeze", ["pre_float", "pre_zero"], ["pre_nhwc"]),
-        # resized [h, w] = RESIZE_SIZE * [H, W] // min(H, W)
+        # resized [h, w] = resize * [H, W] // min(H, W)
         node("Shape", [ONNX_INPUT], ["pre_hw"], start=0, end=2),
         node("ReduceMin", ["pre_hw"], ["pre_short"], keepdims=1),
         node("Mul", ["pre_hw", "pre_resize"], ["pre_hw_scaled"]),
@@ -133,7 +134,7 @@ def preprocessing_nodes() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]
             # Weights renormalised inside the image, as PIL does at the borders.
             exclude_outside=1,
         ),
-        # top-left = round_half_even((new_hw - CROP_SIZE) / 2)
+        # top-left = round_half_even((new_hw - crop) / 2)
         node("Sub", ["pre_new_hw", "pre_crop"], ["pre_margin"]),
         node("Cast", ["pre_margin"], ["pre_margin_f"], to=TensorProto.FLOAT),
         node("Mul", ["pre_margin_f", "pre_half"], ["pre_offset_f"]),
@@ -147,19 +148,22 @@ def preprocessing_nodes() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]
     return nodes, constants
 
 
-def fixed_preprocessing_nodes() -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
-    """Normalisation of a [N, CROP_SIZE, CROP_SIZE, 3] uint8 batch, already cropped."""
+def fixed_preprocessing_nodes(
+    contract: ModelContract,
+) -> tuple[list[onnx.NodeProto], list[onnx.TensorProto]]:
+    """Normalisation of a [N, crop, crop, 3] uint8 batch, already cropped."""
     nodes = [
         helper.make_node("Cast", [ONNX_INPUT], ["pre_float"], to=TensorProto.FLOAT),
         helper.make_node("Transpose", ["pre_float"], ["pre_nchw"], perm=[0, 3, 1, 2]),
         *normalisation_nodes("pre_nchw"),
     ]
-    return nodes, normalisation_constants()
+    return nodes, normalisation_constants(contract)
 
 
-def build_serving_graph(network: onnx.ModelProto) -> onnx.ModelProto:
+def build_serving_graph(network: onnx.ModelProto, contract: ModelContract) -> onnx.ModelProto:
     """Preprocessing + network + softmax in one graph with a dynamic-size uint8 input."""
-    pre_nodes, pre_constants = preprocessing_nodes()
+    pre_nodes, pre_constants = preprocessing_nodes(contract)
+    input_shape, output_shape = any_size_shapes(contract)
     post_nodes = [
         helper.make_node("Flatten", [_NETWORK_OUTPUT], ["logits_2d"], axis=0),
         helper.make_node("Squeeze", ["logits_2d", "pre_zero"], [LOGITS_OUTPUT]),
@@ -168,17 +172,18 @@ def build_serving_graph(network: onnx.ModelProto) -> onnx.ModelProto:
     return _checked_model(
         helper.make_graph(
             pre_nodes + list(network.graph.node) + post_nodes,
-            "mobilenet_v3_small_weather",
-            inputs=[_uint8_input(ANY_SIZE_INPUT_SHAPE)],
-            outputs=_float_outputs(ANY_SIZE_OUTPUT_SHAPE),
+            f"{contract.architecture}_weather",
+            inputs=[_uint8_input(input_shape)],
+            outputs=_float_outputs(output_shape),
             initializer=pre_constants + list(network.graph.initializer),
         )
     )
 
 
-def build_fixed_graph(network: onnx.ModelProto) -> onnx.ModelProto:
+def build_fixed_graph(network: onnx.ModelProto, contract: ModelContract) -> onnx.ModelProto:
     """Normalisation + network + softmax for a batch of cropped uint8 images."""
-    pre_nodes, pre_constants = fixed_preprocessing_nodes()
+    pre_nodes, pre_constants = fixed_preprocessing_nodes(contract)
+    input_shape, output_shape = fixed_shapes(contract)
     post_nodes = [
         helper.make_node("Identity", [_NETWORK_OUTPUT], [LOGITS_OUTPUT]),
         helper.make_node("Softmax", [LOGITS_OUTPUT], [PROBABILITIES_OUTPUT], axis=1),
@@ -186,19 +191,19 @@ def build_fixed_graph(network: onnx.ModelProto) -> onnx.ModelProto:
     return _checked_model(
         helper.make_graph(
             pre_nodes + list(network.graph.node) + post_nodes,
-            "mobilenet_v3_small_weather_fixed",
-            inputs=[_uint8_input(FIXED_INPUT_SHAPE)],
-            outputs=_float_outputs(FIXED_OUTPUT_SHAPE),
+            f"{contract.architecture}_weather_fixed",
+            inputs=[_uint8_input(input_shape)],
+            outputs=_float_outputs(output_shape),
             initializer=pre_constants + list(network.graph.initializer),
         )
     )
 
 
-def _uint8_input(shape: tuple[str | int, ...]) -> onnx.ValueInfoProto:
+def _uint8_input(shape: Shape) -> onnx.ValueInfoProto:
     return helper.make_tensor_value_info(ONNX_INPUT, TensorProto.UINT8, list(shape))
 
 
-def _float_outputs(shape: tuple[str | int, ...]) -> list[onnx.ValueInfoProto]:
+def _float_outputs(shape: Shape) -> list[onnx.ValueInfoProto]:
     return [
         helper.make_tensor_value_info(name, TensorProto.FLOAT, list(shape)) for name in ONNX_OUTPUTS
     ]
@@ -232,11 +237,12 @@ def optimize_offline(model_bytes: bytes) -> bytes:
 
 
 def takes_batches(session: ort.InferenceSession) -> bool:
-    """Whether the session runs the fixed graph ([batch, 224, 224, 3] in)."""
-    return len(session.get_inputs()[0].shape) == len(FIXED_INPUT_SHAPE)
+    """Whether the session runs the fixed graph ([batch, crop, crop, 3] in)."""
+    return len(session.get_inputs()[0].shape) == FIXED_INPUT_RANK
 
 
 def run_onnx(session: ort.InferenceSession, pixels: np.ndarray) -> np.ndarray:
-    """Probabilities: [11] for one decoded RGB image (uint8, [H, W, 3]) on the any-size
-    graph, [N, 11] for a batch of cropped images (uint8, [N, 224, 224, 3]) on the fixed one."""
+    """Probabilities: [labels] for one decoded RGB image (uint8, [H, W, 3]) on the any-size
+    graph, [N, labels] for a batch of cropped images (uint8, [N, crop, crop, 3]) on the
+    fixed one."""
     return session.run([PROBABILITIES_OUTPUT], {ONNX_INPUT: pixels})[0]

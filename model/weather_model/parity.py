@@ -12,6 +12,7 @@ import onnxruntime as ort
 from PIL import Image
 from torch import nn
 
+from weather_model.metadata import ModelContract
 from weather_model.onnx_graph import run_onnx, takes_batches
 from weather_model.reference import decode_rgb, reference_crop, reference_probabilities
 
@@ -36,15 +37,16 @@ class ImageCheck:
 
 
 def check_parity(
-    model: nn.Module, graphs: dict[str, bytes], images: list[Path]
+    model: nn.Module, contract: ModelContract, graphs: dict[str, bytes], images: list[Path]
 ) -> list[ImageCheck]:
-    """Each graph's probabilities on each image against the reference's; ParityError on a
-    different top-1 or a max |Δprobability| over MAX_PROBABILITY_DELTA."""
+    """Each graph's probabilities on each image against the reference's (the eager `model`
+    with the contract's preprocessing); ParityError on a different top-1 or a max
+    |Δprobability| over MAX_PROBABILITY_DELTA."""
     if not images:
         raise ParityError("no sample images to check parity on")
     decoded = [decode_rgb(path.read_bytes()) for path in images]
-    expected = np.stack([reference_probabilities(model, image) for image in decoded])
-    got = {name: graph_probabilities(graph, decoded) for name, graph in graphs.items()}
+    expected = np.stack([reference_probabilities(model, image, contract) for image in decoded])
+    got = {name: graph_probabilities(graph, decoded, contract) for name, graph in graphs.items()}
     checks = []
     for row, (path, reference) in enumerate(zip(images, expected, strict=True)):
         deltas = {name: _compare(name, path, probs[row], reference) for name, probs in got.items()}
@@ -55,14 +57,16 @@ def check_parity(
     return checks
 
 
-def graph_probabilities(graph: bytes, images: list[Image.Image]) -> np.ndarray:
-    """[N, 11]: the fixed graph on all reference crops as one batch, an any-size graph on
-    each decoded image in turn."""
+def graph_probabilities(
+    graph: bytes, images: list[Image.Image], contract: ModelContract
+) -> np.ndarray:
+    """[N, labels]: the fixed graph on all reference crops as one batch, an any-size graph
+    on each decoded image in turn."""
     options = ort.SessionOptions()
     options.log_severity_level = 3  # unused-initializer notices are not news here
     session = ort.InferenceSession(graph, options, providers=["CPUExecutionProvider"])
     if takes_batches(session):
-        return run_onnx(session, np.stack([reference_crop(image) for image in images]))
+        return run_onnx(session, np.stack([reference_crop(image, contract) for image in images]))
     return np.stack([run_onnx(session, np.asarray(image)) for image in images])
 
 

@@ -1,6 +1,6 @@
-"""The PyTorch reference pipeline: PIL decode -> torchvision transforms -> eager model."""
+"""The PyTorch reference pipeline: PIL decode -> torchvision transforms -> eager model, with
+the preprocessing of the model's contract (metadata.json)."""
 
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -9,82 +9,49 @@ from PIL import Image
 from torch import nn
 from torchvision import transforms
 
-from weather_model.contract import CROP_SIZE, MEAN, RESIZE_SIZE, STD
+from weather_model.metadata import ModelContract
 
 # The reference decodes as the services do: one rule, in `pixels.py`.
 from weather_model.pixels import decode_rgb as decode_rgb
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
-# How metadata.json names the two fixed choices of the reference transforms.
-INTERPOLATION = "bilinear, antialiased"
-SCALE = "1/255"
 
 
-def crop_transforms(
-    resize_size: int = RESIZE_SIZE, crop_size: int = CROP_SIZE
-) -> list[torch.nn.Module]:
-    """The reference's first two transforms: shorter side to `resize_size` (bilinear,
-    antialiased), then centre crop `crop_size`; PIL image in, PIL image out."""
+def crop_transforms(contract: ModelContract) -> list[torch.nn.Module]:
+    """The reference's first two transforms: shorter side to the resize size (bilinear,
+    antialiased), then the centre crop; PIL image in, PIL image out."""
     return [
         transforms.Resize(
-            resize_size, interpolation=transforms.InterpolationMode.BILINEAR, antialias=True
+            contract.resize_size,
+            interpolation=transforms.InterpolationMode.BILINEAR,
+            antialias=True,
         ),
-        transforms.CenterCrop(crop_size),
+        transforms.CenterCrop(contract.crop_size),
     ]
 
 
-def reference_transforms(
-    resize_size: int = RESIZE_SIZE,
-    crop_size: int = CROP_SIZE,
-    mean: Sequence[float] = MEAN,
-    std: Sequence[float] = STD,
-) -> transforms.Compose:
-    """Equal to torchvision's MobileNet_V3_Small_Weights.DEFAULT.transforms() (tested) with
-    the contract's constants."""
+def reference_transforms(contract: ModelContract) -> transforms.Compose:
+    """Equal to torchvision's `<Weights>.DEFAULT.transforms()` for the contract's
+    architecture when the contract keeps its defaults (tested)."""
     return transforms.Compose(
         [
-            *crop_transforms(resize_size, crop_size),
+            *crop_transforms(contract),
             transforms.ToTensor(),
-            transforms.Normalize(list(mean), list(std)),
+            transforms.Normalize(list(contract.mean), list(contract.std)),
         ]
     )
 
 
-def preprocessing_metadata() -> dict[str, object]:
-    """metadata.json's "preprocessing" object: the contract's constants."""
-    return {
-        "resize_shorter_side": RESIZE_SIZE,
-        "interpolation": INTERPOLATION,
-        "center_crop": CROP_SIZE,
-        "scale": SCALE,
-        "mean": list(MEAN),
-        "std": list(STD),
-    }
+def reference_crop(image: Image.Image, contract: ModelContract) -> np.ndarray:
+    """The uint8 [crop, crop, 3] pixels the reference sees before ToTensor: the fixed
+    graph's input for one image."""
+    return np.array(transforms.Compose(crop_transforms(contract))(image))
 
 
-def transforms_from_metadata(preprocessing: dict) -> transforms.Compose:
-    """The reference transforms from metadata.json's "preprocessing" object."""
-    for key, supported in (("interpolation", INTERPOLATION), ("scale", SCALE)):
-        if preprocessing[key] != supported:
-            raise ValueError(f"unsupported preprocessing {key} {preprocessing[key]!r}")
-    return reference_transforms(
-        resize_size=preprocessing["resize_shorter_side"],
-        crop_size=preprocessing["center_crop"],
-        mean=preprocessing["mean"],
-        std=preprocessing["std"],
-    )
-
-
-def reference_crop(
-    image: Image.Image, resize_size: int = RESIZE_SIZE, crop_size: int = CROP_SIZE
+def reference_probabilities(
+    model: nn.Module, image: Image.Image, contract: ModelContract
 ) -> np.ndarray:
-    """The uint8 [crop_size, crop_size, 3] pixels the reference sees before ToTensor: the
-    fixed graph's input for one image."""
-    return np.array(transforms.Compose(crop_transforms(resize_size, crop_size))(image))
-
-
-def reference_probabilities(model: nn.Module, image: Image.Image) -> np.ndarray:
-    batch = reference_transforms()(image).unsqueeze(0)
+    batch = reference_transforms(contract)(image).unsqueeze(0)
     with torch.inference_mode():
         return model(batch).softmax(dim=-1)[0].numpy()
 

@@ -62,10 +62,9 @@ class OnnxPredictor:
             "intra_op": settings.intra_op_threads,
             "inter_op": settings.inter_op_threads,
         }
-        # The reference's sizes, as the model was exported with them.
-        preprocessing = model.metadata["preprocessing"]
-        self.resize_size: int = preprocessing["resize_shorter_side"]
-        self.crop_size: int = preprocessing["center_crop"]
+        # The reference's sizes, as the model was exported with them (metadata.json).
+        self.resize_size = model.contract.resize_size
+        self.crop_size = model.contract.crop_size
         self.dct_scaling = settings.jpeg_dct_scaling
         # None: the any-size graph resizes in the graph, and RESIZER is ignored.
         self.resizer: Resizer | None = None
@@ -74,7 +73,7 @@ class OnnxPredictor:
         self.resizer_setting = settings.resizer
 
     def decode(self, image: bytes, limits: ImageLimits) -> np.ndarray:
-        return decode_pixels(image, limits, self.dct_scaling, resize_size=self.resize_size)
+        return decode_pixels(image, limits, self.dct_scaling, self.resize_size)
 
     def preprocess(self, decoded: np.ndarray) -> np.ndarray:
         if self.resizer is None:

@@ -20,7 +20,6 @@ import simplejpeg
 from PIL import Image
 from serving_common.images import ImageLimits, decode_with_pil, sniff_image_format
 from serving_common.settings import ConfigError
-from weather_model.contract import CROP_SIZE, RESIZE_SIZE
 from weather_model.crop import crop_box, dct_scale_denominator
 
 # Why cykooz-resizer cannot be imported, if it cannot: it has no wheel for Linux arm64,
@@ -59,7 +58,7 @@ def dct_scale_options(width: int, height: int, resize_size: int) -> dict[str, in
 
 
 def decode_jpeg_turbo(
-    image: bytes, limits: ImageLimits, dct_scaling: bool = False, resize_size: int = RESIZE_SIZE
+    image: bytes, limits: ImageLimits, dct_scaling: bool, resize_size: int
 ) -> np.ndarray | None:
     """libjpeg-turbo straight to an RGB uint8 array (no copy, no float), or None where
     Pillow must decide: CMYK, YCCK, and anything libjpeg-turbo reports, even a recoverable
@@ -82,7 +81,7 @@ def decode_jpeg_turbo(
 
 
 def decode_pixels(
-    image: bytes, limits: ImageLimits, dct_scaling: bool, resize_size: int = RESIZE_SIZE
+    image: bytes, limits: ImageLimits, dct_scaling: bool, resize_size: int
 ) -> np.ndarray:
     """JPEG or PNG bytes to uint8 RGB pixels [height, width, 3], `limits` checked from the
     header first (ServiceError). `dct_scaling` applies to the JPEGs libjpeg-turbo decodes;
@@ -95,10 +94,7 @@ def decode_pixels(
 
 
 def resize_crop(
-    pixels: np.ndarray,
-    resizer: Resizer,
-    resize_size: int = RESIZE_SIZE,
-    crop_size: int = CROP_SIZE,
+    pixels: np.ndarray, resizer: Resizer, resize_size: int, crop_size: int
 ) -> np.ndarray:
     """uint8 RGB pixels [height, width, 3] to the reference's crop [crop, crop, 3]: the
     fixed graph's input for one image."""

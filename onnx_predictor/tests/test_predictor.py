@@ -13,7 +13,7 @@ from onnx_predictor.predictor import OnnxPredictor
 from serving_common.images import ImageLimits
 from serving_common.model_source import fetch_model
 from serving_common.settings import load_settings
-from weather_model.contract import FIXED_ONNX_FILE, LABELS, OPTIMIZED_ONNX_FILE
+from weather_model.contract import FIXED_ONNX_FILE, OPTIMIZED_ONNX_FILE
 from weather_model.reference import decode_rgb, reference_crop
 
 LIMITS = ImageLimits(max_pixels=40_000_000, max_aspect_ratio=20)
@@ -33,12 +33,13 @@ def inputs(onnx: OnnxPredictor) -> list[np.ndarray]:
 
 
 @pytest.mark.parametrize("resizer", ["simd", "pillow"])
-def test_fixed_graph_runs_a_batch_as_its_single_runs(artifacts, tmp_path, resizer):
+def test_fixed_graph_runs_a_batch_as_its_single_runs(artifacts, model_contract, tmp_path, resizer):
     onnx = predictor(artifacts, FIXED_ONNX_FILE, tmp_path, resizer=resizer)
     batch = inputs(onnx)
-    assert all(one.shape == (224, 224, 3) and one.dtype == np.uint8 for one in batch)
+    crop = model_contract.crop_size
+    assert all(one.shape == (crop, crop, 3) and one.dtype == np.uint8 for one in batch)
     together = onnx.predict(batch)
-    assert together.shape == (len(IMAGES), len(LABELS))
+    assert together.shape == (len(IMAGES), len(model_contract.labels))
     one_by_one = np.concatenate([onnx.predict([one]) for one in batch])
     np.testing.assert_allclose(together, one_by_one, atol=1e-5)
     pipeline = onnx.describe()["pipeline"]
@@ -48,11 +49,12 @@ def test_fixed_graph_runs_a_batch_as_its_single_runs(artifacts, tmp_path, resize
     assert (pipeline["resizer_cpu_extension"] is None) == (resizer == "pillow")
 
 
-def test_fixed_graph_with_pillow_sees_the_reference_crop(artifacts, tmp_path):
+def test_fixed_graph_with_pillow_sees_the_reference_crop(artifacts, model_contract, tmp_path):
     onnx = predictor(artifacts, FIXED_ONNX_FILE, tmp_path, resizer="pillow")
     image = IMAGES[0].read_bytes()
     crop = onnx.preprocess(onnx.decode(image, LIMITS))
-    assert np.abs(crop.astype(np.int16) - reference_crop(decode_rgb(image))).max() <= 1
+    expected = reference_crop(decode_rgb(image), model_contract)
+    assert np.abs(crop.astype(np.int16) - expected).max() <= 1
 
 
 def test_any_size_graph_resizes_in_the_graph_and_ignores_the_resizer(artifacts, tmp_path):
@@ -69,11 +71,14 @@ def test_any_size_graph_resizes_in_the_graph_and_ignores_the_resizer(artifacts, 
 
 
 @pytest.mark.parametrize("graph", [FIXED_ONNX_FILE, OPTIMIZED_ONNX_FILE])
-def test_dct_scaling_feeds_either_graph_a_smaller_decode(artifacts, tmp_path, graph):
+def test_dct_scaling_feeds_either_graph_a_smaller_decode(
+    artifacts, model_contract, tmp_path, graph
+):
     onnx = predictor(artifacts, graph, tmp_path, jpeg_dct_scaling=True)
-    decoded = onnx.decode(IMAGES[0].read_bytes(), LIMITS)  # 1200x727: 1/2
+    decoded = onnx.decode(IMAGES[0].read_bytes(), LIMITS)  # 1200x727: 1/2 keeps 364 >= 256
+    assert model_contract.resize_size == 256
     assert decoded.shape == (364, 600, 3)
-    assert onnx.predict([onnx.preprocess(decoded)]).shape == (1, len(LABELS))
+    assert onnx.predict([onnx.preprocess(decoded)]).shape == (1, len(model_contract.labels))
     assert onnx.describe()["pipeline"]["jpeg_dct_scaling"] is True
 
 

@@ -24,24 +24,32 @@ from onnx_predictor.preprocess import (
 from PIL import Image
 from serving_common.errors import ServiceError
 from serving_common.images import ImageLimits, decode_with_pil
+from weather_model.architectures import default_contract
 from weather_model.crop import dct_scale_denominator
 from weather_model.reference import decode_rgb, reference_crop, sample_images
 
 LIMITS = ImageLimits(max_pixels=40_000_000, max_aspect_ratio=20)
 IMAGES = sample_images(ROOT / "images")
+# The default model's sizes (resize 256, crop 224), and smaller ones a model of one's own
+# may declare: the preprocessing follows whichever metadata.json says.
+DEFAULT = default_contract()
+CONTRACTS = [DEFAULT, default_contract(resize_size=180, crop_size=160)]
+RESIZE, CROP = DEFAULT.resize_size, DEFAULT.crop_size
 # Most |Δpixel| from the reference's crop: fast_image_resize rounds its fixed-point
 # weights its own way; Pillow with `box` computes the same weights from a differently
 # rounded scale, which can tip a pixel by one level.
 MAX_PIXEL_DELTA = {"simd": 1, "pillow": 1}
 
 
+@pytest.mark.parametrize("contract", CONTRACTS, ids=lambda c: f"{c.resize_size}-{c.crop_size}")
 @pytest.mark.parametrize("resizer", RESIZERS)
 @pytest.mark.parametrize("path", IMAGES, ids=lambda p: p.name)
-def test_resize_crop_gives_the_reference_crop(path, resizer):
+def test_resize_crop_gives_the_reference_crop(path, resizer, contract):
     image = decode_rgb(path.read_bytes())
-    crop = resize_crop(np.asarray(image), resizer)
-    expected = reference_crop(image)
-    assert crop.shape == expected.shape == (224, 224, 3) and crop.dtype == np.uint8
+    crop = resize_crop(np.asarray(image), resizer, contract.resize_size, contract.crop_size)
+    expected = reference_crop(image, contract)
+    size = contract.crop_size
+    assert crop.shape == expected.shape == (size, size, 3) and crop.dtype == np.uint8
     delta = np.abs(crop.astype(np.int16) - expected)
     assert delta.max() <= MAX_PIXEL_DELTA[resizer]
     assert delta.mean() < 0.25  # the odd pixel, not a shifted or blurred crop
@@ -50,13 +58,13 @@ def test_resize_crop_gives_the_reference_crop(path, resizer):
 def test_simd_resizes_alike_from_several_threads():
     """Each thread keeps its own fast_image_resize objects; results never mix."""
     pixels = [np.asarray(decode_rgb(path.read_bytes())) for path in IMAGES[:4]]
-    expected = [resize_crop(one, "simd") for one in pixels]
+    expected = [resize_crop(one, "simd", RESIZE, CROP) for one in pixels]
     # All three resize at once: no thread finishes before the others have started.
     start = threading.Barrier(3, timeout=30)
 
     def work() -> list[np.ndarray]:
         start.wait()
-        return [resize_crop(one, "simd") for one in pixels * 5]
+        return [resize_crop(one, "simd", RESIZE, CROP) for one in pixels * 5]
 
     with ThreadPoolExecutor(max_workers=3) as pool:
         futures = [pool.submit(work) for _ in range(3)]
@@ -81,7 +89,7 @@ def _jpeg(width: int, height: int) -> bytes:
     return simplejpeg.encode_jpeg(pixels.astype(np.uint8), quality=80)
 
 
-# (width, height) -> the DCT scale denominator weather_model.crop gives.
+# (width, height) -> the DCT scale denominator weather_model.crop gives for RESIZE (256).
 SIZES = {
     (600, 400): 1,
     (700, 510): 1,  # ceil(510 / 2) = 255 < 256
@@ -96,22 +104,22 @@ SIZES = {
 @pytest.mark.parametrize(("width", "height"), SIZES, ids=lambda v: str(v))
 def test_dct_scaling_decodes_at_exactly_one_over_d(width, height):
     denominator = SIZES[width, height]
-    assert dct_scale_denominator(width, height) == denominator
+    assert dct_scale_denominator(width, height, RESIZE) == denominator
     data = _jpeg(width, height)
-    scaled = decode_pixels(data, LIMITS, dct_scaling=True)
+    scaled = decode_pixels(data, LIMITS, True, RESIZE)
     expected = (math.ceil(height / denominator), math.ceil(width / denominator), 3)
     assert scaled.shape == expected
     # The same pixels as Pillow's own DCT scaling (draft) at 1/d: the same libjpeg scale.
     drafted = Image.open(io.BytesIO(data))
     drafted.draft("RGB", (width // denominator, height // denominator))
     np.testing.assert_array_equal(scaled, np.asarray(drafted.convert("RGB")))
-    assert decode_pixels(data, LIMITS, dct_scaling=False).shape == (height, width, 3)
+    assert decode_pixels(data, LIMITS, False, RESIZE).shape == (height, width, 3)
 
 
 def test_dct_scaling_leaves_what_pillow_decodes_at_full_size():
     cmyk = io.BytesIO()
     Image.new("CMYK", (1200, 727), (10, 20, 30, 0)).save(cmyk, "JPEG")
-    assert decode_pixels(cmyk.getvalue(), LIMITS, dct_scaling=True).shape == (727, 1200, 3)
+    assert decode_pixels(cmyk.getvalue(), LIMITS, True, RESIZE).shape == (727, 1200, 3)
 
 
 # --- JPEG decoding: libjpeg-turbo (simplejpeg) for speed, Pillow's pixels ---------------
@@ -177,7 +185,7 @@ def _decoded(decode, data: bytes) -> np.ndarray | str:
 def test_onnx_decode_gives_pillows_pixels_or_pillows_refusal(name):
     data = CASES[name]
     reference = _decoded(decode_with_pil, data)
-    onnx = _decoded(lambda image, limits: decode_pixels(image, limits, dct_scaling=False), data)
+    onnx = _decoded(lambda image, limits: decode_pixels(image, limits, False, RESIZE), data)
     if isinstance(reference, str):
         assert onnx == reference == "unsupported_image"
     else:
@@ -186,6 +194,10 @@ def test_onnx_decode_gives_pillows_pixels_or_pillows_refusal(name):
 
 
 def test_libjpeg_turbo_is_the_common_path_and_pillow_the_exception():
-    fast = {name for name, data in CASES.items() if decode_jpeg_turbo(data, LIMITS) is not None}
+    fast = {
+        name
+        for name, data in CASES.items()
+        if decode_jpeg_turbo(data, LIMITS, False, RESIZE) is not None
+    }
     assert {"4:2:0", "progressive", "greyscale", "arithmetic", "sample photo"} <= fast
     assert not fast & {"cmyk", "garbage before a marker", "truncated"}

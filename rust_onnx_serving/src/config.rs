@@ -43,7 +43,8 @@ pub struct Config {
     pub max_image_pixels: u64,
 
     /// Images whose longer side exceeds this many times the shorter get 422 before they are
-    /// decoded: the shorter side is resized to 256, so elongation bounds the resize's memory.
+    /// decoded: the shorter side is resized to the model's size (metadata.json's
+    /// preprocessing.resize_shorter_side), so elongation bounds the resize's memory.
     #[arg(long, env = "MAX_ASPECT_RATIO", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_aspect_ratio: u32,
 
@@ -60,7 +61,7 @@ pub struct Config {
     pub storage_timeout_seconds: u32,
 
     /// Decode large JPEGs at 1/2, 1/4 or 1/8 of their size in the DCT domain, keeping the
-    /// shorter side at least 256 (true/false, 1/0, yes/no, on/off).
+    /// shorter side at least the model's resize size (true/false, 1/0, yes/no, on/off).
     #[arg(long, env = "JPEG_DCT_SCALING", default_value_t = false, action = clap::ArgAction::Set, value_parser = BoolishValueParser::new())]
     pub jpeg_dct_scaling: bool,
 

@@ -9,6 +9,7 @@ use std::io::Cursor;
 use png::{ColorType, Transformations};
 
 use crate::errors::{ErrorType, ServiceError};
+use crate::geometry::Geometry;
 use crate::jpeg::JpegDecoder;
 
 const JPEG_MAGIC: &[u8] = b"\xff\xd8\xff";
@@ -23,7 +24,7 @@ pub struct RgbPixels {
 }
 
 /// MAX_IMAGE_PIXELS and MAX_ASPECT_RATIO: together they bound a request's memory (the decoded
-/// pixels, and a resize of at most 256 x 256·ratio).
+/// pixels, and a resize of at most resize x resize·ratio, resize the model's shorter side).
 #[derive(Debug, Clone, Copy)]
 pub struct ImageLimits {
     pub max_pixels: u64,
@@ -74,8 +75,9 @@ pub struct ImageDecoder {
 }
 
 impl ImageDecoder {
-    /// `jpeg_dct_scaling`: JPEG_DCT_SCALING, large JPEGs decoded smaller (jpeg.rs).
-    pub fn new(jpeg_dct_scaling: bool) -> Result<Self, String> {
+    /// `jpeg_dct_scaling`: with JPEG_DCT_SCALING, the model's sizes, for which large JPEGs
+    /// are decoded smaller (jpeg.rs); None decodes them whole.
+    pub fn new(jpeg_dct_scaling: Option<Geometry>) -> Result<Self, String> {
         Ok(Self {
             jpeg: JpegDecoder::new(jpeg_dct_scaling)?,
         })
@@ -169,7 +171,7 @@ mod tests {
     }
 
     fn decode(data: &[u8], limits: &ImageLimits) -> Result<RgbPixels, ServiceError> {
-        ImageDecoder::new(false).unwrap().decode(data, limits)
+        ImageDecoder::new(None).unwrap().decode(data, limits)
     }
 
     #[test]

@@ -170,13 +170,35 @@ async fn predict_inner(
     )?))
 }
 
-/// `{"prediction": label}`, with every label's probability when asked. The warm-up checked
-/// that the graph gives one score per label; a mismatch here is a bug, answered 500.
-fn prediction_document(
-    labels: &[String],
-    probabilities: &[f32],
+/// The answer: `{"prediction": label}`, with every label's probability when asked.
+#[derive(serde::Serialize)]
+struct PredictionDocument<'a> {
+    prediction: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probabilities: Option<LabelledScores<'a>>,
+}
+
+/// Each label with its probability, one JSON object in metadata.json's label order (the
+/// model's output order), as every service answers: serde_json's Map would sort the keys.
+struct LabelledScores<'a> {
+    labels: &'a [String],
+    scores: &'a [f32],
+}
+
+impl serde::Serialize for LabelledScores<'_> {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        // As f64, the number the Python services write for the same float32.
+        serializer.collect_map(self.labels.iter().zip(self.scores.iter().map(|&p| f64::from(p))))
+    }
+}
+
+/// The answer to one image. The warm-up checked that the graph gives one score per label; a
+/// mismatch here is a bug, answered 500.
+fn prediction_document<'a>(
+    labels: &'a [String],
+    probabilities: &'a [f32],
     with_probabilities: bool,
-) -> Result<Value, ServiceError> {
+) -> Result<PredictionDocument<'a>, ServiceError> {
     let best = probabilities
         .iter()
         .enumerate()
@@ -193,16 +215,13 @@ fn prediction_document(
         );
         return Err(ServiceError::new(ErrorType::Internal, "internal error"));
     };
-    let mut document = json!({"prediction": label});
-    if with_probabilities {
-        let map: serde_json::Map<String, Value> = labels
-            .iter()
-            .cloned()
-            .zip(probabilities.iter().map(|p| json!(p)))
-            .collect();
-        document["probabilities"] = Value::Object(map);
-    }
-    Ok(document)
+    Ok(PredictionDocument {
+        prediction: label,
+        probabilities: with_probabilities.then_some(LabelledScores {
+            labels,
+            scores: probabilities,
+        }),
+    })
 }
 
 /// `?probabilities=` parsed like the Python services (pydantic's booleans).

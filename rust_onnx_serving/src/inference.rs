@@ -59,7 +59,8 @@ impl InferenceThreads {
 
 impl InferencePool {
     /// One thread per predictor (each already warmed up), named for `top` and the logs.
-    /// `jpeg_dct_scaling`: JPEG_DCT_SCALING, for each thread's decoder.
+    /// `jpeg_dct_scaling`: JPEG_DCT_SCALING, for each thread's decoder (which scales for its
+    /// predictor's model sizes).
     pub fn start(
         predictors: Vec<Predictor>,
         limits: ImageLimits,
@@ -69,7 +70,7 @@ impl InferencePool {
         let jobs = Arc::new(Mutex::new(jobs));
         let mut threads = Vec::with_capacity(predictors.len());
         for (index, predictor) in predictors.into_iter().enumerate() {
-            let decoder = ImageDecoder::new(jpeg_dct_scaling)?;
+            let decoder = ImageDecoder::new(jpeg_dct_scaling.then_some(predictor.geometry()))?;
             let jobs = jobs.clone();
             let thread = std::thread::Builder::new()
                 .name(format!("inference-{index}"))

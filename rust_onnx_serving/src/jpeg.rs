@@ -8,10 +8,10 @@
 //! grey-fills the rest, where Pillow refuses "image file is truncated".
 //!
 //! With JPEG_DCT_SCALING, a large JPEG is decoded at 1/2, 1/4 or 1/8 of its size in the DCT
-//! domain (preprocess.rs's rule: the shorter side stays at least 256), which saves most of
-//! the decoding and resizing work. Only where the Python service scales too, so that both
-//! see the same pixels: it hands CMYK and YCCK JPEGs, and any JPEG libjpeg warns about, to
-//! Pillow, which decodes them whole; so they are decoded whole here too.
+//! domain (geometry.rs's rule: the shorter side stays at least the model's resize size),
+//! which saves most of the decoding and resizing work. Only where the Python service scales
+//! too, so that both see the same pixels: it hands CMYK and YCCK JPEGs, and any JPEG libjpeg
+//! warns about, to Pillow, which decodes them whole; so they are decoded whole here too.
 
 use std::ffi::CStr;
 
@@ -19,7 +19,7 @@ use turbojpeg::raw;
 
 use crate::decode::{ImageLimits, RgbPixels, check_dimensions, unreadable};
 use crate::errors::{ErrorType, ServiceError};
-use crate::preprocess::dct_scale_denominator;
+use crate::geometry::Geometry;
 
 /// libjpeg's JWRN_JPEG_EOF, which TurboJPEG's memory source emits when the data runs out.
 const PREMATURE_END: &str = "Premature end of JPEG file";
@@ -34,8 +34,9 @@ enum Outcome {
 /// A TurboJPEG decompressor; each inference thread owns one, so no call is ever shared.
 pub struct JpegDecoder {
     handle: raw::tjhandle,
-    /// JPEG_DCT_SCALING.
-    dct_scaling: bool,
+    /// JPEG_DCT_SCALING: the model's sizes, which a scaled decode keeps enough pixels for;
+    /// None decodes whole.
+    dct_scaling: Option<Geometry>,
 }
 
 // SAFETY: a TurboJPEG handle is plain heap state with no thread affinity; `&mut self` on
@@ -72,7 +73,7 @@ impl Output {
 }
 
 impl JpegDecoder {
-    pub fn new(dct_scaling: bool) -> Result<Self, String> {
+    pub fn new(dct_scaling: Option<Geometry>) -> Result<Self, String> {
         // SAFETY: tj3Init has no preconditions; a null handle is checked below.
         let handle = unsafe { raw::tj3Init(raw::TJINIT_TJINIT_DECOMPRESS as CInt) };
         if handle.is_null() {
@@ -140,10 +141,11 @@ impl JpegDecoder {
     /// The JPEG_DCT_SCALING denominator for this image: 1 (whole) when scaling is off, for
     /// CMYK and YCCK, and for lossless JPEGs, which have no DCT.
     fn denominator(&self, header: &Header) -> u32 {
-        if self.dct_scaling && !header.cmyk && !header.lossless {
-            dct_scale_denominator(header.width, header.height)
-        } else {
-            1
+        match self.dct_scaling {
+            Some(geometry) if !header.cmyk && !header.lossless => {
+                geometry.dct_scale_denominator(header.width, header.height)
+            }
+            _ => 1,
         }
     }
 
@@ -327,6 +329,7 @@ fn adobe_cmyk_to_rgb(pixels: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::geometry::DEMO;
 
     #[test]
     fn end_marker_search_follows_segments_and_scans() {
@@ -386,7 +389,7 @@ mod tests {
     }
 
     fn decode(data: &[u8]) -> Result<RgbPixels, ServiceError> {
-        JpegDecoder::new(false).unwrap().decode(data, &LIMITS)
+        JpegDecoder::new(None).unwrap().decode(data, &LIMITS)
     }
 
     /// JPEG_DCT_SCALING: ceil(w / d) x ceil(h / d), d from the header's size; CMYK,
@@ -399,8 +402,8 @@ mod tests {
             max_pixels: 10_000_000,
             max_aspect_ratio: 20,
         };
-        let mut scaling = JpegDecoder::new(true).unwrap();
-        let mut whole = JpegDecoder::new(false).unwrap();
+        let mut scaling = JpegDecoder::new(Some(DEMO)).unwrap();
+        let mut whole = JpegDecoder::new(None).unwrap();
         let size = |decoder: &mut JpegDecoder, data: &[u8]| {
             let image = decoder.decode(data, &limits).unwrap();
             assert_eq!(image.data.len(), (image.width * image.height * 3) as usize);
@@ -432,6 +435,24 @@ mod tests {
             size(&mut scaling, &sized_jpeg(RGB, (1030, 517), true)),
             (1030, 517)
         );
+    }
+
+    /// The denominator follows the model's resize size: a 730x900 JPEG keeps a shorter side
+    /// of ceil(730 / 4) = 183 >= 180 at 1/4, but needs 1/2 (365) for 256.
+    #[test]
+    fn dct_scaling_keeps_the_models_resize_size() {
+        let jpeg = sized_jpeg(turbojpeg::PixelFormat::RGB, (730, 900), false);
+        let small = Geometry {
+            resize: 180,
+            crop: 160,
+        };
+        for (geometry, size) in [(DEMO, (365, 450)), (small, (183, 225))] {
+            let image = JpegDecoder::new(Some(geometry))
+                .unwrap()
+                .decode(&jpeg, &LIMITS)
+                .unwrap();
+            assert_eq!((image.width, image.height), size, "{geometry:?}");
+        }
     }
 
     #[test]

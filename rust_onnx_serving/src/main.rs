@@ -7,12 +7,14 @@
 //! startup problem ends the process with status 1 and one line naming the cause.
 //!
 //! The graph MODEL_URI names picks the pipeline (predictor.rs): the any-size graph resizes
-//! inside, the fixed graph takes crops this service resizes (preprocess.rs).
+//! inside, the fixed graph takes crops this service resizes (preprocess.rs). The sizes are
+//! the model's own, from its metadata.json (geometry.rs).
 
 mod admission;
 mod config;
 mod decode;
 mod errors;
+mod geometry;
 mod http;
 mod inference;
 mod jpeg;
@@ -128,7 +130,6 @@ async fn main() {
     let model = storage::fetch_model(&config.model_uri, storage_timeout)
         .await
         .unwrap_or_else(|e| fatal(e));
-    preprocess::check_sizes(&model.metadata).unwrap_or_else(|e| fatal(format!("{}: {e}", model.uri)));
     let load_started = Instant::now();
     let workers = usize::from(config.workers);
     let predictors: Vec<Predictor> = (0..workers)
@@ -140,7 +141,7 @@ async fn main() {
                 usize::from(config.inter_op_threads),
             )
             .unwrap_or_else(|e| fatal(format!("{}: the runtime cannot load it ({e})", model.uri)));
-            let mut predictor = Predictor::new(session, &model.graph, config.resizer)
+            let mut predictor = Predictor::new(session, &model.graph, model.geometry, config.resizer)
                 .unwrap_or_else(|e| fatal(format!("{}: {e}", model.uri)));
             predictor
                 .warm_up(&model.labels)
@@ -152,10 +153,13 @@ async fn main() {
     // Every session loads the same graph: one kind for all.
     let kind = predictors[0].kind();
     tracing::info!(
-        "{workers} session(s) loaded and warmed up in {load_seconds:.3} s; {} graph, input {:?}, output {:?}",
+        "{workers} session(s) loaded and warmed up in {load_seconds:.3} s; {} graph, input {:?}, output {:?}; \
+         resize {}, crop {}",
         kind.name(),
         model.graph.input.name,
-        model.graph.output.name
+        model.graph.output.name,
+        model.geometry.resize,
+        model.geometry.crop
     );
 
     let (inference, inference_threads) =

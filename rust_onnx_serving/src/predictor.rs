@@ -1,7 +1,8 @@
 //! Running the ONNX graph on decoded uint8 RGB pixels. Two kinds of graph, told apart by
 //! their input (metadata.json's "graphs" entry names it): the any-size graph takes one image
 //! as decoded and resizes, crops and normalises inside; the fixed graph takes a batch of
-//! 224x224 crops, which this service resizes itself (preprocess.rs), and normalises inside.
+//! crops of metadata.json's `center_crop` (geometry.rs), which this service resizes itself
+//! (preprocess.rs), and normalises inside.
 //!
 //! The predictor contract is batch-shaped, as TEI's `predict(batch)` or LitServe's
 //! decode → batch → predict → unbatch: each request decodes its own image, and
@@ -16,7 +17,8 @@ use ort::value::{TensorElementType, TensorRef};
 use serde::Deserialize;
 
 use crate::decode::RgbPixels;
-use crate::preprocess::{CROP_BYTES, CROP_SIZE, CropResizer, ResizerKind};
+use crate::geometry::Geometry;
+use crate::preprocess::{CropResizer, ResizerKind};
 
 /// One input or output of a graph, as metadata.json's "graphs" entry names it (its dtype and
 /// shape there are descriptive; the session's own types are checked in [`Predictor::new`]).
@@ -38,14 +40,15 @@ pub struct GraphSpec {
 pub enum GraphKind {
     /// uint8 `[height, width, 3]`, one image per run; resize and crop in the graph.
     AnySize,
-    /// uint8 `[batch, 224, 224, 3]`, a batch per run; the service resizes the crops.
+    /// uint8 `[batch, crop, crop, 3]`, a batch per run; the service resizes the crops.
     Fixed,
 }
 
 impl GraphKind {
-    /// The input shape's kind (dynamic dimensions are negative), if it is one this service feeds.
-    fn of_input(shape: &[i64]) -> Option<Self> {
-        let crop = i64::from(CROP_SIZE);
+    /// The input shape's kind (dynamic dimensions are negative), if it is one this service
+    /// feeds crops of side `crop` to.
+    fn of_input(shape: &[i64], crop: u32) -> Option<Self> {
+        let crop = i64::from(crop);
         match *shape {
             [height, width, 3] if height < 0 && width < 0 => Some(Self::AnySize),
             [batch, h, w, 3] if batch < 0 && h == crop && w == crop => Some(Self::Fixed),
@@ -63,7 +66,7 @@ impl GraphKind {
 }
 
 /// A batch in the graph's input form: the decoded images themselves (any-size graph), or
-/// their crops stacked as `[count, 224, 224, 3]` (fixed graph).
+/// their crops stacked as `[count, crop, crop, 3]` (fixed graph).
 pub enum GraphInput<'a> {
     Images(&'a [RgbPixels]),
     Crops { count: usize, pixels: Vec<u8> },
@@ -91,22 +94,30 @@ pub fn load_session(
         .map_err(|e| e.to_string())
 }
 
-/// A session, the names of its input and output, and its kind. `Session::run` takes
-/// `&mut self`, so each worker owns one (see main.rs), with its own resizer.
+/// A session, the names of its input and output, its kind, and the model's sizes.
+/// `Session::run` takes `&mut self`, so each worker owns one (see main.rs), with its own
+/// resizer.
 pub struct Predictor {
     session: Session,
     input: String,
     output: String,
     kind: GraphKind,
+    geometry: Geometry,
     resizer: CropResizer,
 }
 
 impl Predictor {
     /// Checks the session against its metadata entry: the named input must be one this
-    /// service feeds (uint8 `[height, width, 3]` or `[batch, 224, 224, 3]`), the named
-    /// output a float32 tensor. A mismatch is a startup error, not a 500 on every request.
-    /// `resizer` resizes the fixed graph's crops.
-    pub fn new(session: Session, graph: &GraphSpec, resizer: ResizerKind) -> Result<Self, String> {
+    /// service feeds (uint8 `[height, width, 3]`, or `[batch, crop, crop, 3]` with
+    /// `geometry`'s crop), the named output a float32 tensor. A mismatch is a startup error,
+    /// not a 500 on every request. `resizer` resizes the fixed graph's crops.
+    pub fn new(
+        session: Session,
+        graph: &GraphSpec,
+        geometry: Geometry,
+        resizer: ResizerKind,
+    ) -> Result<Self, String> {
+        let crop = geometry.crop;
         let (input, output) = (&graph.input.name, &graph.output.name);
         let input_type = session
             .inputs()
@@ -117,11 +128,12 @@ impl Predictor {
         let kind = input_type
             .tensor_shape()
             .filter(|_| input_type.tensor_type() == Some(TensorElementType::Uint8))
-            .and_then(|shape| GraphKind::of_input(shape))
+            .and_then(|shape| GraphKind::of_input(shape, crop))
             .ok_or_else(|| {
                 format!(
                     "input {input:?} is {input_type}; this service feeds uint8 [height, width, 3] (the \
-                     any-size graph) or uint8 [batch, {CROP_SIZE}, {CROP_SIZE}, 3] (the fixed graph)"
+                     any-size graph) or uint8 [batch, {crop}, {crop}, 3] (the fixed graph, for \
+                     metadata.json's center_crop of {crop})"
                 )
             })?;
         let output_type = session
@@ -140,12 +152,17 @@ impl Predictor {
             output: output.clone(),
             session,
             kind,
+            geometry,
             resizer: CropResizer::new(resizer),
         })
     }
 
     pub fn kind(&self) -> GraphKind {
         self.kind
+    }
+
+    pub fn geometry(&self) -> Geometry {
+        self.geometry
     }
 
     /// Probabilities in label order, one vector per image, in the order given.
@@ -160,9 +177,10 @@ impl Predictor {
         match self.kind {
             GraphKind::AnySize => Ok(GraphInput::Images(images)),
             GraphKind::Fixed => {
-                let mut pixels = vec![0u8; images.len() * CROP_BYTES];
-                for (image, crop) in images.iter().zip(pixels.chunks_exact_mut(CROP_BYTES)) {
-                    self.resizer.resize_crop(image, crop)?;
+                let crop_bytes = self.geometry.crop_bytes();
+                let mut pixels = vec![0u8; images.len() * crop_bytes];
+                for (image, crop) in images.iter().zip(pixels.chunks_exact_mut(crop_bytes)) {
+                    self.resizer.resize_crop(image, self.geometry, crop)?;
                 }
                 Ok(GraphInput::Crops {
                     count: images.len(),
@@ -198,7 +216,7 @@ impl Predictor {
 
     /// `count` crops in one run; the output `[count, labels]` split into one vector per crop.
     fn run_crops(&mut self, count: usize, pixels: &[u8]) -> Result<Vec<Vec<f32>>, String> {
-        let size = CROP_SIZE as usize;
+        let size = self.geometry.crop as usize;
         let tensor =
             TensorRef::from_array_view(([count, size, size, 3], pixels)).map_err(|e| e.to_string())?;
         let outputs = self
@@ -257,17 +275,29 @@ mod tests {
 
     #[test]
     fn the_input_shape_gives_the_graph_kind() {
-        assert_eq!(GraphKind::of_input(&[-1, -1, 3]), Some(GraphKind::AnySize));
-        assert_eq!(GraphKind::of_input(&[-1, 224, 224, 3]), Some(GraphKind::Fixed));
-        for refused in [
-            &[224, 224, 3][..],
-            &[-1, -1, 4],
-            &[1, 224, 224, 3],
-            &[-1, 256, 256, 3],
-            &[-1, 3, 224, 224],
-            &[-1, -1, -1, 3],
+        assert_eq!(GraphKind::of_input(&[-1, -1, 3], 224), Some(GraphKind::AnySize));
+        assert_eq!(GraphKind::of_input(&[-1, -1, 3], 160), Some(GraphKind::AnySize));
+        assert_eq!(
+            GraphKind::of_input(&[-1, 224, 224, 3], 224),
+            Some(GraphKind::Fixed)
+        );
+        assert_eq!(
+            GraphKind::of_input(&[-1, 160, 160, 3], 160),
+            Some(GraphKind::Fixed)
+        );
+        for (refused, crop) in [
+            (&[224, 224, 3][..], 224),
+            (&[-1, -1, 4], 224),
+            (&[1, 224, 224, 3], 224),
+            (&[-1, 256, 256, 3], 224),
+            (&[-1, 3, 224, 224], 224),
+            (&[-1, -1, -1, 3], 224),
+            // A fixed graph for another crop than the model's metadata says.
+            (&[-1, 224, 224, 3], 160),
+            (&[-1, 160, 160, 3], 224),
+            (&[-1, 160, 224, 3], 160),
         ] {
-            assert_eq!(GraphKind::of_input(refused), None, "{refused:?}");
+            assert_eq!(GraphKind::of_input(refused, crop), None, "{refused:?} {crop}");
         }
     }
 }

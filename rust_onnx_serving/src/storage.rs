@@ -18,6 +18,7 @@ use serde_json::Value;
 use sha2::{Digest, Sha256};
 use token_source::{TokenSource, TokenSourceProvider};
 
+use crate::geometry::Geometry;
 use crate::predictor::GraphSpec;
 
 const METADATA_FILE: &str = "metadata.json";
@@ -29,13 +30,14 @@ const READ_TIMEOUT: Duration = Duration::from_secs(20);
 const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 const MAX_BACKOFF: Duration = Duration::from_secs(4);
 
-/// A fetched model: its bytes, its metadata (with the graph's own entry), and how long the
-/// download took.
+/// A fetched model: its bytes, its metadata (with the graph's own entry and the
+/// preprocessing sizes), and how long the download took.
 pub struct FetchedModel {
     pub uri: String,
     pub bytes: Vec<u8>,
     pub metadata: Value,
     pub graph: GraphSpec,
+    pub geometry: Geometry,
     pub labels: Vec<String>,
     pub sha256: String,
     pub download_seconds: f64,
@@ -69,6 +71,7 @@ pub async fn fetch_model(uri: &str, timeout: Duration) -> Result<FetchedModel, F
         .ok_or_else(|| format!("{uri}: {name} is not listed in {metadata_uri}"))?
         .to_owned();
     let graph = graph_entry(&metadata, &name, uri, &metadata_uri)?;
+    let geometry = Geometry::from_metadata(&metadata, &name).map_err(|e| format!("{metadata_uri}: {e}"))?;
     let actual = hex::encode(Sha256::digest(&bytes));
     if actual != expected {
         return Err(format!(
@@ -86,6 +89,7 @@ pub async fn fetch_model(uri: &str, timeout: Duration) -> Result<FetchedModel, F
         bytes,
         metadata,
         graph,
+        geometry,
         labels,
         sha256: actual,
         download_seconds,
@@ -422,6 +426,49 @@ mod tests {
         assert_eq!(
             error,
             format!("{uri}: model.optimized.onnx has no graph entry in {metadata_uri}")
+        );
+    }
+
+    /// A size that does not hold is refused naming metadata.json, the field, and the range.
+    #[actix_web::test]
+    async fn bad_preprocessing_sizes_name_the_metadata_file() {
+        let dir = std::env::temp_dir().join(format!("rust_onnx_serving-sizes-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let model = dir.join("model.fixed.onnx");
+        std::fs::write(&model, b"not really a graph").unwrap();
+        let mut metadata = serde_json::json!({
+            "labels": ["a", "b"],
+            "artifacts": {"model.fixed.onnx": {"sha256": hex::encode(Sha256::digest(b"not really a graph"))}},
+            "graphs": {"model.fixed.onnx": {
+                "input": {"name": "image", "shape": ["batch", 160, 160, 3]},
+                "output": {"name": "probabilities"},
+            }},
+            "preprocessing": {"resize_shorter_side": 180, "center_crop": 160},
+        });
+        let uri = model.display().to_string();
+        let metadata_uri = sibling_uri(&uri, METADATA_FILE);
+        let fetch = |metadata: &Value| {
+            std::fs::write(dir.join(METADATA_FILE), metadata.to_string()).unwrap();
+            let uri = uri.clone();
+            async move { fetch_model(&uri, Duration::from_secs(5)).await }
+        };
+        let fetched = fetch(&metadata).await.unwrap();
+        assert_eq!(
+            fetched.geometry,
+            Geometry {
+                resize: 180,
+                crop: 160
+            }
+        );
+        metadata["preprocessing"]["center_crop"] = serde_json::json!(200);
+        let error = fetch(&metadata).await.err().unwrap();
+        std::fs::remove_dir_all(&dir).unwrap();
+        assert_eq!(
+            error,
+            format!(
+                "{metadata_uri}: preprocessing.center_crop is 200, more than \
+                 preprocessing.resize_shorter_side (180); expected a whole number of pixels from 1 to 180"
+            )
         );
     }
 

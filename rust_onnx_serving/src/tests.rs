@@ -1,11 +1,12 @@
 //! In-process tests of what is specific to this service (actix_web::test, and a real actix
 //! server on a loopback port where the socket matters): a smoke test of each route, the
 //! batch-shaped predictor, both graph kinds, the warm-up check, the JSON body parser, the
-//! streamed body limit, the aspect-ratio bound, the body deadline (408) and admission (503).
-//! The contract itself (every error row, 404/405, query errors, limits) and the
-//! probabilities against the PyTorch reference are checked over real HTTP against every
-//! service by tests/test_contract.py; the decoder tests are in decode.rs and jpeg.rs, the
-//! crop arithmetic and resize in preprocess.rs.
+//! streamed body limit, the aspect-ratio bound, the body deadline (408) and admission (503);
+//! a model of other sizes in tests/other_sizes.rs. The contract itself (every error row,
+//! 404/405, query errors, limits) and the probabilities against the PyTorch reference are
+//! checked over real HTTP against every service by tests/test_contract.py; the decoder tests
+//! are in decode.rs and jpeg.rs, the sizes and crop arithmetic in geometry.rs, the resize in
+//! preprocess.rs.
 //!
 //! The model is MODEL_URI (a local path or gs://, with metadata.json beside it; a relative
 //! path is read from the repository root, where make runs) and the ONNX Runtime library
@@ -37,6 +38,8 @@ use crate::metrics::Metrics;
 use crate::predictor::{GraphKind, GraphSpec, Predictor, TensorSpec, load_session};
 use crate::preprocess::{PILLOW_RESIZER, ResizerKind, SIMD_RESIZER};
 use crate::storage::FetchedModel;
+
+mod other_sizes;
 
 const ROOT: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
 
@@ -100,7 +103,7 @@ fn fixture() -> &'static Fixture {
         .unwrap_or_else(|e| panic!("MODEL_URI={uri}: {e}"));
         let predictor = || {
             let session = load_session(&environment, &model.bytes, 1, 1).unwrap();
-            Predictor::new(session, &model.graph, ResizerKind::Pillow).unwrap()
+            Predictor::new(session, &model.graph, model.geometry, ResizerKind::Pillow).unwrap()
         };
         let (pool, _threads) =
             InferencePool::start(vec![predictor()], crate::image_limits(&config), false).unwrap();
@@ -244,7 +247,7 @@ async fn info_and_metrics() {
 async fn a_batch_gives_one_vector_per_image() {
     let limits = crate::image_limits(&fixture().config);
     let decode = |name: &str| {
-        ImageDecoder::new(false)
+        ImageDecoder::new(None)
             .unwrap()
             .decode(&image(name), &limits)
             .unwrap()
@@ -259,7 +262,7 @@ async fn a_batch_gives_one_vector_per_image() {
         .iter()
         .map(|image| predictor.infer(std::slice::from_ref(image)).unwrap().remove(0))
         .collect();
-    // The fixed graph runs the three as one [3, 224, 224, 3] tensor.
+    // The fixed graph runs the three as one [3, crop, crop, 3] tensor.
     let batch = predictor.infer(&images).unwrap();
     assert_eq!(batch.len(), 3);
     for (together, single) in batch.iter().zip(&alone) {
@@ -290,7 +293,7 @@ fn sibling_predictor(file: &str) -> Predictor {
     .unwrap()
     .unwrap_or_else(|e| panic!("{file} beside MODEL_URI: {e}"));
     let session = load_session(&fixture().environment, &model.bytes, 1, 1).unwrap();
-    Predictor::new(session, &model.graph, ResizerKind::Pillow).unwrap()
+    Predictor::new(session, &model.graph, model.geometry, ResizerKind::Pillow).unwrap()
 }
 
 /// The input shape picks the pipeline; both give nearly the same probabilities on the
@@ -304,7 +307,7 @@ async fn both_graph_kinds_are_recognised_and_agree() {
         (any_size.kind(), fixed.kind()),
         (GraphKind::AnySize, GraphKind::Fixed)
     );
-    let photo = ImageDecoder::new(false)
+    let photo = ImageDecoder::new(None)
         .unwrap()
         .decode(&image("hubble_wide.jpg"), &crate::image_limits(&fixture().config))
         .unwrap();
@@ -328,7 +331,7 @@ async fn names_missing_from_the_graph_fail_at_load() {
             input: TensorSpec { name: input.into() },
             output: TensorSpec { name: output.into() },
         };
-        Predictor::new(session, &graph, ResizerKind::Pillow).err()
+        Predictor::new(session, &graph, f.model.geometry, ResizerKind::Pillow).err()
     };
     let (input, output) = (&f.model.graph.input.name, &f.model.graph.output.name);
     assert!(load(input, output).is_none());

@@ -5,10 +5,12 @@ import json
 import logging
 import time
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 from weather_model.contract import METADATA_FILE
+from weather_model.metadata import ContractError, ModelContract, read_contract
 from weather_model.storage import (
     DOWNLOAD_DEADLINE_SECONDS,
     ArtifactError,
@@ -28,9 +30,14 @@ class FetchedModel:
     metadata: dict[str, Any]
     download_seconds: float
 
+    @cached_property
+    def contract(self) -> ModelContract:
+        """The model's architecture, labels and preprocessing (checked by `fetch_model`)."""
+        return read_contract(self.metadata)
+
     @property
     def labels(self) -> tuple[str, ...]:
-        return tuple(self.metadata["labels"])
+        return self.contract.labels
 
     @property
     def graph(self) -> dict[str, Any]:
@@ -54,7 +61,6 @@ def fetch_model(
     metadata_bytes = read_artifact(metadata_uri, deadline)
     try:
         metadata = json.loads(metadata_bytes)
-        labels = metadata["labels"]
         artifacts = metadata["artifacts"]
     except (ValueError, KeyError, TypeError):
         raise ArtifactError(
@@ -70,8 +76,10 @@ def fetch_model(
         )
     if name.endswith(".onnx") and name not in metadata.get("graphs", {}):
         raise ArtifactError(f"{uri}: {name} has no graph entry in {metadata_uri}")
-    if not labels or not all(isinstance(label, str) for label in labels):
-        raise ArtifactError(f"{metadata_uri}: labels must be a non-empty list of strings")
+    try:
+        read_contract(metadata)
+    except ContractError as exc:
+        raise ArtifactError(f"{metadata_uri}: {exc}") from None
     path = Path(uri)
     if is_gcs_uri(uri):
         path = cache_dir / name

@@ -13,7 +13,6 @@ from serving_common.metrics import STAGES
 from serving_common.model_source import fetch_model
 from serving_common.settings import load_settings
 from serving_common.startup import build_state, import_predictor
-from weather_model.contract import LABELS
 
 from serving_common import protocol
 
@@ -30,13 +29,13 @@ def state(request, artifacts, tmp_path_factory):
     return build_state(strategy.name, settings, model, import_predictor(str(strategy.predictor)))
 
 
-def test_predictor_is_batch_shaped(state):
+def test_predictor_is_batch_shaped(state, model_contract):
     predictor = state.predictor
     inputs = [
         predictor.preprocess(predictor.decode(path.read_bytes(), state.limits)) for path in IMAGES
     ]
     batch = predictor.predict(inputs)
-    assert batch.shape == (len(IMAGES), len(LABELS))
+    assert batch.shape == (len(IMAGES), len(model_contract.labels))
     one_by_one = np.concatenate([predictor.predict([one]) for one in inputs])
     np.testing.assert_allclose(batch, one_by_one, atol=1e-5)
     np.testing.assert_allclose(batch.sum(axis=1), 1.0, atol=1e-4)

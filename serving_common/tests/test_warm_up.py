@@ -9,8 +9,16 @@ from serving_common.images import ImageLimits, decode_with_pil
 from serving_common.model_source import FetchedModel
 from serving_common.settings import load_settings
 from serving_common.startup import StartupError, build_state, warm_up_image
+from weather_model.metadata import ModelContract
 
-LABELS = [f"label{i}" for i in range(11)]
+CONTRACT = ModelContract(
+    architecture="any",
+    labels=tuple(f"label{i}" for i in range(11)),
+    resize_size=256,
+    crop_size=224,
+    mean=(0.5, 0.5, 0.5),
+    std=(0.25, 0.25, 0.25),
+)
 
 
 def fake_predictor(output: np.ndarray):
@@ -37,7 +45,8 @@ def fake_predictor(output: np.ndarray):
 
 
 def start(output: np.ndarray):
-    model = FetchedModel("fake://model.onnx", Path("model.onnx"), {"labels": LABELS}, 0.0)
+    metadata = CONTRACT.to_metadata()
+    model = FetchedModel("fake://model.onnx", Path("model.onnx"), metadata, 0.0)
     return build_state(
         "fake", load_settings(8080, model_uri="fake://model.onnx"), model, fake_predictor(output)
     )

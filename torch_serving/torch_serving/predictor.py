@@ -11,7 +11,7 @@ from serving_common.images import ImageLimits, decode_with_pil
 from serving_common.model_source import FetchedModel
 from serving_common.settings import Settings
 from weather_model.network import load_network, state_dict_from_bytes
-from weather_model.reference import transforms_from_metadata
+from weather_model.reference import reference_transforms
 
 
 class TorchPredictor:
@@ -22,9 +22,10 @@ class TorchPredictor:
         # Settable once per process; tests build several apps in one.
         with contextlib.suppress(RuntimeError):
             torch.set_num_interop_threads(settings.inter_op_threads)
-        self.network = load_network(state_dict_from_bytes(model.path.read_bytes()))
-        # The preprocessing the model was exported with, from its metadata.json.
-        self.transforms = transforms_from_metadata(model.metadata["preprocessing"])
+        # The network and preprocessing the model was exported with, from its metadata.json.
+        state_dict = state_dict_from_bytes(model.path.read_bytes())
+        self.network = load_network(state_dict, model.contract)
+        self.transforms = reference_transforms(model.contract)
 
     def decode(self, image: bytes, limits: ImageLimits) -> Image.Image:
         return decode_with_pil(image, limits)
