@@ -1,6 +1,6 @@
 //! The model's preprocessing sizes, torchvision's `Resize(resize)` then `CenterCrop(crop)`,
-//! as metadata.json's "preprocessing" states them (the exporter writes the demo model's from
-//! weather_model.contract; another model brings its own), checked once at startup, and the
+//! as metadata.json's "preprocessing" states them (the exporter writes each network's
+//! torchvision preset: weather_model/architectures.py), checked once at startup, and the
 //! arithmetic that follows from them: the resized size, the region of the source image that
 //! becomes the crop, and how much smaller a JPEG may be decoded.
 //!
@@ -140,7 +140,7 @@ pub struct CropBox {
     pub height: f64,
 }
 
-/// The demo model's sizes (weather_model.contract), for tests.
+/// The default model's sizes (mobilenet_v3_small's torchvision preset), for tests.
 #[cfg(test)]
 pub const DEMO: Geometry = Geometry {
     resize: 256,
