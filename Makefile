@@ -72,9 +72,10 @@ images:
 	docker/build-images.sh
 
 # `make test` builds the images where a Docker daemon answers (elsewhere the Docker tests
-# skip, saying why), in the background while it sets up, lints, runs the Rust tests and the
-# tests that need no image (every tier but docker and cluster: conftest.py); the Docker and
-# cluster tiers run once the images are built. The build's exit status lands in IMAGES_STATUS.
+# skip, saying why), in the background while it sets up, lints and runs the Rust tests.
+# pytest starts once the images are built: run beside the image builds, the service tests
+# starved (a Ray service failed to start in time in the harness's quick run). The build's
+# exit status lands in IMAGES_STATUS.
 IMAGES_STATUS := .images-status
 images-background:
 	@rm -f $(IMAGES_STATUS); if docker info >/dev/null 2>&1; then \
@@ -105,15 +106,13 @@ format: setup-python $(STRATEGY_FORMAT)
 
 # Sub-makes, in order: ORT_LIB exists only once `setup` has run. `-j2 setup` builds oha
 # while uv downloads PyTorch.
-IMAGE_TIERS := docker or cluster
 test: setup-system
 	@$(MAKE) --no-print-directory images-background
 	@$(MAKE) --no-print-directory -j2 setup
 	@$(MAKE) --no-print-directory lint export
 	@$(MAKE) --no-print-directory test-strategies
-	$(RUN)pytest -m "not ($(IMAGE_TIERS))"
 	@$(MAKE) --no-print-directory images-wait
-	$(RUN)pytest -m "$(IMAGE_TIERS)"
+	$(RUN)pytest
 
 # The quick tier, under 5 minutes: the unit tests (in-process; conftest.py says what is
 # one) and the contract suite against one Python strategy, no Rust build and no image: the
