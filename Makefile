@@ -30,7 +30,7 @@ STRATEGY_FORMAT :=
 STRATEGY_TEST :=
 include $(wildcard */strategy.mk)
 
-.PHONY: render readme setup setup-system setup-python setup-strategies setup-tools export payloads sample-images images images-background images-wait test-strategies lint lint-python format test test-fast bench bench-model bench-compose bench-cluster up down up-cluster down-cluster
+.PHONY: render readme setup setup-system setup-python setup-strategies setup-tools export payloads sample-images images images-background images-wait test-strategies lint lint-python format test test-fast bench bench-compose bench-cluster up down up-cluster down-cluster
 
 setup: setup-system setup-python setup-strategies setup-tools
 
@@ -144,27 +144,22 @@ readme: setup-python
 # The main job: demo model -> GCS emulator -> each service in turn under ab, then every
 # preprocessing variant against the PyTorch reference on the fidelity set -> README tables.
 # SHORT=1: a first look in about 5 minutes (fewer requests and repeats, marked as such).
+# MODEL=resnet50: the second network, its results in results/<machine>/resnet50/.
 PLAN := $(if $(SHORT),short,full)
-bench: bench-model setup export
+bench: setup export
 	$(RUN)python -m benchmark.runner --plan $(PLAN) --artifacts $(ARTIFACTS) $(BENCH_ARGS)
 	$(RUN)python -m benchmark.fidelity --artifacts $(ARTIFACTS) $(if $(SHORT),--seconds 2)
 	$(RUN)python -m benchmark.report
 
-# NOTE: the harness measures the default model only, for now: its records do not say which
-# model they measured, so a run of another would pass for the default's in the results.
-bench-model:
-	@[ "$(MODEL)" = "$(DEFAULT_MODEL)" ] || { echo "make bench: measures MODEL=$(DEFAULT_MODEL) only" \
-		"(the results do not name the model yet); MODEL=$(MODEL) works with export and up" >&2; exit 1; }
-
 # The same measurements on the containers, plus image sizes and container start times.
-bench-compose: bench-model setup export
-	$(RUN)python -m benchmark.runner --mode compose --plan $(PLAN) $(BENCH_ARGS)
+bench-compose: setup export
+	$(RUN)python -m benchmark.runner --mode compose --plan $(PLAN) --artifacts $(ARTIFACTS) $(BENCH_ARGS)
 	$(RUN)python -m benchmark.report
 
 # Each strategy that declares a cluster scenario in its manifest ([scenarios.cluster]):
 # its single-node container, then its cluster as the scenario says (README, "A Ray cluster").
-bench-cluster: bench-model setup export
-	$(RUN)python -m benchmark.runner --mode cluster --plan $(PLAN) $(BENCH_ARGS)
+bench-cluster: setup export
+	$(RUN)python -m benchmark.runner --mode cluster --plan $(PLAN) --artifacts $(ARTIFACTS) $(BENCH_ARGS)
 	$(RUN)python -m benchmark.report
 
 # The Compose stack, on base images built here from Debian packages on Linux (no registry

@@ -7,7 +7,8 @@ is decisive about (top-1 ahead of the runner-up by at least DECISIVE_MARGIN) and
 probability moves by more than MAX_PROBABILITY_DELTA on any input. The Python variants run
 in-process (benchmark.pipelines, on the shared onnx_predictor code); the configurations a
 strategy's manifest lists under `[fidelity.NAME]` (a service whose preprocessing is its own
-code) run as the real service, natively, over HTTP. Writes results/<machine>/fidelity.json.
+code) run as the real service, natively, over HTTP. Writes fidelity.json in the model's
+results folder (results/<machine>/, or results/<machine>/<model>/: benchmark.machine).
 """
 
 import argparse
@@ -31,7 +32,7 @@ from weather_model.parity import MAX_PROBABILITY_DELTA
 from weather_model.reference import decode_rgb, reference_probabilities
 
 from benchmark.fidelity_set import fidelity_set
-from benchmark.machine import ARTIFACTS, RESULTS, describe, machine_name, pinned
+from benchmark.machine import ARTIFACTS, describe, pinned, results_folder
 from benchmark.payloads import write_payloads
 from benchmark.pipelines import (
     PIPELINES,
@@ -42,6 +43,7 @@ from benchmark.pipelines import (
 )
 from benchmark.processes import start_service
 from benchmark.report import FIDELITY_FILE
+from benchmark.run_record import model_info
 
 ROOT = Path(__file__).resolve().parents[2]
 DECISIVE_MARGIN = 0.05
@@ -172,6 +174,7 @@ def measure(
         entropy_ms = time_entropy_decoding(body, seconds)
     return {
         "machine": describe(),
+        "model": model_info(artifacts),
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "payload": payload.name,
         "inputs": len(inputs),
@@ -208,7 +211,8 @@ def main() -> None:
     payload = args.payload or write_payloads(Path(tempfile.mkdtemp(prefix="fidelity-")))["study"]
     services = {} if args.no_services else service_configurations()
     record = measure(args.artifacts, payload, args.seconds, args.cpus, services)
-    out = args.out or RESULTS / machine_name(record["machine"]) / FIDELITY_FILE
+    folder = results_folder(record["machine"], record["model"]["architecture"])
+    out = args.out or folder / FIDELITY_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     for name, variant in record["variants"].items():

@@ -1,7 +1,8 @@
 """The machine a run measures: what it is, its results folder, and how far cores can be pinned.
 
 Results from different machines sit side by side under `results/<machine>/`, the name built
-from what makes runs comparable: CPU model, cores, OS and architecture.
+from what makes runs comparable: CPU model, cores, OS and architecture; another model than the
+default one has its results in `results/<machine>/<model>/`.
 """
 
 import os
@@ -58,8 +59,11 @@ def machine_name(machine: MachineIdentity) -> str:
     return f"{cpu}-{machine['cpus_online']}-cores-{machine['os']}-{machine['arch']}"
 
 
-def results_folder(machine: MachineIdentity) -> Path:
-    return RESULTS / machine_name(machine)
+def results_folder(machine: MachineIdentity, architecture: str = DEFAULT_ARCHITECTURE) -> Path:
+    """Where a run's records go: the machine's folder for the default model (the published
+    results' place), a folder of the model's name in it for any other."""
+    folder = RESULTS / machine_name(machine)
+    return folder if architecture == DEFAULT_ARCHITECTURE else folder / architecture
 
 
 # --- pinning: taskset where it exists (Linux), else unpinned with a recorded warning -------

@@ -126,6 +126,13 @@ def run_native(
     return {"ceiling": ceiling, "services": results}
 
 
+def stack_environment(runtime: dict[str, str], job: Job) -> dict[str, str]:
+    """The Compose stack's variables: the local images, the services' runtime settings, and
+    MODEL, the network its export job exports: the one of the run's artifacts, whose
+    predictions the services are verified against (the same demo weights, exported again)."""
+    return {**build_environment(), **runtime, "MODEL": load_contract(job.artifacts).architecture}
+
+
 def run_compose(
     runtime: dict[str, str], strategies: dict[str, Strategy], job: Job
 ) -> ComposeResult:
@@ -133,7 +140,7 @@ def run_compose(
     emulator and export job providing the model."""
     with job.progress.phase("images"):
         build_images()
-    env = {**build_environment(), **runtime}
+    env = stack_environment(runtime, job)
     env |= {"SERVICE_CPUS": runtime["WORKERS"], "SERVICE_CPUSET": job.service_cpus}
     stack = Stack(COMPOSE_PROJECT, env)
     results: dict[str, Any] = {}
@@ -166,7 +173,7 @@ def run_cluster(
     with job.progress.phase("images"):
         build_images()
     cpus = str(len(job.service_cpus.split(",")))
-    env = {**build_environment(), **runtime}
+    env = stack_environment(runtime, job)
     env |= {"SERVICE_CPUS": cpus, "SERVICE_CPUSET": job.service_cpus}
     stack = Stack(COMPOSE_PROJECT, env)
     name, services = strategy.name, dict[str, Any]()

@@ -14,6 +14,8 @@ Versions (`schema_version`):
   NOTE: records from before the open loop existed (the first quick runs) have nothing to
   fill it with, and are refused.
 - 2: `schema_version` written; every key below present unless marked NotRequired.
+- 3: `model`, the model the run measured. Every earlier run measured the default demo model
+  (weather_model.architectures), whose weights' hash was not recorded then: "".
 A change to the shape adds a version and a step from the previous one.
 """
 
@@ -22,9 +24,11 @@ import json
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict, cast, final
 
+from weather_model.architectures import DEFAULT_ARCHITECTURE, WEATHER_LABELS
+
 from benchmark.json_check import RecordError, check
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 Mode = Literal["native", "compose", "cluster"]
 PlanName = Literal["full", "short", "quick"]
@@ -63,6 +67,14 @@ class Machine(MachineIdentity):
     ab: str
     versions: dict[str, str]  # package -> version
     date: str  # ISO 8601, UTC
+
+
+class ModelInfo(TypedDict):
+    """The model a run measured: its metadata.json's network and labels, and its weights."""
+
+    architecture: str  # weather_model.architectures', e.g. "mobilenet_v3_small"
+    labels: list[str]
+    state_dict_sha256: str  # the exported weights; "" where not recorded (version 2)
 
 
 class StrategyInfo(TypedDict):
@@ -260,6 +272,7 @@ class RunHeader(TypedDict):
     schema_version: int
     plan_name: PlanName
     plan: RunPlan
+    model: ModelInfo
     strategies: dict[str, StrategyInfo]
     machine: Machine
     runs: NotRequired[list[RunSummary]]  # only in a record grown by `--add`
@@ -300,6 +313,8 @@ def upgrade(raw: dict[str, Any]) -> Record:
     record = copy.deepcopy(raw)
     if version == 1:
         record = _from_v1(record)
+    if version <= 2:
+        record = _from_v2(record)
     mode = record.get("mode")
     if mode not in RECORD_TYPES:
         raise RecordError(f"mode: {mode!r} is not one of {list(RECORD_TYPES)}")
@@ -362,6 +377,14 @@ def _from_v1(record: dict[str, Any]) -> dict[str, Any]:
         result.setdefault("reference_ceiling", copy.deepcopy(result["ceiling"]))
         for own in (result["ceiling"], result["reference_ceiling"]):
             _ceiling_from_v1(own)
+    return record
+
+
+def _from_v2(record: dict[str, Any]) -> dict[str, Any]:
+    """Version 2 as version 3: every run before the model was recorded measured the default
+    demo model."""
+    default = {"architecture": DEFAULT_ARCHITECTURE, "labels": list(WEATHER_LABELS)}
+    record.setdefault("model", {**default, "state_dict_sha256": ""})
     record["schema_version"] = SCHEMA_VERSION
     return record
 

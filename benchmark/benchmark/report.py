@@ -1,9 +1,11 @@
 """`python -m benchmark.report`: render every machine's raw results into the README.
 
 Raw results live in `results/<machine>/` (`benchmark.machine`): `native-full.json`,
-`compose-full.json` and `cluster-full.json` (or a `-short` run where no full one exists).
-The README gets a table across machines, then one section per machine with its tables, and
-each machine's folder its plots. It reads only the runner's JSON; nothing here measures.
+`compose-full.json` and `cluster-full.json` (or a `-short` run where no full one exists),
+and `fidelity.json`; those of another model than the default in `results/<machine>/<model>/`.
+The README gets a table across machines and models, then one section per machine and model
+with its tables, and each such folder its plots. It reads only the runner's JSON; nothing
+here measures.
 """
 
 import argparse
@@ -13,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from serving_common.strategy import Strategy, discover_strategies, framework_hosts
+from weather_model.architectures import DEFAULT_ARCHITECTURE
 
 from benchmark.machine import RESULTS
 from benchmark.metrics import derive
@@ -46,8 +49,11 @@ def render_strategies(strategies: dict[str, Strategy]) -> str:
 
 @dataclass
 class MachineRecords:
-    """One machine's records, the best plan of each mode (benchmark.record's shapes)."""
+    """One machine's records of one model, the best plan of each mode (benchmark.record's
+    shapes), and the folder they are in."""
 
+    folder: Path
+    architecture: str  # the model they measured (weather_model.architectures)
     native: NativeRecord | None = None
     compose: ComposeRecord | None = None
     cluster: ClusterRecord | None = None
@@ -59,30 +65,46 @@ class MachineRecords:
 
     def any(self) -> Record:
         record = self.native or self.compose or self.cluster
-        assert record is not None, "a machine folder without records is not listed"
+        assert record is not None, "a folder without records is not listed"
         return record
 
+    def title(self) -> str:
+        """The machine, and the model where it is not the default."""
+        model = "" if self.architecture == DEFAULT_ARCHITECTURE else f", {self.architecture}"
+        return machine_title(self.any()) + model
 
-def load_machines(results: Path) -> dict[str, MachineRecords]:
-    """{machine folder: its records}, the best plan of each mode, each upgraded to the
-    current shape (benchmark.record.upgrade)."""
-    machines: dict[str, MachineRecords] = {}
-    for folder in sorted(p for p in results.iterdir() if p.is_dir()):
-        records = MachineRecords()
-        for mode in ("native", "compose", "cluster"):
-            path = next(
-                (p for plan in PLANS_SHOWN if (p := folder / f"{mode}-{plan}.json").exists()),
-                None,
+
+def load_folder(folder: Path, architecture: str) -> MachineRecords | None:
+    """The records in `folder`, which must have measured `architecture`; None if none."""
+    records = MachineRecords(folder, architecture)
+    for mode in ("native", "compose", "cluster"):
+        path = next(
+            (p for plan in PLANS_SHOWN if (p := folder / f"{mode}-{plan}.json").exists()),
+            None,
+        )
+        if path is None:
+            continue
+        record = load_record(path)
+        if record["mode"] != mode:
+            raise ValueError(f"{path}: a {record['mode']} record under a {mode} name")
+        if record["model"]["architecture"] != architecture:
+            raise ValueError(
+                f"{path}: a record of {record['model']['architecture']} in {architecture}'s folder"
             )
-            if path is None:
-                continue
-            record = load_record(path)
-            if record["mode"] != mode:
-                raise ValueError(f"{path}: a {record['mode']} record under a {mode} name")
-            setattr(records, mode, record)
-        if records.native or records.compose or records.cluster:
-            machines[folder.name] = records
-    return machines
+        setattr(records, mode, record)
+    return records if records.native or records.compose or records.cluster else None
+
+
+def load_machines(results: Path) -> list[MachineRecords]:
+    """Each machine's records, of each model, the default model's first (its folder is the
+    machine's; another's is a folder of the model's name in it): the best plan of each mode,
+    each upgraded to the current shape (benchmark.record.upgrade)."""
+    found = []
+    for machine in sorted(p for p in results.iterdir() if p.is_dir()):
+        folders = [(machine, DEFAULT_ARCHITECTURE)]
+        folders += [(p, p.name) for p in sorted(machine.iterdir()) if p.is_dir()]
+        found += [r for folder, model in folders if (r := load_folder(folder, model))]
+    return found
 
 
 def machine_title(record: Record) -> str:
@@ -92,20 +114,20 @@ def machine_title(record: Record) -> str:
     )
 
 
-def render_summary(machines: dict[str, MachineRecords]) -> str:
+def render_summary(machines: list[MachineRecords]) -> str:
     """Requests/s per core and efficiency against the ceiling: one row per strategy, one
-    column per machine and mode."""
+    column per machine, model and mode."""
     columns = [
-        (name, mode, record)
-        for name, records in machines.items()
+        (records.title(), mode, record)
+        for records in machines
         for mode, record in records.measured().items()
     ]
     derived = [derive(record) for _, _, record in columns]
     strategies = list(dict.fromkeys(s for rows in derived for s in rows))
     header = [
-        f"{machine_title(record)}, {mode}"
+        f"{title}, {mode}"
         + (f" ({record['plan_name']} plan)" if record["plan_name"] != "full" else "")
-        for _, mode, record in columns
+        for title, mode, record in columns
     ]
     lines = [
         "Requests/s per core (efficiency against the machine's in-process ceiling; † ceiling "
@@ -128,16 +150,16 @@ def render_summary(machines: dict[str, MachineRecords]) -> str:
 
 def render_machine(
     records: MachineRecords,
-    folder: Path,
     readme_dir: Path,
     framework_over: dict[str, str],
     baseline: str | None,
 ) -> str:
-    """One machine's section: native tables and plots, what each framework costs, then the
-    deployment table. `framework_over`: framework strategy -> the one it is set against;
-    `baseline`: the strategy the others are set against."""
+    """One machine's section for one model: native tables and plots, what each framework
+    costs, then the deployment table. `framework_over`: framework strategy -> the one it is
+    set against; `baseline`: the strategy the others are set against."""
+    folder = records.folder
     shown = folder.relative_to(readme_dir) if folder.is_relative_to(readme_dir) else folder
-    lines = [f"### {machine_title(records.any())}", "", f"Raw results: `{shown}/`.", ""]
+    lines = [f"### {records.title()}", "", f"Raw results: `{shown}/`.", ""]
     if records.native:
         plot_results(records.native, folder)
         lines += [render_tables(records.native, str(shown), baseline), ""]
@@ -168,7 +190,7 @@ def render_machine(
 
 
 def render_results(results: Path, readme_dir: Path, strategies: dict[str, Strategy]) -> str:
-    """The summary across machines, then each machine's section (and its plots)."""
+    """The summary across machines and models, then each one's section (and its plots)."""
     framework_over = framework_hosts(strategies)
     # The manifests' baseline (`baseline = true`), looked up by name in each record: a
     # record that did not measure it (an older one, or one of a few `--services`) shows
@@ -180,8 +202,7 @@ def render_results(results: Path, readme_dir: Path, strategies: dict[str, Strate
         return "No results yet: `make bench`."
     sections = [render_summary(machines)]
     sections += [
-        render_machine(records, results / name, readme_dir, framework_over, baseline)
-        for name, records in machines.items()
+        render_machine(records, readme_dir, framework_over, baseline) for records in machines
     ]
     return "\n\n".join(sections)
 

@@ -4,6 +4,7 @@ does not fit the schema), and `--add`'s merge into the record already there. The
 shape is `benchmark.record`'s; nothing here measures or formats.
 """
 
+import hashlib
 import json
 import platform
 import subprocess
@@ -13,6 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from serving_common.strategy import Strategy
+from weather_model.contract import STATE_DICT_FILE
+from weather_model.metadata import load_contract
 
 from benchmark import machine
 from benchmark.measure import Plan
@@ -23,6 +26,7 @@ from benchmark.record import (
     ComposeResult,
     Machine,
     Mode,
+    ModelInfo,
     NativeResult,
     PlanName,
     Record,
@@ -57,9 +61,21 @@ def machine_metadata(mode: str, service_cpus: str, load_cpus: str) -> Machine:
     }
 
 
+def model_info(artifacts: Path) -> ModelInfo:
+    """The exported model in `artifacts`, as a record names it."""
+    contract = load_contract(artifacts)
+    weights = (artifacts / STATE_DICT_FILE).read_bytes()
+    return {
+        "architecture": contract.architecture,
+        "labels": list(contract.labels),
+        "state_dict_sha256": hashlib.sha256(weights).hexdigest(),
+    }
+
+
 def run_header(
     plan_name: PlanName,
     plan: Plan,
+    model: ModelInfo,
     selected: dict[str, Strategy],
     mode: Mode,
     service_cpus: str,
@@ -70,6 +86,7 @@ def run_header(
         "schema_version": SCHEMA_VERSION,
         "plan_name": plan_name,
         "plan": run_plan(plan),
+        "model": model,
         "strategies": {
             key: {
                 "title": s.title,
@@ -136,7 +153,7 @@ def run_summary(record: Record) -> RunSummary:
 def added_to(path: Path, new: Record) -> Record:
     """The record at `path` (of any schema version: upgraded) with `new`'s configurations
     added, or measured again (`--add`): a new strategy is measured without measuring every
-    other one again. Both runs must be of the same mode, plan and cores; `runs` lists which
+    other one again. Both runs must be of the same mode, plan, model and cores; `runs` lists which
     run measured what."""
     if not path.exists():
         return upgrade({**new, "runs": [run_summary(new)]})
@@ -145,6 +162,12 @@ def added_to(path: Path, new: Record) -> Record:
         raise RuntimeError(
             f"--add: {path} has mode {old['mode']} and plan {old['plan']}, this run "
             f"{new['mode']} and {new['plan']}"
+        )
+    if old["model"] != new["model"]:
+        raise RuntimeError(
+            f"--add: {path} measured the model {old['model']['architecture']} "
+            f"(weights {old['model']['state_dict_sha256'][:12] or 'unrecorded'}), this run "
+            f"{new['model']['architecture']} (weights {new['model']['state_dict_sha256'][:12]})"
         )
     cores = [(r["machine"]["service_cpus"], r["machine"]["load_cpus"]) for r in (old, new)]
     if cores[0] != cores[1]:

@@ -35,7 +35,7 @@ from benchmark.pipelines import PIPELINES
 from benchmark.plans import PLANS, plan_phases
 from benchmark.progress import Progress
 from benchmark.record import ClusterResult, ComposeResult, NativeResult, RecordError
-from benchmark.run_record import run_header, write_record
+from benchmark.run_record import model_info, run_header, write_record
 from benchmark.scenario import load_scenario
 
 ROOT = machine.ROOT
@@ -68,12 +68,16 @@ def run(args: argparse.Namespace) -> Path:
     payloads = write_payloads(Path(tempfile.mkdtemp(prefix="bench-payloads-")))
     main_payload = Path(args.payload) if args.payload else payloads["study"]
     workers = str(len(args.service_cpus.split(",")))
-    header = run_header(args.plan, plan, selected, args.mode, args.service_cpus, args.load_cpus)
-    out = Path(args.out) if args.out else machine.results_folder(header["machine"])
+    model = model_info(artifacts)
+    header = run_header(
+        args.plan, plan, model, selected, args.mode, args.service_cpus, args.load_cpus
+    )
+    architecture = model["architecture"]
+    out = Path(args.out) if args.out else machine.results_folder(header["machine"], architecture)
     path = out / f"{args.mode}-{args.plan}.json"
     log(
-        f"{args.mode} mode, {args.plan} plan {plan}; service on cpus {args.service_cpus} "
-        f"({workers} workers), load on cpus {args.load_cpus}; results to {path}"
+        f"{args.mode} mode, {args.plan} plan {plan}, model {architecture}; service on cpus "
+        f"{args.service_cpus} ({workers} workers), load on cpus {args.load_cpus}; results to {path}"
     )
     for warning in header["machine"]["warnings"]:
         log(f"WARNING: {warning}")
@@ -140,7 +144,9 @@ def main() -> None:
         "--artifacts", default=str(machine.ARTIFACTS), help="exported model (default: %(default)s)"
     )
     parser.add_argument(
-        "--out", help="folder for the raw JSON (default: results/<machine>/, see benchmark.machine)"
+        "--out",
+        help="folder for the raw JSON (default: results/<machine>/, or "
+        "results/<machine>/<model>/ for another model than the default; see benchmark.machine)",
     )
     args = parser.parse_args()
     # SIGTERM (a CI timeout, a test's kill) unwinds like Ctrl-C: services and containers

@@ -8,6 +8,7 @@ import pytest
 from benchmark.fidelity import agreement, measure, service_configurations
 from benchmark.fidelity_set import DERIVED, fidelity_set
 from benchmark.payloads import write_payloads
+from benchmark.run_record import model_info
 from benchmark.tables import render_fidelity
 from PIL import Image
 from serving_common.strategy import ManifestError, discover_strategies
@@ -115,6 +116,7 @@ def test_report_on_real_pipelines_and_a_service(artifacts, inputs, tmp_path):
         inputs=chosen,
     )
     json.dumps(record)  # what fidelity.json holds
+    assert record["model"] == model_info(artifacts)
     variants = record["variants"]
     assert set(variants) == {"graph", "pillow", *PILLOW_PORTS}
     assert variants["pillow"]["meets_bound"], variants["pillow"]

@@ -15,7 +15,7 @@ from benchmark.modes import configurations
 from benchmark.plots import plot_results
 from benchmark.record import SCHEMA_VERSION, load_record
 from benchmark.report import END, START, render_readme, render_results
-from benchmark.run_record import added_to
+from benchmark.run_record import added_to, model_info
 from benchmark.tables import measured, render_cluster, render_tables
 from helpers import compiled, plain_hosts
 from serving_common.strategy import discover_strategies, framework_hosts
@@ -110,9 +110,10 @@ def quick_record(quick_run) -> dict:
     return quick_run[0]
 
 
-def test_quick_run_end_to_end(quick_record, tmp_path):
+def test_quick_run_end_to_end(quick_record, artifacts, tmp_path):
     """Runner (real services, real ab, GCS emulator) then reporter, in quick mode."""
     record = quick_record
+    assert record["model"] == model_info(artifacts)  # the exported model it measured
     assert record["machine"]["git_commit"] and record["machine"]["service_cpus"] == "0"
     assert record["plan_name"] == "quick" and record["machine"]["warnings"] == []
     assert record["ceiling"]["requests_per_second"] > 0

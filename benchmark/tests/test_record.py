@@ -15,6 +15,7 @@ from benchmark.record import (
     load_record,
     upgrade,
 )
+from weather_model.architectures import DEFAULT_ARCHITECTURE, WEATHER_LABELS
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 # Every runner record committed (fidelity.json is benchmark.fidelity's, not the runner's).
@@ -101,7 +102,7 @@ def oldest_shape(raw: dict) -> dict:
     """A committed record as the first harness wrote it: no version, plan name, machine
     identity, pipelines, per-service ceilings, memory method or strategy metadata."""
     old = copy.deepcopy(raw)
-    for key in ("schema_version", "plan_name", "strategies"):
+    for key in ("schema_version", "plan_name", "strategies", "model"):
         old.pop(key, None)
     old["quick"] = True
     for key in ("os", "arch", "warnings"):
@@ -113,6 +114,14 @@ def oldest_shape(raw: dict) -> dict:
             result.pop(key, None)
         del result["main"]["resources"]["method"]
     return old
+
+
+def test_a_record_before_the_model_was_recorded_measured_the_default_demo_model():
+    version_2 = {**upgrade(committed("native")), "schema_version": 2}
+    del version_2["model"]
+    model = upgrade(version_2)["model"]
+    assert model["architecture"] == DEFAULT_ARCHITECTURE
+    assert model["labels"] == list(WEATHER_LABELS) and model["state_dict_sha256"] == ""
 
 
 def test_the_oldest_shape_gets_the_defaults_the_tables_assumed():

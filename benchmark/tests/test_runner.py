@@ -1,13 +1,16 @@
 """How the runner assembles its record (benchmark.runner with benchmark.record), on the
 committed records: no service is started here (the quick runs of test_harness.py do)."""
 
+import hashlib
 import json
 from pathlib import Path
 
 import pytest
+from benchmark.machine import describe, machine_name, results_folder
 from benchmark.plans import PLANS
 from benchmark.record import (
     SCHEMA_VERSION,
+    ModelInfo,
     RecordError,
     RunPlan,
     assemble,
@@ -15,11 +18,14 @@ from benchmark.record import (
     load_record,
     upgrade,
 )
-from benchmark.run_record import added_to, run_plan
+from benchmark.run_record import added_to, model_info, run_plan
+from weather_model.architectures import DEFAULT_ARCHITECTURE
+from weather_model.contract import STATE_DICT_FILE
+from weather_model.metadata import load_contract
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 NATIVE = sorted(RESULTS.glob("*/native-*.json"))
-HEADER_KEYS = ("schema_version", "plan_name", "plan", "strategies", "machine")
+HEADER_KEYS = ("schema_version", "plan_name", "plan", "model", "strategies", "machine")
 
 
 @pytest.mark.parametrize("name", PLANS)
@@ -62,3 +68,25 @@ def test_add_upgrades_the_older_record_it_grows(tmp_path):
         added_to(path, {**new, "plan": {**new["plan"], "requests": 1}})
     with pytest.raises(RuntimeError, match="cpus"):
         added_to(path, {**new, "machine": {**new["machine"], "load_cpus": "7"}})
+    with pytest.raises(RuntimeError, match=r"measured the model mobilenet_v3_small .* resnet50"):
+        other = {"architecture": "resnet50", "labels": ["a"], "state_dict_sha256": "ab" * 32}
+        added_to(path, {**new, "model": other})
+
+
+def test_the_model_is_the_exported_one(artifacts):
+    """The record names the network, labels and weights of the artifacts it measured."""
+    model = model_info(artifacts)
+    check(model, ModelInfo)
+    contract = load_contract(artifacts)
+    assert model["architecture"] == contract.architecture
+    assert model["labels"] == list(contract.labels)
+    weights = (artifacts / STATE_DICT_FILE).read_bytes()
+    assert model["state_dict_sha256"] == hashlib.sha256(weights).hexdigest()
+
+
+def test_another_model_has_a_results_folder_of_its_own():
+    machine = describe()
+    default = results_folder(machine)
+    assert default == results_folder(machine, DEFAULT_ARCHITECTURE)
+    assert default == RESULTS / machine_name(machine)
+    assert results_folder(machine, "resnet50") == default / "resnet50"

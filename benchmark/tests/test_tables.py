@@ -98,3 +98,30 @@ def test_an_older_record_is_marked_where_its_ceilings_were_timed_beside_the_serv
     text = render_tables(beside, "plots", BASELINE)
     assert re.search(rf"^\| {re.escape(name)} \| .*\d%† \|", text, re.M)
     assert "† Ceilings timed while the service ran" in text
+
+
+def test_another_model_has_a_column_and_a_section_of_its_own(tmp_path):
+    """results/<machine>/<model>/: the other model's records beside the default's, a summary
+    column and a section each, its plots in its own folder; a record of another model than
+    its folder's is refused."""
+    machine = NATIVE[0].parent.name
+    record = json.loads(NATIVE[0].read_text())
+    other = tmp_path / "results" / machine / "resnet50"
+    other.mkdir(parents=True)
+    shutil.copy(NATIVE[0], other.parent / NATIVE[0].name)
+    resnet = load_record(NATIVE[0]) | {"model": {**record.get("model", {}), "labels": ["a"]}}
+    resnet["model"] |= {"architecture": "resnet50", "state_dict_sha256": "ab" * 32}
+    (other / "native-full.json").write_text(json.dumps(resnet))
+    text = render_results(tmp_path / "results", tmp_path, STRATEGIES)
+    summary, *sections = text.split("\n### ")
+    title = sections[0].split("\n", 1)[0]
+    assert [s.split("\n", 1)[0] for s in sections] == [title, f"{title}, resnet50"]
+    assert f"| {title}, native" in summary and f"| {title}, resnet50, native" in summary
+    assert f"Raw results: `results/{machine}/resnet50/`." in sections[1]
+    assert sorted(p.name for p in other.glob("*.png")) == sorted(
+        p.name for p in other.parent.glob("*.png")
+    )
+    resnet["model"]["architecture"] = "mobilenet_v3_small"
+    (other / "native-full.json").write_text(json.dumps(resnet))
+    with pytest.raises(ValueError, match="a record of mobilenet_v3_small in resnet50's folder"):
+        render_results(tmp_path / "results", tmp_path, STRATEGIES)
