@@ -203,12 +203,19 @@ def deploy(launch: Launch) -> None:
 
 def replica_problem(exc: BaseException) -> str:
     """The line that names the cause in Serve's deployment failure (a replica's
-    ReplicaStartupError, with its traceback in the message), else the first line."""
+    ReplicaStartupError, with its traceback in the message), else the first line and, for
+    an actor's error (its call, its traceback, then the exception), the last."""
     marker = "ReplicaStartupError: "
     for line in reversed(str(exc).splitlines()):
         if marker in line:
             return line.split(marker, 1)[1].strip()
-    return f"Serve did not start: {first_line(exc)}"
+    first, last = first_line(exc), last_line(exc)
+    return f"Serve did not start: {first}" + (f" {last}" if last != first else "")
+
+
+def last_line(exc: BaseException) -> str:
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return lines[-1] if lines else type(exc).__name__
 
 
 def first_line(exc: BaseException) -> str:

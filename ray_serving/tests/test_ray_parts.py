@@ -53,7 +53,17 @@ def test_a_replica_startup_failure_is_its_own_line():
         "ray_serving.app.ReplicaStartupError: gs://m/model.onnx: no such object\n"
     )
     assert replica_problem(RuntimeError(traceback)) == "gs://m/model.onnx: no such object"
-    assert replica_problem(RuntimeError("timed out\nmore")) == "Serve did not start: timed out"
+    assert replica_problem(RuntimeError("timed out")) == "Serve did not start: timed out"
+    # An actor's error: its call, its traceback, then what was raised.
+    actor = (
+        "ray::HAProxyManager.ready() (pid=1, ip=192.0.2.2)\n"
+        '  File "haproxy.py", line 1869, in ready\n'
+        "RuntimeError: HAProxy crashed during startup: cannot bind socket\n"
+    )
+    assert replica_problem(RuntimeError(actor)) == (
+        "Serve did not start: ray::HAProxyManager.ready() (pid=1, ip=192.0.2.2) "
+        "RuntimeError: HAProxy crashed during startup: cannot bind socket"
+    )
 
 
 def test_each_launch_gets_its_own_haproxy_files_and_ports(tmp_path):
