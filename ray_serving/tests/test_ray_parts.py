@@ -5,6 +5,7 @@ naming the replica that answered, and a cluster head's `ray start`."""
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import tempfile
@@ -14,7 +15,12 @@ from pathlib import Path
 import httpx
 from ray_serving.aborts import dropped_prediction
 from ray_serving.cluster import head_command
-from ray_serving.ingress import HAPROXY_ENV, haproxy_log_socket, ray_environment
+from ray_serving.ingress import (
+    HAPROXY_ENV,
+    PORT_RANGE_FILE,
+    haproxy_log_socket,
+    ray_environment,
+)
 from ray_serving.launcher import replica_problem
 from ray_serving.processes import descendants, stop_descendants
 from ray_serving.routes import SERVED_BY_HEADER, ServedBy
@@ -132,3 +138,16 @@ def test_a_cluster_head_offers_no_cpu_and_blocks():
     command = head_command(6379)
     assert command[:3] == ["ray", "start", "--head"]
     assert {"--port=6379", "--num-cpus=0", "--block"} <= set(command)
+
+
+def test_haproxys_ports_are_outside_the_kernels_ephemeral_range(tmp_path):
+    """HAProxy binds them only once Ray has started: a port the kernel may hand to any new
+    socket in between (Ray's own, a client's) would make its start fail now and then."""
+    start = int(PORT_RANGE_FILE.read_text().split()[0]) if PORT_RANGE_FILE.exists() else 32768
+    names = ("STATS_PORT", "METRICS_PORT")
+    environment = ray_environment(tmp_path)
+    ports = [int(environment[f"RAY_SERVE_HAPROXY_{name}"]) for name in names]
+    ports.append(int(environment["RAY_SERVE_FALLBACK_PROXY_HTTP_PORT"]))
+    assert all(10_000 <= port < start for port in ports), ports
+    with socket.socket() as taken:  # and free when picked
+        taken.bind(("", ports[0]))
