@@ -111,6 +111,10 @@ def ray_environment(work: Path) -> dict[str, str]:
         # Per-request log lines parsed into Ray's metrics by a Python actor: CPU per
         # request for metrics the service has already (/metrics).
         "RAY_SERVE_HAPROXY_METRICS_ENABLED": "0",
+        # Serve's controller kills a proxy not ready within this (default 5 s): HAProxy's
+        # start alone may take longer on a busy core, and its own limit is 30 s
+        # (RAY_SERVE_HAPROXY_STARTUP_TIMEOUT_S); a kill there ends the launch.
+        "RAY_SERVE_PROXY_READY_CHECK_TIMEOUT_S": "30",
         # One HAProxy thread is plenty for a few hundred requests per second; the
         # default, 4, would compete with the replicas for a small CPU budget.
         "RAY_SERVE_HAPROXY_NBTHREAD": "1",
