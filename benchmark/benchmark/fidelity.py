@@ -117,7 +117,9 @@ def reference(artifacts: Path, inputs: dict[str, bytes]) -> np.ndarray:
 def running(artifacts: Path, configuration: ServiceConfiguration) -> Iterator[str]:
     """The configuration's service, natively, its MODEL_URI a file in `artifacts`."""
     settings = configuration.settings
-    env = {**settings, "MODEL_URI": str(artifacts / settings["MODEL_URI"]), "PATH": "/usr/bin:/bin"}
+    # Absolute: the service runs in its own folder (`make bench` passes a relative path).
+    model = artifacts.resolve() / settings["MODEL_URI"]
+    env = {**settings, "MODEL_URI": str(model), "PATH": "/usr/bin:/bin"}
     service = start_service(configuration.strategy, env)
     try:
         yield service.url
