@@ -19,7 +19,7 @@ from weather_model.architectures import DEFAULT_ARCHITECTURE, WEATHER_LABELS
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
 # Every runner record committed (fidelity.json is benchmark.fidelity's, not the runner's).
-COMMITTED = sorted(p for p in RESULTS.glob("*/*.json") if p.name != "fidelity.json")
+COMMITTED = sorted(p for p in RESULTS.glob("**/*.json") if p.name != "fidelity.json")
 
 
 def committed(mode: str) -> dict:

@@ -24,7 +24,7 @@ from weather_model.contract import STATE_DICT_FILE
 from weather_model.metadata import load_contract
 
 RESULTS = Path(__file__).resolve().parents[2] / "results"
-NATIVE = sorted(RESULTS.glob("*/native-*.json"))
+NATIVE = sorted(RESULTS.glob("**/native-*.json"))
 HEADER_KEYS = ("schema_version", "plan_name", "plan", "model", "strategies", "machine")
 
 
@@ -35,7 +35,7 @@ def test_every_plan_is_recorded_as_the_schema_declares(name):
     assert plan["open_loop_fractions"] == list(PLANS[name].open_loop_fractions)
 
 
-@pytest.mark.parametrize("path", sorted(RESULTS.glob("*/*-*.json")), ids=lambda p: p.name)
+@pytest.mark.parametrize("path", sorted(RESULTS.glob("**/*-*.json")), ids=lambda p: p.name)
 def test_a_record_is_its_header_and_its_modes_result(path):
     record = load_record(path)
     mode = record["mode"]

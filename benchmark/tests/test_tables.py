@@ -16,7 +16,7 @@ from serving_common.strategy import discover_strategies
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
-NATIVE = sorted(RESULTS.glob("*/native-*.json"))
+NATIVE = sorted(RESULTS.glob("**/native-*.json"))
 STRATEGIES = discover_strategies()
 BASELINE = next(s.name for s in STRATEGIES.values() if s.baseline)
 
