@@ -66,6 +66,13 @@ def results_folder(machine: MachineIdentity, architecture: str = DEFAULT_ARCHITE
     return folder if architecture == DEFAULT_ARCHITECTURE else folder / architecture
 
 
+def model_folders(machine_folder: Path) -> list[tuple[Path, str]]:
+    """results_folder's layout read back: each model's folder in a machine's, and the model
+    (its architecture), the default's first."""
+    others = [(p, p.name) for p in sorted(machine_folder.iterdir()) if p.is_dir()]
+    return [(machine_folder, DEFAULT_ARCHITECTURE), *others]
+
+
 # --- pinning: taskset where it exists (Linux), else unpinned with a recorded warning -------
 
 

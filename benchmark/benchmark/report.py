@@ -17,7 +17,7 @@ from pathlib import Path
 from serving_common.strategy import Strategy, discover_strategies, framework_hosts
 from weather_model.architectures import DEFAULT_ARCHITECTURE
 
-from benchmark.machine import RESULTS
+from benchmark.machine import RESULTS, model_folders
 from benchmark.metrics import derive
 from benchmark.plots import plot_results
 from benchmark.record import ClusterRecord, ComposeRecord, NativeRecord, Record, load_record
@@ -96,14 +96,13 @@ def load_folder(folder: Path, architecture: str) -> MachineRecords | None:
 
 
 def load_machines(results: Path) -> list[MachineRecords]:
-    """Each machine's records, of each model, the default model's first (its folder is the
-    machine's; another's is a folder of the model's name in it): the best plan of each mode,
-    each upgraded to the current shape (benchmark.record.upgrade)."""
+    """Each machine's records, of each model (benchmark.machine.model_folders), the best
+    plan of each mode, each upgraded to the current shape (benchmark.record.upgrade)."""
     found = []
     for machine in sorted(p for p in results.iterdir() if p.is_dir()):
-        folders = [(machine, DEFAULT_ARCHITECTURE)]
-        folders += [(p, p.name) for p in sorted(machine.iterdir()) if p.is_dir()]
-        found += [r for folder, model in folders if (r := load_folder(folder, model))]
+        found += [
+            r for folder, model in model_folders(machine) if (r := load_folder(folder, model))
+        ]
     return found
 
 
