@@ -30,7 +30,7 @@ STRATEGY_FORMAT :=
 STRATEGY_TEST :=
 include $(wildcard */strategy.mk)
 
-.PHONY: render readme setup setup-system setup-python setup-strategies setup-tools export payloads sample-images images images-background images-wait test-strategies lint lint-python format test test-fast bench bench-compose bench-cluster up down up-cluster down-cluster
+.PHONY: render report readme setup setup-system setup-python setup-strategies setup-tools export payloads sample-images images images-background images-wait test-strategies lint lint-python format test test-fast bench bench-compose bench-cluster up down up-cluster down-cluster
 
 setup: setup-system setup-python setup-strategies setup-tools
 
@@ -137,30 +137,37 @@ render:
 	$(RENDER) docker/compose_files.py
 	$(RENDER) -m serving_common.render_errors
 
-# The README's strategy table and results (every machine's, from results/*/), re-rendered.
-readme: setup-python
+# Everything rendered from the manifests and the raw results (results/*/), re-rendered: the
+# README's strategy table and headline and docs/results.md (benchmark.report), then the
+# results page, results/index.html, one static file with every machine's tables and plots
+# (benchmark.page). All committed.
+report: setup-python
 	$(RUN)python -m benchmark.report
+	$(RUN)python -m benchmark.page
+
+# The former name of `make report`.
+readme: report
 
 # The main job: demo model -> GCS emulator -> each service in turn under ab, then every
-# preprocessing variant against the PyTorch reference on the fidelity set -> README tables.
+# preprocessing variant against the PyTorch reference on the fidelity set -> `make report`.
 # SHORT=1: a first look in about 5 minutes (fewer requests and repeats, marked as such).
 # MODEL=resnet50: the second network, its results in results/<machine>/resnet50/.
 PLAN := $(if $(SHORT),short,full)
 bench: setup export
 	$(RUN)python -m benchmark.runner --plan $(PLAN) --artifacts $(ARTIFACTS) $(BENCH_ARGS)
 	$(RUN)python -m benchmark.fidelity --artifacts $(ARTIFACTS) $(if $(SHORT),--seconds 2)
-	$(RUN)python -m benchmark.report
+	@$(MAKE) --no-print-directory report
 
 # The same measurements on the containers, plus image sizes and container start times.
 bench-compose: setup export
 	$(RUN)python -m benchmark.runner --mode compose --plan $(PLAN) --artifacts $(ARTIFACTS) $(BENCH_ARGS)
-	$(RUN)python -m benchmark.report
+	@$(MAKE) --no-print-directory report
 
 # Each strategy that declares a cluster scenario in its manifest ([scenarios.cluster]):
-# its single-node container, then its cluster as the scenario says (README, "A Ray cluster").
+# its single-node container, then its cluster as the scenario says (docs/ray-cluster.md).
 bench-cluster: setup export
 	$(RUN)python -m benchmark.runner --mode cluster --plan $(PLAN) --artifacts $(ARTIFACTS) $(BENCH_ARGS)
-	$(RUN)python -m benchmark.report
+	@$(MAKE) --no-print-directory report
 
 # The Compose stack, on base images built here from Debian packages on Linux (no registry
 # needed), the public ones elsewhere (docker/build-images.sh, BASE_IMAGES).
@@ -173,8 +180,8 @@ up: images
 down:
 	$(COMPOSE) down --volumes --remove-orphans
 
-# The multi-node cluster a strategy declares in its manifest ([scenarios.cluster]; README, "A
-# Ray cluster"), a Compose project of its own, ready once its one published port answers
+# The multi-node cluster a strategy declares in its manifest ([scenarios.cluster];
+# docs/ray-cluster.md), a Compose project of its own, ready once its one published port answers
 # GET / (benchmark/benchmark/scenario.py). CLUSTER_STRATEGY=name where several declare one.
 CLUSTER_PORT ?= 8086
 CLUSTER_ARGS = $(if $(CLUSTER_STRATEGY),--strategy $(CLUSTER_STRATEGY))

@@ -67,7 +67,7 @@ x-service-env: &service-env
 # What every serving container shares: its CPU budget; restarted if it dies (a crash, the
 # memory limit), never if stopped; SIGKILL only after the services' 30 s drain of in-flight
 # requests. Memory limits (per service, below) leave headroom over the peak measured with
-# the default limits (README, "Limits").
+# the default limits (docs/hosts.md, "Memory, and the Compose limits").
 x-serving: &serving
   cpus: ${SERVICE_CPUS:-1}
   cpuset: "${SERVICE_CPUSET:-}"

@@ -6,6 +6,12 @@
 #   nasm         on x86-64 only: libjpeg-turbo's SIMD code there is NASM assembly (arm64's
 #                Neon code is C and GNU as, which the C compiler brings)
 #   debootstrap  on Linux only: the local base images (docker/build-base-images.sh)
+#   chromium     on Linux only: the browser that loads the results page in its test
+#                (benchmark/tests/test_page.py; elsewhere that test looks for Chromium or
+#                Google Chrome, and skips saying so when there is neither)
+#   valgrind     on Linux only: callgrind counts the in-process pipelines' instructions per
+#                request (benchmark/benchmark/instructions.py; elsewhere the count is skipped,
+#                saying so)
 # Installed with apt-get where it exists, else with Homebrew; else one line on stderr says
 # what to install, and the exit status is 1.
 #
@@ -18,7 +24,7 @@ case $(uname -m) in
 x86_64 | amd64) required="$required nasm" ;;
 esac
 if [[ $(uname -s) == Linux ]]; then
-    required="$required debootstrap"
+    required="$required debootstrap chromium valgrind"
 fi
 
 missing=
@@ -28,7 +34,8 @@ done
 [[ -z $missing ]] && exit 0
 missing=${missing# }
 
-# The package that provides each command: Debian's, Homebrew's (none for debootstrap).
+# The package that provides each command: Debian's, Homebrew's (none for debootstrap,
+# chromium or valgrind, which are asked for on Linux only).
 debian_package() { case $1 in ab) echo apache2-utils ;; *) echo "$1" ;; esac; }
 homebrew_formula() { case $1 in ab) echo httpd ;; cmake | nasm) echo "$1" ;; *) return 1 ;; esac; }
 # packages_for LOOKUP: the packages of the missing commands; status 1 if one has none.

@@ -45,9 +45,9 @@ def install_system_packages(path: Path) -> subprocess.CompletedProcess[str]:
 @pytest.mark.parametrize(
     ("system", "machine", "present"),
     [
-        ("Linux", "x86_64", ["ab", "cmake", "nasm", "debootstrap"]),
-        ("Linux", "aarch64", ["ab", "cmake", "debootstrap"]),  # no NASM on arm64
-        ("Darwin", "arm64", ["ab", "cmake"]),  # nor debootstrap off Linux
+        ("Linux", "x86_64", ["ab", "cmake", "nasm", "debootstrap", "chromium", "valgrind"]),
+        ("Linux", "aarch64", ["ab", "cmake", "debootstrap", "chromium", "valgrind"]),  # no NASM
+        ("Darwin", "arm64", ["ab", "cmake"]),  # nor debootstrap, chromium, valgrind off Linux
     ],
 )
 def test_nothing_is_installed_when_every_command_is_there(tmp_path, system, machine, present):
@@ -63,7 +63,7 @@ def test_apt_get_installs_the_debian_packages_of_what_is_missing(tmp_path):
     assert result.returncode == 0, result.stderr
     assert calls(tmp_path) == [
         "apt-get update -qq",
-        "apt-get install -y -qq apache2-utils debootstrap",
+        "apt-get install -y -qq apache2-utils debootstrap chromium valgrind",
     ]
 
 
@@ -84,9 +84,9 @@ def test_homebrew_installs_the_formulae_where_apt_get_is_absent(
     ("system", "machine", "present", "recorded", "named"),
     [
         ("Darwin", "arm64", ["ab"], [], "cmake"),
-        ("Linux", "x86_64", ["ab", "cmake"], [], "nasm debootstrap"),
-        # Homebrew has no debootstrap: it is not asked for one.
-        ("Linux", "x86_64", ["ab", "cmake", "nasm"], ["brew"], "debootstrap"),
+        ("Linux", "x86_64", ["ab", "cmake"], [], "nasm debootstrap chromium valgrind"),
+        # Homebrew has no debootstrap (nor chromium, valgrind: asked for on Linux only).
+        ("Linux", "x86_64", ["ab", "cmake", "nasm"], ["brew"], "debootstrap chromium valgrind"),
     ],
 )
 def test_without_a_package_manager_one_line_says_what_to_install(

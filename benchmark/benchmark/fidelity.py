@@ -9,11 +9,19 @@ in-process (benchmark.pipelines, on the shared onnx_predictor code); the configu
 strategy's manifest lists under `[fidelity.NAME]` (a service whose preprocessing is its own
 code) run as the real service, natively, over HTTP. Writes fidelity.json in the model's
 results folder (results/<machine>/, or results/<machine>/<model>/: benchmark.machine).
+
+Each in-process variant has its `speed` (pipelines.time_stages: requests/s, CPU ms per
+request, ms per stage, on one core of this machine, which drift with the machine's speed)
+and, when valgrind is installed, its `instructions` (benchmark.instructions): `per_request`,
+the instructions one request executes (the median of `each_request`, the counts of
+several), which do not drift; `tool`, what counted them. Records older than the count, and
+the service configurations, have no `instructions` (tables render "-").
 """
 
 import argparse
 import json
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -32,6 +40,7 @@ from weather_model.parity import MAX_PROBABILITY_DELTA
 from weather_model.reference import decode_rgb, reference_probabilities
 
 from benchmark.fidelity_set import fidelity_set
+from benchmark.instructions import REQUESTS, count_instructions, instruction_counter
 from benchmark.machine import ARTIFACTS, describe, pinned, results_folder
 from benchmark.payloads import write_payloads
 from benchmark.pipelines import (
@@ -152,13 +161,19 @@ def measure(
     services: dict[str, ServiceConfiguration] | None = None,
     pipelines: tuple[str, ...] = tuple(PIPELINES),
     inputs: dict[str, bytes] | None = None,
+    instruction_requests: int | None = REQUESTS,
 ) -> dict[str, Any]:
     """The record of fidelity.json; `services` default to every manifest's `[fidelity.NAME]`,
-    `inputs` to the whole fidelity set."""
+    `inputs` to the whole fidelity set; `instruction_requests` are the requests counted per
+    pipeline (benchmark.instructions), None not to count."""
     services = services if services is not None else service_configurations()
+    if instruction_requests and instruction_counter() is None:
+        print("instructions per request: not counted, valgrind is not installed")
+        instruction_requests = None
     inputs = inputs if inputs is not None else fidelity_set()
     expected = reference(artifacts, inputs)
     variants: dict[str, Any] = {}
+    graphs: dict[str, Path | bytes] = {}  # what each pipeline ran, to count it
     body = payload.read_bytes()
     for name in pipelines:
         pipeline = PIPELINES[name]
@@ -167,6 +182,13 @@ def measure(
         with pinned(cpus):
             speed = time_stages(loaded, body, seconds)
         variants[name] = {"title": pipeline.title, **agreement(expected, got), "speed": speed}
+        graphs[name] = loaded.graph
+    if instruction_requests:  # after the timings: it takes both cores
+        started = time.perf_counter()
+        counted = count_instructions(graphs, artifacts, payload, instruction_requests)
+        for name, instructions in counted.items():
+            variants[name]["instructions"] = instructions
+        print(f"instructions per request: counted in {time.perf_counter() - started:.0f} s")
     labels = load_contract(artifacts).labels
     for name, configuration in services.items():
         with running(artifacts, configuration) as url:
@@ -208,22 +230,32 @@ def main() -> None:
         action="store_true",
         help="skip the configurations run as real services (manifests' [fidelity.NAME])",
     )
+    parser.add_argument(
+        "--no-instructions",
+        action="store_true",
+        help="skip counting instructions per request (valgrind; about two minutes)",
+    )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     payload = args.payload or write_payloads(Path(tempfile.mkdtemp(prefix="fidelity-")))["study"]
     services = {} if args.no_services else service_configurations()
-    record = measure(args.artifacts, payload, args.seconds, args.cpus, services)
+    requests = None if args.no_instructions else REQUESTS
+    record = measure(
+        args.artifacts, payload, args.seconds, args.cpus, services, instruction_requests=requests
+    )
     folder = results_folder(record["machine"], record["model"]["architecture"])
     out = args.out or folder / FIDELITY_FILE
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(record, indent=2) + "\n")
     for name, variant in record["variants"].items():
         speed = variant.get("speed", {}).get("requests_per_second")
+        instructions = variant.get("instructions", {}).get("per_request")
         print(
             f"{name:12} top-1 {variant['top1_agreement']:.1%}, decisive "
             f"{variant['decisive_agreement']:.1%}, max |Δp| {variant['max_delta']:.4f}, "
             f"mean {variant['mean_delta']:.4f}"
             + (f", {speed:.1f} req/s in-process" if speed else "")
+            + (f", {instructions / 1e6:.1f} M instructions/request" if instructions else "")
             + (" (meets the bound)" if variant["meets_bound"] else "")
         )
     print(f"fastest meeting the bound: {record['fastest_meeting_bound']}; wrote {out}")

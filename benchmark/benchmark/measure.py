@@ -65,8 +65,9 @@ class Plan:
     requests: int  # ab -n
     concurrency: int  # ab -c
     seconds: int  # ab -t: a cap so the slowest strategy fits the time budget
-    sweep_seconds: int  # per size-sweep run; 0 skips the sweep
-    startup_runs: int
+    sweep_seconds: int  # per size-sweep run, in the first round; 0 skips the sweep
+    startup_runs: int  # start samples: each round's start, then more cold starts if fewer
+    rounds: int  # each configuration measured this many times, interleaved
     ceiling_seconds: float
     open_loop_seconds: float  # per offered rate
     open_loop_fractions: tuple[float, ...]  # offered rates, as fractions of closed-loop req/s
@@ -137,18 +138,18 @@ def load_test(
     }
 
 
-def offered_rates(closed_rps: list[float], fractions: tuple[float, ...]) -> list[int]:
-    """Fractions of each closed-loop throughput given (the service's own, and for a variant
-    its base configuration's too, so that both are compared at the same rates)."""
-    return sorted({max(1, round(rps * f)) for rps in closed_rps for f in fractions})
+def offered_rates(closed_rps: float, fractions: tuple[float, ...]) -> list[int]:
+    """The fractions of a closed-loop throughput, as whole requests per second."""
+    return sorted({max(1, round(closed_rps * f)) for f in fractions})
 
 
-def open_loop_sweep(service: Service, closed_rps: list[float], job: Job) -> dict[str, Any]:
-    """Offered rates around the closed-loop throughput, each held for a fixed time."""
+def open_loop_sweep(service: Service, closed_rps: float, job: Job) -> dict[str, Any]:
+    """Offered rates at the plan's fractions of the closed-loop throughput, each held for a
+    fixed time."""
     url, payload = service.url + "/predict/", job.main_payload
     # Warm-up, discarded: oha opening its connections would otherwise land in the first
     # step's tail latency.
-    run_oha(oha_command(url, payload, max(1, round(closed_rps[0] / 2)), 2, JSON), job.load_cpus)
+    run_oha(oha_command(url, payload, max(1, round(closed_rps / 2)), 2, JSON), job.load_cpus)
     steps = []
     for rate in offered_rates(closed_rps, job.plan.open_loop_fractions):
         job.log(f"  {service.name}: open loop at {rate} req/s")
@@ -165,7 +166,7 @@ def measure_load(service: Service, job: Job) -> dict[str, Any]:
         raise RuntimeError(f"{service.name}: FAILED verification: {problems}")
     main = load_test(service, job.main_payload, JSON, job.plan.seconds, job)
     rps = main["ab"]["requests_per_second"]
-    return {"main": main, "open_loop": open_loop_sweep(service, [rps], job)}
+    return {"main": main, "open_loop": open_loop_sweep(service, rps, job)}
 
 
 def startup_sample(service: StartedService) -> dict[str, float]:
@@ -190,35 +191,45 @@ def ceiling_pipelines(own: str) -> list[str]:
     return list(dict.fromkeys([own, REFERENCE_PIPELINE]))
 
 
-def measure_service(
-    name: str, pipeline: str, launch: Launch, job: Job, base: dict[str, Any] | None = None
-) -> dict[str, Any]:
-    """`pipeline`: the in-process pipeline the service's defaults run (its ceiling); `base`:
-    for a variant, its strategy's default configuration's results (its open-loop rates are
-    offered to the variant too)."""
+def round_label(name: str, step: str, number: int, rounds: int) -> str:
+    """A progress phase: "<configuration>: <step>", with the round where there are several."""
+    return f"{name}: {step}" + (f" (round {number}/{rounds})" if rounds > 1 else "")
+
+
+def measure_round(
+    name: str, pipeline: str, launch: Launch, job: Job, number: int
+) -> tuple[dict[str, Any], dict[str, float] | None]:
+    """Round `number` of one configuration: started, verified, loaded, stopped, with its
+    ceilings timed just before it starts and just after it stops; the first round also
+    records the service's runtime and sweeps the payload sizes. Returns what it measured
+    and the start's sample, or {"failed": problems} and None."""
     plan, phase = job.plan, job.progress.phase
-    result: dict[str, Any] = {"pipeline": pipeline, "ceilings_measured": "service stopped"}
-    # The ceilings, on the same core just before the service starts and just after it
-    # stops: its CPU cost per request is judged against their mean. Never while it runs:
-    # an idle framework's own work (a worker polling its queue, a cluster's heartbeats)
-    # would lower them and flatter its efficiency.
+
+    def label(step: str) -> str:
+        return round_label(name, step, number, plan.rounds)
+
+    result: dict[str, Any] = {}
+    # Its CPU cost per request is judged against the mean of the ceilings on the same core
+    # before it starts and after it stops. Never while it runs: an idle framework's own work
+    # (a worker polling its queue, a cluster's heartbeats) would lower them and flatter its
+    # efficiency.
     pipelines = ceiling_pipelines(pipeline)
     with contextlib.ExitStack() as running:
-        with phase(f"{name}: start and verify"):
+        with phase(label("start and verify")):
             before = [job.ceiling(p) for p in pipelines]
             service = launch()
             running.callback(service.stop)
             problems = verify(service, job)
             if problems:
                 job.log(f"{name}: FAILED verification: {problems}")
-                return {"failed": problems}
-            result["runtime"] = httpx.get(service.url + "/info", timeout=10).json()["runtime"]
-            # This start is the first of the plan's start samples: one launch fewer.
-            first_start = startup_sample(service)
-        with phase(f"{name}: main run"):
+                return {"failed": problems}, None
+            if number == 1:
+                result["runtime"] = httpx.get(service.url + "/info", timeout=10).json()["runtime"]
+            start = startup_sample(service)
+        with phase(label("main run")):
             result["main"] = load_test(service, job.main_payload, JSON, plan.seconds, job)
-        if plan.sweep_seconds:
-            with phase(f"{name}: size sweep"):
+        if number == 1 and plan.sweep_seconds:
+            with phase(label("size sweep")):
                 result["sweep"] = {
                     size: load_test(service, job.payloads[size], JSON, plan.sweep_seconds, job)
                     for size in ("small", "large")
@@ -227,17 +238,57 @@ def measure_service(
                 result["sweep"]["study_raw"] = load_test(
                     service, raw_jpeg, "image/jpeg", plan.sweep_seconds, job
                 )
-        with phase(f"{name}: open loop"):
-            closed_rps = [result["main"]["ab"]["requests_per_second"]]
-            if base and "main" in base:
-                closed_rps.append(base["main"]["ab"]["requests_per_second"])
-            result["open_loop"] = open_loop_sweep(service, closed_rps, job)
+        with phase(label("open loop")):
+            rps = result["main"]["ab"]["requests_per_second"]
+            result["open_loop"] = open_loop_sweep(service, rps, job)
         result["stages"] = httpx.get(service.url + "/metrics").text
-    with phase(f"{name}: cold starts"):
+    with phase(label("ceilings after")):
         after = [job.ceiling(p) for p in pipelines]
         runs = zip(pipelines, before, after, strict=True)
         ceilings = {p: mean_ceiling([b, a]) for p, b, a in runs}
         result["ceiling"] = ceilings[pipeline]
         result["reference_ceiling"] = ceilings[REFERENCE_PIPELINE]
-        result["startup"] = [first_start, *measure_startup(launch, plan.startup_runs - 1)]
-    return result
+    return result, start
+
+
+def measure_service(name: str, pipeline: str, launch: Launch, job: Job) -> dict[str, Any]:
+    """The first round of one configuration, then the cold starts the plan wants beyond one
+    per round. `pipeline`: the in-process pipeline the service's defaults run (its
+    ceiling)."""
+    measured, start = measure_round(name, pipeline, launch, job, 1)
+    if start is None:
+        return measured
+    extra = job.plan.startup_runs - job.plan.rounds
+    startup = [start]
+    if extra > 0:
+        with job.progress.phase(round_label(name, "cold starts", 1, job.plan.rounds)):
+            startup += measure_startup(launch, extra)
+    return {
+        "pipeline": pipeline,
+        "ceilings_measured": "service stopped",
+        **measured,
+        "startup": startup,
+        "repeats": [],
+    }
+
+
+def measure_rounds(configurations: list[tuple[str, str, Launch]], job: Job) -> dict[str, Any]:
+    """Every configuration (name, its pipeline, how to start it) measured in the plan's
+    rounds, interleaved: each one once, then each one again, so that the machine's drift
+    over the run (its speed moves by several percent in minutes) hits every configuration
+    alike. A configuration that fails verification in any round is reported as failed."""
+    results: dict[str, Any] = {}
+    for number in range(1, job.plan.rounds + 1):
+        for name, pipeline, launch in configurations:
+            if number == 1:
+                results[name] = measure_service(name, pipeline, launch, job)
+                continue
+            if "failed" in results[name]:
+                continue
+            repeat, start = measure_round(name, pipeline, launch, job, number)
+            if start is None:
+                results[name] = {"failed": [f"round {number}: {p}" for p in repeat["failed"]]}
+                continue
+            results[name]["repeats"].append(repeat)
+            results[name]["startup"].append(start)
+    return results

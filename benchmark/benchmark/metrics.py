@@ -2,7 +2,8 @@
 Nothing here measures or formats."""
 
 import re
-from typing import TypedDict
+import statistics
+from typing import Any, NamedTuple, TypedDict, cast
 
 from benchmark.record import (
     ComposeRecord,
@@ -10,6 +11,7 @@ from benchmark.record import (
     NativeRecord,
     OpenLoop,
     Record,
+    Repeat,
 )
 
 # A record whose services were each measured in full (native or compose mode).
@@ -54,6 +56,38 @@ class Row(TypedDict):
     p99_at_80_ms: float | None  # at 80% of its own closed-loop throughput
     mean_batch: float | None  # requests per inference, where the service counts them
     sweep_per_core: dict[str, float]  # requests/s per core by payload (the size sweep)
+    rounds: int  # how many rounds the figures are the median of
+    spread: dict[str, tuple[float, float]]  # min and max over the rounds (SPREAD_KEYS)
+
+
+# The figures whose spread over a plan's rounds the tables quote (min and max beside the
+# median): a difference between two configurations is judged against these.
+SPREAD_KEYS = (
+    "rps",
+    "rps_per_core",
+    "efficiency",
+    "vs_reference",
+    "cpu_ms_per_request",
+    "p99_ms",
+    "p99_at_80_ms",
+    "bounded_per_core",
+)
+
+
+class Spread(NamedTuple):
+    """A figure over a plan's rounds: the median, and the lowest and highest round."""
+
+    median: float
+    low: float
+    high: float
+
+    @classmethod
+    def of(cls, values: list[float]) -> "Spread":
+        return cls(statistics.median(values), min(values), max(values))
+
+    def spans_zero(self) -> bool:
+        """A difference some round measured one way and another the other way."""
+        return self.low <= 0 <= self.high
 
 
 def stage_ms(metrics: str) -> dict[str, float]:
@@ -111,52 +145,135 @@ def slo_ms(record: ServiceRecord, default: float) -> float:
     return next((r["open_loop"]["slo_ms"] for r in measured_services(record).values()), default)
 
 
-def derive(record: ServiceRecord) -> dict[str, Row]:
-    """Per-configuration metrics of one record, fastest per core first."""
+def rounds_of(result: MeasuredService) -> list[Repeat]:
+    """Each round's measurements of one configuration: the first, then the repeats."""
+    first: Repeat = {
+        "main": result["main"],
+        "open_loop": result["open_loop"],
+        "stages": result["stages"],
+        "ceiling": result["ceiling"],
+        "reference_ceiling": result["reference_ceiling"],
+    }
+    return [first, *result["repeats"]]
+
+
+def derive_round(result: MeasuredService, measured: Repeat, cores: int) -> Row:
+    """One round's metrics; start times and the size sweep are the configuration's own
+    (every round's start, the first round's sweep)."""
+    ceiling, reference = measured["ceiling"], measured["reference_ceiling"]
+    ab = measured["main"]["ab"]
+    per_core = ab["requests_per_second"] / cores
+    resources = measured["main"]["resources"]
+    # CPU time the service's whole process tree spent per request under the closed loop.
+    cpu_ms = resources["cpu_percent_mean"] / 100 * ab["time_taken_s"] * 1000
+    cpu_ms /= max(ab["complete_requests"], 1)
+    startup = result["startup"]
+    return Row(
+        pipeline=result["pipeline"],
+        reference_rps=reference["requests_per_second"],
+        vs_reference=per_core / reference["requests_per_second"],
+        stage_ms=stage_ms(measured["stages"]),
+        ceiling_stage_ms=ceiling["stage_ms"],
+        rps=ab["requests_per_second"],
+        rps_per_core=per_core,
+        efficiency=per_core / ceiling["requests_per_second"],
+        ceiling_beside_service=result["ceilings_measured"] != "service stopped",
+        ceiling_rps=ceiling["requests_per_second"],
+        ceiling_ms=ceiling["cpu_ms_per_request"],
+        mean_ms=ab["time_per_request_ms"],
+        p50_ms=ab["p50_ms"],
+        p90_ms=ab["p90_ms"],
+        p99_ms=ab["p99_ms"],
+        non_2xx=ab["non_2xx"],
+        requests=ab["complete_requests"],
+        cpu_percent=resources["cpu_percent_mean"],
+        cpu_ms_per_request=cpu_ms,
+        cpu_vs_ceiling=cpu_ms / ceiling["cpu_ms_per_request"],
+        rss_mb_mean=resources["rss_mb_mean"],
+        rss_mb_peak=resources["rss_mb_peak"],
+        ready_s=_mean([run["ready_seconds"] for run in startup]),
+        download_s=_mean([run["download_seconds"] for run in startup]),
+        load_s=_mean([run["load_seconds"] for run in startup]),
+        startup_runs=len(startup),
+        bounded_per_core=latency_bounded_rps(measured["open_loop"]) / cores,
+        p99_at_80_ms=p99_at(measured["open_loop"], 0.8 * ab["requests_per_second"]),
+        mean_batch=mean_batch_size(measured["stages"]),
+        sweep_per_core={
+            payload: load["ab"]["requests_per_second"] / cores
+            for payload, load in result.get("sweep", {}).items()
+        },
+        rounds=1,
+        spread={},
+    )
+
+
+def figure(row: Row, key: str) -> Any:
+    """A row's figure by name (the tables and ratios pick figures by name)."""
+    return cast(dict[str, Any], row)[key]
+
+
+def _median_of(values: list[Any]) -> Any:
+    """The median of a figure over rounds: of each stage for a dict of stages, of the rounds
+    that have it for a figure some round could not give (None), else the first round's
+    (names, flags, counts that every round shares)."""
+    first = values[0]
+    if isinstance(first, dict):
+        return {key: statistics.median(v[key] for v in values if key in v) for key in first}
+    if isinstance(first, bool) or not isinstance(first, float | None):
+        return first
+    present = [v for v in values if v is not None]
+    return statistics.median(present) if present else None
+
+
+def median_row(rounds: list[Row]) -> Row:
+    """A configuration's rounds as one row: each figure's median, with the spread of
+    SPREAD_KEYS' figures over the rounds where every round has one."""
+    row = cast(Row, {key: _median_of([figure(r, key) for r in rounds]) for key in rounds[0]})
+    row["sweep_per_core"] = rounds[0]["sweep_per_core"]
+    row["rounds"] = len(rounds)
+    row["spread"] = {}
+    for key in SPREAD_KEYS:
+        values = [figure(r, key) for r in rounds]
+        if all(v is not None for v in values):
+            row["spread"][key] = (min(values), max(values))
+    return row
+
+
+def derive_rounds(record: ServiceRecord) -> dict[str, list[Row]]:
+    """Each configuration's metrics, round by round (the plan's rounds, interleaved)."""
     cores = service_cores(record)
-    rows = {}
-    for name, result in measured_services(record).items():
-        ceiling, reference = result["ceiling"], result["reference_ceiling"]
-        ab = result["main"]["ab"]
-        per_core = ab["requests_per_second"] / cores
-        resources = result["main"]["resources"]
-        # CPU time the service's whole process tree spent per request under the closed loop.
-        cpu_ms = resources["cpu_percent_mean"] / 100 * ab["time_taken_s"] * 1000
-        cpu_ms /= max(ab["complete_requests"], 1)
-        startup = result["startup"]
-        rows[name] = Row(
-            pipeline=result["pipeline"],
-            reference_rps=reference["requests_per_second"],
-            vs_reference=per_core / reference["requests_per_second"],
-            stage_ms=stage_ms(result["stages"]),
-            ceiling_stage_ms=ceiling["stage_ms"],
-            rps=ab["requests_per_second"],
-            rps_per_core=per_core,
-            efficiency=per_core / ceiling["requests_per_second"],
-            ceiling_beside_service=result["ceilings_measured"] != "service stopped",
-            ceiling_rps=ceiling["requests_per_second"],
-            ceiling_ms=ceiling["cpu_ms_per_request"],
-            mean_ms=ab["time_per_request_ms"],
-            p50_ms=ab["p50_ms"],
-            p90_ms=ab["p90_ms"],
-            p99_ms=ab["p99_ms"],
-            non_2xx=ab["non_2xx"],
-            requests=ab["complete_requests"],
-            cpu_percent=resources["cpu_percent_mean"],
-            cpu_ms_per_request=cpu_ms,
-            cpu_vs_ceiling=cpu_ms / ceiling["cpu_ms_per_request"],
-            rss_mb_mean=resources["rss_mb_mean"],
-            rss_mb_peak=resources["rss_mb_peak"],
-            ready_s=_mean([run["ready_seconds"] for run in startup]),
-            download_s=_mean([run["download_seconds"] for run in startup]),
-            load_s=_mean([run["load_seconds"] for run in startup]),
-            startup_runs=len(startup),
-            bounded_per_core=latency_bounded_rps(result["open_loop"]) / cores,
-            p99_at_80_ms=p99_at(result["open_loop"], 0.8 * ab["requests_per_second"]),
-            mean_batch=mean_batch_size(result["stages"]),
-            sweep_per_core={
-                payload: load["ab"]["requests_per_second"] / cores
-                for payload, load in result.get("sweep", {}).items()
-            },
-        )
+    return {
+        name: [derive_round(result, measured, cores) for measured in rounds_of(result)]
+        for name, result in measured_services(record).items()
+    }
+
+
+def derive(record: ServiceRecord) -> dict[str, Row]:
+    """Per-configuration metrics of one record, each the median over its rounds, fastest
+    per core first."""
+    rows = {name: median_row(rounds) for name, rounds in derive_rounds(record).items()}
     return dict(sorted(rows.items(), key=lambda row: -row[1]["rps_per_core"]))
+
+
+def paired(
+    rounds: dict[str, list[Row]], name: str, other: str, key: str
+) -> list[tuple[float, float]]:
+    """`name`'s figure `key` beside `other`'s, round by round: each round measured both
+    minutes apart, so the machine's drift over a run cancels in their comparison."""
+    pairs = zip(rounds[name], rounds[other], strict=False)
+    return [(figure(a, key), figure(b, key)) for a, b in pairs]
+
+
+def ratio_spread(rounds: dict[str, list[Row]], name: str, other: str, key: str) -> Spread:
+    """`name`'s figure `key` over `other`'s, taken round by round."""
+    return Spread.of([a / b for a, b in paired(rounds, name, other, key)])
+
+
+def change_spread(rounds: dict[str, list[Row]], name: str, other: str, key: str) -> Spread:
+    """`name`'s figure `key` relative to `other`'s (ratio - 1), taken round by round."""
+    return Spread.of([a / b - 1 for a, b in paired(rounds, name, other, key)])
+
+
+def difference_spread(rounds: dict[str, list[Row]], name: str, other: str, key: str) -> Spread:
+    """`name`'s figure `key` less `other`'s, taken round by round."""
+    return Spread.of([a - b for a, b in paired(rounds, name, other, key)])

@@ -6,6 +6,7 @@ declares one, on its cluster scenario. Each mode returns its result type of
 """
 
 import tempfile
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, cast
 
@@ -21,7 +22,7 @@ from benchmark.compose import (
     containerised_strategies,
     start_container,
 )
-from benchmark.measure import Job, measure_load, measure_service
+from benchmark.measure import Job, Launch, measure_load, measure_rounds
 from benchmark.pipelines import REFERENCE_PIPELINE
 from benchmark.plans import EXPORT_JOB
 from benchmark.processes import GcsEmulator, RunningService, start_service
@@ -80,6 +81,30 @@ def select_strategies(mode: str, names: str | None) -> dict[str, Strategy]:
     return {name: available[name] for name in wanted}
 
 
+def with_variants(strategies: dict[str, Strategy], specs: list[str]) -> dict[str, Strategy]:
+    """`strategies` with the runner's `--variant` configurations added to their manifests'
+    (`[variants]`): each spec "<strategy>+<variant>:KEY=VALUE,KEY=VALUE", the environment
+    that configuration adds, e.g. "litserve_serving+b16:MAX_BATCH_SIZE=16,BATCH_WAIT_MS=10"
+    (a sweep of a setting without editing a manifest)."""
+    added = dict(strategies)
+    for spec in specs:
+        key, _, assignments = spec.partition(":")
+        name, _, variant = key.partition("+")
+        pairs = [a.partition("=") for a in assignments.split(",") if a]
+        if not variant or not pairs or any(not k or not sep for k, sep, _ in pairs):
+            raise RuntimeError(
+                f"--variant {spec!r}: expected <strategy>+<variant>:KEY=VALUE[,KEY=VALUE...], "
+                "e.g. litserve_serving+b16:MAX_BATCH_SIZE=16"
+            )
+        if name not in added:
+            raise RuntimeError(f"--variant {spec!r}: {name} is not measured in this run")
+        if variant in added[name].variants:
+            raise RuntimeError(f"--variant {spec!r}: {name} already has a variant {variant}")
+        environment = {k: v for k, _, v in pairs}
+        added[name] = replace(added[name], variants={**added[name].variants, variant: environment})
+    return added
+
+
 def configurations(
     strategies: dict[str, Strategy],
 ) -> list[tuple[str, Strategy, dict[str, str]]]:
@@ -92,19 +117,12 @@ def configurations(
     ]
 
 
-def base_name(key: str) -> str:
-    """A configuration's strategy: "<strategy>+<variant>" -> "<strategy>"."""
-    return key.split("+", 1)[0]
-
-
 def run_native(
     artifacts: Path, runtime: dict[str, str], strategies: dict[str, Strategy], job: Job
 ) -> NativeResult:
     """Each service as a local process pinned with taskset, its model from a GCS emulator;
     today's ceiling first."""
     ceiling = measure_first_ceiling(job)
-    # benchmark.measure's results; the record's types check them (record.assemble).
-    results: dict[str, Any] = {}
     with tempfile.TemporaryDirectory() as gcs_dir:
         emulator = GcsEmulator.start(Path(gcs_dir))
         try:
@@ -113,14 +131,16 @@ def run_native(
                 for p in artifacts.iterdir()
                 if p.is_file()
             }
+            launches: list[tuple[str, str, Launch]] = []
             for key, strategy, extra in configurations(strategies):
                 env = emulator.env(MODEL_URI=uris[strategy.model_file], **runtime, **extra)
 
                 def launch(s: Strategy = strategy, env: dict[str, str] = env) -> RunningService:
                     return start_service(s, env, job.service_cpus)
 
-                base = results.get(base_name(key)) if extra else None
-                results[key] = measure_service(key, strategy.ceiling, launch, job, base)
+                launches.append((key, strategy.ceiling, launch))
+            # benchmark.measure's results; the record's types check them (record.assemble).
+            results = measure_rounds(launches, job)
         finally:
             emulator.stop()
     return {"ceiling": ceiling, "services": results}
@@ -143,12 +163,12 @@ def run_compose(
     env = stack_environment(runtime, job)
     env |= {"SERVICE_CPUS": runtime["WORKERS"], "SERVICE_CPUSET": job.service_cpus}
     stack = Stack(COMPOSE_PROJECT, env)
-    results: dict[str, Any] = {}
     deployment: dict[str, Deployment] = {}
     try:
         with job.progress.phase(EXPORT_JOB):
             stack.check("up", "--exit-code-from", "model", "model", timeout=1200)
         ceiling = measure_first_ceiling(job)
+        launches: list[tuple[str, str, Launch]] = []
         for key, strategy, extra in configurations(strategies):
             name = strategy.name
             deployment[key] = {"image": stack.image(name), "image_mb": stack.image_size_mb(name)}
@@ -157,8 +177,8 @@ def run_compose(
             def launch(name: str = name, variant: Stack = variant) -> ContainerService:
                 return start_container(variant, name)
 
-            base = results.get(name) if extra else None
-            results[key] = measure_service(key, strategy.ceiling, launch, job, base)
+            launches.append((key, strategy.ceiling, launch))
+        results = measure_rounds(launches, job)
     finally:
         stack.down()
     return {"ceiling": ceiling, "services": results, "deployment": deployment}

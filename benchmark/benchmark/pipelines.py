@@ -19,12 +19,12 @@ import onnxruntime as ort
 import orjson
 import pybase64
 import simplejpeg
+from onnx_predictor.predictor import BATCH_INPUT_RANK
 from onnx_predictor.preprocess import Resizer, decode_pixels, resize_crop
 from serving_common.images import ImageLimits
 from serving_common.settings import Settings
 from weather_model.contract import FIXED_ONNX_FILE, OPTIMIZED_ONNX_FILE, PROBABILITIES_OUTPUT
 from weather_model.metadata import ModelContract, load_contract
-from weather_model.onnx_graph import takes_batches
 
 STAGES = ("parse", "decode", "preprocess", "inference")
 LIMITS = ImageLimits(
@@ -73,13 +73,19 @@ def session(model: Path | bytes) -> ort.InferenceSession:
 class LoadedPipeline:
     """A pipeline with its session: probabilities for image bytes, stage by stage."""
 
-    def __init__(self, pipeline: Pipeline, artifacts: Path) -> None:
+    def __init__(self, pipeline: Pipeline, artifacts: Path, graph: Path | None = None) -> None:
+        """`graph`, when given, is the graph file to run instead of the pipeline's own: the
+        int8 one another process quantised already (benchmark.instructions)."""
         self.pipeline = pipeline
         # The sizes the model was exported with (its metadata.json), as a service reads them.
         self.contract = load_contract(artifacts)
-        graph = artifacts / pipeline.graph
-        self.session = session(quantised_graph(graph, self.contract) if pipeline.int8 else graph)
-        self.batched = takes_batches(self.session)
+        self.graph: Path | bytes = graph or artifacts / pipeline.graph
+        if pipeline.int8 and graph is None:
+            self.graph = quantised_graph(artifacts / pipeline.graph, self.contract)
+        self.session = session(self.graph)
+        # As the services tell (onnx_predictor), not weather_model.onnx_graph's takes_batches:
+        # that module imports torch, seconds of start-up under valgrind (benchmark.instructions).
+        self.batched = len(self.session.get_inputs()[0].shape) == BATCH_INPUT_RANK
 
     def decode(self, image: bytes) -> np.ndarray:
         return decode_pixels(image, LIMITS, self.pipeline.dct_scaling, self.contract.resize_size)

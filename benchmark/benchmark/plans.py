@@ -3,32 +3,38 @@ order, with the time the plan gives each: what `benchmark.progress` estimates fr
 here measures; `benchmark.runner` picks a plan, `benchmark.modes` runs it.
 """
 
-from benchmark.measure import Plan
+from benchmark.measure import Plan, round_label
 from benchmark.progress import Phase
 from benchmark.scenario import ClusterScenario
 
 PLANS = {
-    # The main job: the study's ab -n 40000 -c 50, capped at 180 s per service.
+    # The main job: every configuration in 3 interleaved rounds (the spread over them is
+    # what the tables quote beside each median), each round the study's ab -c 50 for 30 s
+    # and a short open loop; the size sweep once. About 45 minutes on 2 cores for today's
+    # nine configurations.
     "full": Plan(
         requests=40_000,
         concurrency=50,
-        seconds=180,
-        sweep_seconds=30,
-        startup_runs=15,
-        ceiling_seconds=10,
-        open_loop_seconds=15,
-        open_loop_fractions=(0.5, 0.7, 0.8, 0.9, 1.0, 1.1),
+        seconds=30,
+        sweep_seconds=10,
+        startup_runs=3,
+        rounds=3,
+        ceiling_seconds=2,
+        open_loop_seconds=6,
+        open_loop_fractions=(0.5, 0.8, 0.9, 1.0),
     ),
-    # A first look in about 5 minutes: fewer requests, no size sweep, fewer repeats. Its
-    # numbers are noisier, and marked as such in the raw results and the report.
+    # A first look in about 5 minutes: one round of 10 s a configuration, a short open loop,
+    # no size sweep, one start. Its numbers are noisier, and marked as such in the raw
+    # results and the report.
     "short": Plan(
         requests=3_000,
         concurrency=50,
-        seconds=30,
+        seconds=10,
         sweep_seconds=0,
-        startup_runs=3,
-        ceiling_seconds=3,
-        open_loop_seconds=5,
+        startup_runs=1,
+        rounds=1,
+        ceiling_seconds=1,
+        open_loop_seconds=3,
         open_loop_fractions=(0.5, 0.8, 1.0),
     ),
     # Seconds per service: make test's end-to-end check of the harness and the report.
@@ -38,6 +44,7 @@ PLANS = {
         seconds=20,
         sweep_seconds=0,
         startup_runs=1,
+        rounds=1,
         ceiling_seconds=1,
         open_loop_seconds=2,
         open_loop_fractions=(0.5,),
@@ -61,18 +68,29 @@ def plan_phases(
     phases.append(Phase("ceiling", plan.ceiling_seconds + 2))
     if mode == "cluster":
         return phases + cluster_phases(plan, clusters or {})
-    for name in names:
-        # Two ceilings (the service's pipeline, today's) before it starts and after it stops.
-        ceilings = 2 * (plan.ceiling_seconds + 2)
-        steps = [
-            ("start and verify", ceilings + START_S[mode]),
-            ("main run", plan.seconds),
-            ("size sweep", 3 * (plan.sweep_seconds + 1) if plan.sweep_seconds else None),
-            ("open loop", 3 + len(plan.open_loop_fractions) * (plan.open_loop_seconds + 1)),
-            ("cold starts", ceilings + (plan.startup_runs - 1) * COLD_START_S[mode]),
-        ]
-        phases += [Phase(f"{name}: {step}", s) for step, s in steps if s is not None]
+    ceilings = plan.ceiling_seconds + 2  # each pipeline's, before or after a service
+    for number in range(1, plan.rounds + 1):
+        for name in names:
+            phases += [
+                Phase(round_label(name, step, number, plan.rounds), seconds)
+                for step, seconds in round_steps(plan, mode, number, ceilings)
+            ]
     return phases
+
+
+def round_steps(plan: Plan, mode: str, number: int, ceiling_s: float) -> list[tuple[str, float]]:
+    """One round's steps for one configuration (benchmark.measure.measure_round's phases),
+    with the time each is given; two pipelines' ceilings before it starts and after it
+    stops."""
+    open_loop = 3 + len(plan.open_loop_fractions) * (plan.open_loop_seconds + 1)
+    steps = [("start and verify", 2 * ceiling_s + START_S[mode]), ("main run", plan.seconds)]
+    if number == 1 and plan.sweep_seconds:
+        steps.append(("size sweep", 3 * (plan.sweep_seconds + 1)))
+    steps += [("open loop", open_loop), ("ceilings after", 2 * ceiling_s)]
+    extra_starts = plan.startup_runs - plan.rounds
+    if number == 1 and extra_starts > 0:
+        steps.append(("cold starts", extra_starts * COLD_START_S[mode]))
+    return steps
 
 
 def cluster_phases(plan: Plan, clusters: dict[str, ClusterScenario]) -> list[Phase]:

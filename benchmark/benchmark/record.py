@@ -16,6 +16,10 @@ Versions (`schema_version`):
 - 2: `schema_version` written; every key below present unless marked NotRequired.
 - 3: `model`, the model the run measured. Every earlier run measured the default demo model
   (weather_model.architectures), whose weights' hash was not recorded then: "".
+- 4: rounds. The plan's `rounds`: each configuration measured that many times, interleaved
+  (every configuration once, then every one again), so that the machine's drift hits them
+  alike; a measured service's first round where it always was, each later one in `repeats`.
+  Every earlier run measured one round.
 A change to the shape adds a version and a step from the previous one.
 """
 
@@ -28,7 +32,7 @@ from weather_model.architectures import DEFAULT_ARCHITECTURE, WEATHER_LABELS
 
 from benchmark.json_check import RecordError, check
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 Mode = Literal["native", "compose", "cluster"]
 PlanName = Literal["full", "short", "quick"]
@@ -42,6 +46,7 @@ class RunPlan(TypedDict):
     seconds: int
     sweep_seconds: int
     startup_runs: int
+    rounds: int
     ceiling_seconds: float
     open_loop_seconds: float
     open_loop_fractions: list[float]
@@ -174,6 +179,17 @@ class StartupSample(TypedDict):
     load_seconds: float
 
 
+class Repeat(TypedDict):
+    """A later round of one configuration: started again, its ceilings timed around it
+    again, loaded as in the first round (no size sweep, no extra cold starts)."""
+
+    main: LoadTest
+    open_loop: OpenLoop
+    stages: str  # its /metrics text after this round (the service started afresh)
+    ceiling: Ceiling
+    reference_ceiling: Ceiling
+
+
 @final
 class MeasuredService(TypedDict):
     """One configuration measured natively or as a container (benchmark.measure)."""
@@ -188,7 +204,8 @@ class MeasuredService(TypedDict):
     stages: str  # its /metrics text after the run
     ceiling: Ceiling  # its own pipeline's, around its run
     reference_ceiling: Ceiling  # today's reference-exact pipeline's, around its run
-    startup: list[StartupSample]
+    startup: list[StartupSample]  # each round's start, then the plan's extra cold starts
+    repeats: list[Repeat]  # rounds 2, 3, ... of the plan
 
 
 @final
@@ -315,6 +332,8 @@ def upgrade(raw: dict[str, Any]) -> Record:
         record = _from_v1(record)
     if version <= 2:
         record = _from_v2(record)
+    if version <= 3:
+        record = _from_v3(record)
     mode = record.get("mode")
     if mode not in RECORD_TYPES:
         raise RecordError(f"mode: {mode!r} is not one of {list(RECORD_TYPES)}")
@@ -385,6 +404,16 @@ def _from_v2(record: dict[str, Any]) -> dict[str, Any]:
     demo model."""
     default = {"architecture": DEFAULT_ARCHITECTURE, "labels": list(WEATHER_LABELS)}
     record.setdefault("model", {**default, "state_dict_sha256": ""})
+    return record
+
+
+def _from_v3(record: dict[str, Any]) -> dict[str, Any]:
+    """Version 3 as version 4: every run before rounds measured each configuration once."""
+    record["plan"].setdefault("rounds", 1)
+    if record["mode"] != "cluster":
+        for result in record["services"].values():
+            if "failed" not in result:
+                result.setdefault("repeats", [])
     record["schema_version"] = SCHEMA_VERSION
     return record
 

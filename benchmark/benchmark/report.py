@@ -1,38 +1,48 @@
-"""`python -m benchmark.report`: render every machine's raw results into the README.
+"""`python -m benchmark.report`: render every machine's raw results into the documentation.
 
 Raw results live in `results/<machine>/` (`benchmark.machine`): `native-full.json`,
 `compose-full.json` and `cluster-full.json` (or a `-short` run where no full one exists),
 and `fidelity.json`; those of another model than the default in `results/<machine>/<model>/`.
-The README gets a table across machines and models, then one section per machine and model
-with its tables, and each such folder its plots. It reads only the runner's JSON; nothing
-here measures.
+The README gets the strategy table (from the manifests) and a headline table (the reference
+machine, `benchmark.machine.REFERENCE_MACHINE`); docs/results.md gets a table across machines
+and models, then one section per machine and model with its tables, and each such folder its
+plots. Each block is rewritten between its markers, the rest of a page is left as written.
+It reads only the runner's JSON; nothing here measures.
 """
 
 import argparse
 import json
+import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 from serving_common.strategy import Strategy, discover_strategies, framework_hosts
 from weather_model.architectures import DEFAULT_ARCHITECTURE
 
-from benchmark.machine import RESULTS, model_folders
-from benchmark.metrics import derive
+from benchmark.comparisons import render_framework_costs, render_variant_effects
+from benchmark.machine import REFERENCE_MACHINE, RESULTS, model_folders
+from benchmark.metrics import Row, derive
 from benchmark.plots import plot_results
 from benchmark.record import ClusterRecord, ComposeRecord, NativeRecord, Record, load_record
 from benchmark.tables import (
     render_cluster,
     render_deployment,
     render_fidelity,
-    render_framework_costs,
     render_tables,
+    with_spread,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
+README = "README.md"
+RESULTS_PAGE = "docs/results.md"  # relative to the repository's root, as README
+# docs/results.md: the table across machines, then every machine's section.
 START, END = "<!-- results:start -->", "<!-- results:end -->"
-# The strategy table, from the manifests (strategy.toml) alone.
+# The README: the strategy table, from the manifests (strategy.toml) alone...
 STRATEGIES_START, STRATEGIES_END = "<!-- strategies:start -->", "<!-- strategies:end -->"
+# ...and the headline table, the reference machine's run.
+HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->"
 # Which run of a machine is shown, best first: a short run only where no full one exists.
 PLANS_SHOWN = ("full", "short")
 FIDELITY_FILE = "fidelity.json"  # benchmark.fidelity's record
@@ -147,9 +157,24 @@ def render_summary(machines: list[MachineRecords]) -> str:
     return "\n".join(lines)
 
 
+@dataclass(frozen=True)
+class Page:
+    """Where a machine's section goes: links are relative to the page's folder; paths are
+    shown from the repository's root, the folder that holds results/."""
+
+    folder: Path
+    root: Path
+
+    def link(self, target: Path) -> str:
+        return Path(os.path.relpath(target, self.folder)).as_posix()
+
+    def shown(self, target: Path) -> str:
+        return target.relative_to(self.root).as_posix()
+
+
 def render_machine(
     records: MachineRecords,
-    readme_dir: Path,
+    page: Page,
     framework_over: dict[str, str],
     baseline: str | None,
 ) -> str:
@@ -157,13 +182,16 @@ def render_machine(
     costs, then the deployment table. `framework_over`: framework strategy -> the one it is
     set against; `baseline`: the strategy the others are set against."""
     folder = records.folder
-    shown = folder.relative_to(readme_dir) if folder.is_relative_to(readme_dir) else folder
-    lines = [f"### {records.title()}", "", f"Raw results: `{shown}/`.", ""]
+    link, shown = page.link(folder), page.shown(folder)
+    lines = [f"### {records.title()}", "", f"Raw results: [`{shown}/`]({link}/).", ""]
     if records.native:
         plot_results(records.native, folder)
-        lines += [render_tables(records.native, str(shown), baseline), ""]
-        costs = render_framework_costs(records.native, framework_over)
-        lines += [costs, ""] if costs else []
+        lines += [render_tables(records.native, link, baseline), ""]
+        for comparison in (
+            render_framework_costs(records.native, framework_over),
+            render_variant_effects(records.native),
+        ):
+            lines += [comparison, ""] if comparison else []
     fidelity = folder / FIDELITY_FILE
     if fidelity.exists():
         lines += [
@@ -188,8 +216,9 @@ def render_machine(
     return "\n".join(lines).rstrip()
 
 
-def render_results(results: Path, readme_dir: Path, strategies: dict[str, Strategy]) -> str:
-    """The summary across machines and models, then each one's section (and its plots)."""
+def render_results(results: Path, page_dir: Path, strategies: dict[str, Strategy]) -> str:
+    """The summary across machines and models, then each one's section (and its plots), for
+    a page in `page_dir`."""
     framework_over = framework_hosts(strategies)
     # The manifests' baseline (`baseline = true`), looked up by name in each record: a
     # record that did not measure it (an older one, or one of a few `--services`) shows
@@ -199,32 +228,140 @@ def render_results(results: Path, readme_dir: Path, strategies: dict[str, Strate
     machines = load_machines(results)
     if not machines:
         return "No results yet: `make bench`."
+    page = Page(page_dir.resolve(), results.parent)
     sections = [render_summary(machines)]
-    sections += [
-        render_machine(records, readme_dir, framework_over, baseline) for records in machines
-    ]
+    sections += [render_machine(records, page, framework_over, baseline) for records in machines]
     return "\n\n".join(sections)
 
 
-def render_readme(readme: Path, tables: str, markers: tuple[str, str] = (START, END)) -> None:
+@dataclass
+class Headline:
+    """One configuration of the reference machine's run, and its image where a Compose run
+    measured one."""
+
+    name: str
+    row: Row
+    image_mb: float | None
+
+
+# The headline's columns: a header and how a cell is written; the measured figures with
+# their lowest and highest round where the run had several (benchmark.tables.with_spread).
+HEADLINE_COLUMNS: list[tuple[str, Callable[[Headline], str]]] = [
+    ("requests/s per core", lambda h: with_spread(h.row, "rps_per_core", ".1f")),
+    ("efficiency", lambda h: efficiency(h.row)),
+    ("p99 ms at 80% load", lambda h: with_spread(h.row, "p99_at_80_ms", ".0f")),
+    ("RSS MB (peak)", lambda h: f"{h.row['rss_mb_peak']:.0f}"),
+    ("start s", lambda h: seconds(h.row["ready_s"])),
+    ("image MB", lambda h: optional(h.image_mb, ".0f")),
+]
+
+
+def efficiency(row: Row) -> str:
+    return with_spread(row, "efficiency", ".0%") + ("†" if row["ceiling_beside_service"] else "")
+
+
+def seconds(value: float) -> str:
+    # Starts range from a tenth of a second (Rust) to tens (Ray): two digits either way.
+    return f"{value:.2f}" if value < 1 else f"{value:.1f}"
+
+
+def optional(value: float | None, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def headline_caption(records: MachineRecords, native: NativeRecord) -> str:
+    """Which machine and which run the headline shows."""
+    machine = native["machine"]
+    plan = "" if native["plan_name"] == "full" else f", {native['plan_name']} plan"
+    images = ""
+    if records.compose:
+        images = f"; image sizes from its Compose run of {records.compose['machine']['date'][:10]}"
+    return (
+        f"{records.title()} (`{records.folder.name}`), each service on cpu(s) "
+        f"{machine['service_cpus']}: the native run of {machine['date'][:10]}, commit "
+        f"`{machine['git_commit'][:10]}`{plan}{images}." + rounds_caption(native)
+    )
+
+
+def rounds_caption(record: NativeRecord) -> str:
+    rounds = record["plan"]["rounds"]
+    if rounds < 2:
+        return ""
+    return (
+        f" Medians of {rounds} interleaved rounds, the lowest and highest round in square brackets."
+    )
+
+
+def render_headline(results: Path) -> str:
+    """The reference machine's native run of the default model: one row per configuration,
+    fastest per core first."""
+    records = load_folder(results / REFERENCE_MACHINE, DEFAULT_ARCHITECTURE)
+    if records is None or records.native is None:
+        return f"No native run of the reference machine (`{REFERENCE_MACHINE}`) yet."
+    images = records.compose["deployment"] if records.compose else {}
+    headlines = [
+        Headline(name, row, images[name]["image_mb"] if name in images else None)
+        for name, row in derive(records.native).items()
+    ]
+    lines = [
+        headline_caption(records, records.native),
+        "",
+        "| strategy | " + " | ".join(header for header, _ in HEADLINE_COLUMNS) + " |",
+        "|---|" + "---|" * len(HEADLINE_COLUMNS),
+    ]
+    lines += [
+        f"| {h.name} | " + " | ".join(cell(h) for _, cell in HEADLINE_COLUMNS) + " |"
+        for h in headlines
+    ]
+    return "\n".join(lines)
+
+
+@dataclass
+class Block:
+    """A rendered block and where it goes: a page (relative to the repository's root) and
+    the markers around it there."""
+
+    page: str
+    markers: tuple[str, str]
+    text: str
+
+
+def render_blocks(root: Path, results: Path, strategies: dict[str, Strategy]) -> list[Block]:
+    """Every rendered block of the documentation, from the manifests and `results`."""
+    results_dir = (root / RESULTS_PAGE).parent
+    return [
+        Block(README, (STRATEGIES_START, STRATEGIES_END), render_strategies(strategies)),
+        Block(README, (HEADLINE_START, HEADLINE_END), render_headline(results)),
+        Block(RESULTS_PAGE, (START, END), render_results(results, results_dir, strategies)),
+    ]
+
+
+def rendered_part(text: str, markers: tuple[str, str]) -> str:
+    """What is between a page's markers, as render_block writes it."""
     start, end = markers
-    text = readme.read_text()
+    return text.split(start + "\n", 1)[1].split("\n" + end, 1)[0]
+
+
+def render_block(page: Path, markers: tuple[str, str], text: str) -> None:
+    """`text` between the page's markers, the rest of the page as it was."""
+    start, end = markers
+    written = page.read_text()
     pattern = re.compile(re.escape(start) + ".*?" + re.escape(end), re.DOTALL)
-    if not pattern.search(text):
-        raise ValueError(f"{readme} has no {start} ... {end} markers")
-    readme.write_text(pattern.sub(lambda _: f"{start}\n{tables}\n{end}", text))
+    if not pattern.search(written):
+        raise ValueError(f"{page} has no {start} ... {end} markers")
+    page.write_text(pattern.sub(lambda _: f"{start}\n{text}\n{end}", written))
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--readme", type=Path, default=ROOT / "README.md")
+    parser.add_argument(
+        "--root", type=Path, default=ROOT, help=f"where {README} and {RESULTS_PAGE} are"
+    )
     parser.add_argument("--results", type=Path, default=RESULTS, help="one folder per machine")
     args = parser.parse_args()
-    strategies = discover_strategies([ROOT])
-    render_readme(args.readme, render_strategies(strategies), (STRATEGIES_START, STRATEGIES_END))
-    readme_dir = args.readme.parent.resolve()
-    render_readme(args.readme, render_results(args.results, readme_dir, strategies))
-    print(f"rendered {args.readme}: the strategy table and the results in {args.results}")
+    for block in render_blocks(args.root, args.results, discover_strategies([ROOT])):
+        render_block(args.root / block.page, block.markers, block.text)
+    print(f"rendered {README} and {RESULTS_PAGE} from the manifests and {args.results}")
 
 
 if __name__ == "__main__":

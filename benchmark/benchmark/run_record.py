@@ -133,6 +133,7 @@ def run_plan(plan: Plan) -> RunPlan:
         seconds=plan.seconds,
         sweep_seconds=plan.sweep_seconds,
         startup_runs=plan.startup_runs,
+        rounds=plan.rounds,
         ceiling_seconds=plan.ceiling_seconds,
         open_loop_seconds=plan.open_loop_seconds,
         open_loop_fractions=list(plan.open_loop_fractions),

@@ -16,12 +16,13 @@ import signal
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 from weather_model.contract import STATE_DICT_FILE
 
 from benchmark import machine
-from benchmark.measure import Job, Plan
+from benchmark.measure import Job
 from benchmark.modes import (
     configurations,
     expected_prediction,
@@ -29,6 +30,7 @@ from benchmark.modes import (
     run_compose,
     run_native,
     select_strategies,
+    with_variants,
 )
 from benchmark.payloads import write_payloads
 from benchmark.pipelines import PIPELINES
@@ -48,8 +50,14 @@ def log(message: str) -> None:
 def run(args: argparse.Namespace) -> Path:
     plan = PLANS[args.plan]
     if args.requests:
-        plan = Plan(**{**plan.__dict__, "requests": args.requests})
-    selected = select_strategies(args.mode, args.services)
+        plan = replace(plan, requests=args.requests)
+    if args.rounds:
+        plan = replace(plan, rounds=args.rounds)
+    if args.mode == "cluster" and plan.rounds > 1:
+        # A cluster scenario brings its own nodes up once; its record says one round.
+        log(f"cluster mode measures one round (the {args.plan} plan has {plan.rounds})")
+        plan = replace(plan, rounds=1)
+    selected = with_variants(select_strategies(args.mode, args.services), args.variant)
     clusters = (
         {name: load_scenario(s) for name, s in selected.items()} if args.mode == "cluster" else {}
     )
@@ -125,14 +133,29 @@ def main() -> None:
         "--plan",
         choices=tuple(PLANS),
         default="full",
-        help="full: the main job (~25 min on 2 cores); short: a first look (~5 min); "
+        help="full: the main job (3 rounds, ~45 min on 2 cores); short: a first look (~5 min); "
         "quick: seconds, make test's smoke run",
     )
     parser.add_argument("--service-cpus", default="0", help="cores for the service (taskset list)")
     parser.add_argument("--load-cpus", default="1", help="cores for the load generator")
     parser.add_argument("--payload", help="a request body to use instead of the study-sized one")
     parser.add_argument("-n", "--requests", type=int, help="ab -n")
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        help="measure each configuration this many times, interleaved (default: the plan's; "
+        "full: 3, short and quick: 1)",
+    )
     parser.add_argument("--services", help="measure only these strategies: a,b (default: all)")
+    parser.add_argument(
+        "--variant",
+        action="append",
+        default=[],
+        metavar="STRATEGY+NAME:KEY=VALUE[,KEY=VALUE]",
+        help="one more configuration of a strategy, measured after its manifest's variants, "
+        "with the environment it adds (repeatable); e.g. a batching sweep: "
+        "litserve_serving+b16:MAX_BATCH_SIZE=16,BATCH_WAIT_MS=10",
+    )
     parser.add_argument(
         "--add",
         action="store_true",

@@ -7,10 +7,14 @@ from benchmark.metrics import (
     STAGES,
     Row,
     ServiceRecord,
+    Spread,
     derive,
+    derive_rounds,
+    figure,
     latency_bounded_rps,
     measured_services,
     p99_at,
+    ratio_spread,
     service_cores,
     slo_ms,
 )
@@ -20,7 +24,7 @@ from benchmark.record import ClusterRecord, ComposeRecord, Machine, Record
 DEFAULT_SLO_MS = 100.0
 
 
-def _ms(value: float | None) -> str:
+def ms(value: float | None) -> str:
     return f"{value:.0f}" if value is not None else "-"
 
 
@@ -41,8 +45,39 @@ def measured(record: Record) -> str:
     return f"in {len(parts)} runs: " + "; ".join(parts)
 
 
-def _ratio(value: float, base: float | None) -> str:
-    return f"{value / base:.1f}x" if base else "-"
+def with_spread(row: Row, key: str, spec: str) -> str:
+    """A row's figure (benchmark.metrics.SPREAD_KEYS), and where it is the median of
+    several rounds, the lowest and highest round: "77.8 [75.1, 79.0]"."""
+    value = figure(row, key)
+    if value is None:
+        return "-"
+    if row["rounds"] < 2 or key not in row["spread"]:
+        return format(value, spec)
+    low, high = row["spread"][key]
+    return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
+
+
+def spread_text(spread: Spread, spec: str, judged: bool = False) -> str:
+    """A comparison taken round by round: its median, and with several rounds its range;
+    `judged`: a difference whose range spans zero is called what it is."""
+    if format(spread.low, spec) == format(spread.high, spec):
+        return format(spread.median, spec)
+    text = f"{spread.median:{spec}} [{spread.low:{spec}}, {spread.high:{spec}}"
+    return text + ("; no measurable difference]" if judged and spread.spans_zero() else "]")
+
+
+def rounds_note(rows: dict[str, Row]) -> list[str]:
+    """What the brackets mean, where the figures are medians of several rounds."""
+    rounds = max((r["rounds"] for r in rows.values()), default=1)
+    if rounds < 2:
+        return []
+    return [
+        "",
+        f"Each figure is the median of {rounds} rounds, interleaved (every configuration once, "
+        "then every one again, so that the machine's drift hits all alike), with the lowest "
+        "and highest round in square brackets; a comparison between two configurations is taken "
+        "round by round, and one whose range spans no difference says so.",
+    ]
 
 
 PLAN_NOTES = {
@@ -74,12 +109,11 @@ def baseline_label(baseline: str | None) -> str:
 
 
 def render_tables(record: ServiceRecord, plots: str, baseline: str | None) -> str:
-    """The native run's tables; `plots`: the folder of its PNGs, relative to the README;
+    """The native run's tables; `plots`: the folder of its PNGs, relative to the page it goes in;
     `baseline`: the strategy every other is set against (the manifests'), "-" where the
     record did not measure it."""
-    rows = derive(record)
+    rows, rounds = derive(record), derive_rounds(record)
     machine, plan, ceiling = record["machine"], record["plan"], record["ceiling"]
-    base = rows.get(baseline) if baseline else None
     slo = slo_ms(record, DEFAULT_SLO_MS)
     first = next(iter(measured_services(record).values()), None)
     cmd = " ".join(first["main"]["command"]) if first else ""
@@ -95,6 +129,7 @@ def render_tables(record: ServiceRecord, plots: str, baseline: str | None) -> st
         "requests/s at the start. Each service's own pipeline and `graph` are measured again "
         "just before it starts and just after it stops (mean of the two): efficiency and CPU cost "
         "are judged against its own pipeline's, the speed-up against `graph`'s.",
+        *rounds_note(rows),
         "",
         "| service | pipeline | requests/s | per core | efficiency | vs today's ceiling "
         f"| vs {baseline_label(baseline)} | mean ms (c={plan['concurrency']}) | p50 ms | p90 ms "
@@ -102,14 +137,17 @@ def render_tables(record: ServiceRecord, plots: str, baseline: str | None) -> st
         "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, r in rows.items():
+        versus = "-"
+        if baseline in rounds:
+            versus = spread_text(ratio_spread(rounds, name, baseline, "rps"), ".1f") + "x"
         lines.append(
-            f"| {name} | `{r['pipeline']}` | {r['rps']:.1f} | {r['rps_per_core']:.1f} | "
-            f"{r['efficiency']:.0%}{'†' if r['ceiling_beside_service'] else ''} | "
-            f"{r['vs_reference']:.2f}x | "
-            f"{_ratio(r['rps'], base['rps'] if base else None)} | {r['mean_ms']:.1f} | "
-            f"{r['p50_ms']:.0f} | "
-            f"{r['p90_ms']:.0f} | {r['p99_ms']:.0f} | {r['non_2xx']:.0f} | "
-            f"{r['bounded_per_core']:.1f} | {_ms(r['p99_at_80_ms'])} |"
+            f"| {name} | `{r['pipeline']}` | {r['rps']:.1f} | "
+            f"{with_spread(r, 'rps_per_core', '.1f')} | "
+            f"{with_spread(r, 'efficiency', '.0%')}{'†' if r['ceiling_beside_service'] else ''} | "
+            f"{r['vs_reference']:.2f}x | {versus} | {r['mean_ms']:.1f} | {r['p50_ms']:.0f} | "
+            f"{r['p90_ms']:.0f} | {with_spread(r, 'p99_ms', '.0f')} | {r['non_2xx']:.0f} | "
+            f"{with_spread(r, 'bounded_per_core', '.1f')} | "
+            f"{with_spread(r, 'p99_at_80_ms', '.0f')} |"
         )
     if any(r["ceiling_beside_service"] for r in rows.values()):
         lines += [
@@ -128,7 +166,7 @@ def render_tables(record: ServiceRecord, plots: str, baseline: str | None) -> st
     ]
     for name, r in rows.items():
         lines.append(
-            f"| {name} | {r['cpu_percent']:.0f} | {r['cpu_ms_per_request']:.1f} | "
+            f"| {name} | {r['cpu_percent']:.0f} | {with_spread(r, 'cpu_ms_per_request', '.1f')} | "
             f"{r['ceiling_ms']:.1f} | {r['cpu_vs_ceiling']:.2f}x | {r['rss_mb_mean']:.0f} | "
             f"{r['rss_mb_peak']:.0f} | {r['ready_s']:.2f} | {r['download_s']:.3f} | "
             f"{r['load_s']:.3f} |"
@@ -229,28 +267,38 @@ def render_fidelity(record: dict[str, Any], services: dict[str, Row]) -> str:
         f"top-1 as the reference on every input it is decisive about (margin ≥ "
         f"{record['decisive_margin']}) and max |Δp| ≤ {record['max_probability_delta']}"
     )
+    # Instructions per request (benchmark.instructions): records older than the count, and
+    # the services, have none.
+    tools = {v["instructions"]["tool"] for v in record["variants"].values() if "instructions" in v}
+    counted_by = (
+        f" Instructions: counted by {', '.join(sorted(tools))}, on valgrind's own CPU (AVX2 at "
+        "most on x86-64); unlike ms, they do not drift with the machine's speed."
+        if tools
+        else ""
+    )
     lines = [
         f"Fidelity set: {record['inputs']} inputs (benchmark/benchmark/fidelity_set.py), "
         f"measured {record['date']}. Bound: {bound}. Speed: in-process, one "
-        f"thread, on `{record['payload']}`.",
+        f"thread, on `{record['payload']}`.{counted_by}",
         "",
         "| variant | what | top-1 agreement | on decisive inputs | max \\|Δp\\| "
-        "| mean \\|Δp\\| | meets bound | requests/s per core | parse | decode | "
-        "preprocess | inference ms |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| mean \\|Δp\\| | meets bound | requests/s per core | M instructions per request "
+        "| parse | decode | preprocess | inference ms |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for name, v in record["variants"].items():
         speed = v.get("speed")
-        timing = "- | - | - | - | -"
+        rps, stages = "-", " | ".join("-" for _ in STAGES)
         if speed:
-            ms = speed["stage_ms"]
-            timing = f"{speed['requests_per_second']:.1f} | " + " | ".join(
-                f"{ms[stage]:.2f}" for stage in STAGES
-            )
+            rps = f"{speed['requests_per_second']:.1f}"
+            stages = " | ".join(f"{speed['stage_ms'][stage]:.2f}" for stage in STAGES)
+        counted = v.get("instructions")
+        instructions = f"{counted['per_request'] / 1e6:.1f}" if counted else "-"
         lines.append(
             f"| `{name}` | {v['title']} | {v['top1_agreement']:.1%} | "
             f"{v['decisive_agreement']:.1%} ({v['decisive_inputs']}) | {v['max_delta']:.4f} | "
-            f"{v['mean_delta']:.4f} | {'yes' if v['meets_bound'] else 'no'} | {timing} |"
+            f"{v['mean_delta']:.4f} | {'yes' if v['meets_bound'] else 'no'} | {rps} | "
+            f"{instructions} | {stages} |"
         )
     defaults = ", ".join(f"{s} `{p}`" for s, p in record["defaults"].items())
     lines += [
@@ -275,48 +323,6 @@ def render_fidelity(record: dict[str, Any], services: dict[str, Row]) -> str:
                 for name, r in services.items()
             ),
         ]
-    return "\n".join(lines)
-
-
-def render_framework_costs(record: ServiceRecord, framework_over: dict[str, str]) -> str:
-    """Each framework configuration against the strategy hosting the same predictor
-    without a framework (`framework_over`: strategy name -> that strategy, from the
-    manifests), both from `record`; empty when the record has no such pair."""
-    rows = derive(record)
-    pairs = [
-        (name, framework_over[name.split("+")[0]])
-        for name in rows
-        if framework_over.get(name.split("+")[0]) in rows
-    ]
-    if not pairs:
-        return ""
-    slo = slo_ms(record, DEFAULT_SLO_MS)
-    lines = [
-        "What a framework costs: each framework configuration against the strategy that hosts "
-        "the same predictor without one, from the same record (the differences are the "
-        "framework's; `+batched`: its dynamic batching on). Efficiency is against each "
-        "service's own ceiling, timed around it: where the machine's speed drifts during a "
-        "run, compare efficiencies rather than requests/s.",
-        "",
-        "| configuration | against | requests/s per core | difference | efficiency "
-        f"| CPU ms/request | difference | p99 ms at 80% of its own capacity "
-        f"| per core at p99 ≤ {slo:.0f} ms | RSS MB | ratio | start s | requests per inference |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
-    ]
-    for name, host in pairs:
-        r, h = rows[name], rows[host]
-        batch = f"{r['mean_batch']:.2f}" if r["mean_batch"] is not None else "-"
-        lines.append(
-            f"| {name} | {host} | {r['rps_per_core']:.1f} | "
-            f"{r['rps_per_core'] / h['rps_per_core'] - 1:+.0%} | "
-            f"{r['efficiency']:.0%} (host {h['efficiency']:.0%}) | "
-            f"{r['cpu_ms_per_request']:.1f} | "
-            f"{r['cpu_ms_per_request'] - h['cpu_ms_per_request']:+.1f} | "
-            f"{_ms(r['p99_at_80_ms'])} (host {_ms(h['p99_at_80_ms'])}) | "
-            f"{r['bounded_per_core']:.1f} (host {h['bounded_per_core']:.1f}) | "
-            f"{r['rss_mb_mean']:.0f} | {r['rss_mb_mean'] / h['rss_mb_mean']:.1f}x | "
-            f"{r['ready_s']:.1f} | {batch} |"
-        )
     return "\n".join(lines)
 
 
@@ -358,7 +364,7 @@ def render_cluster(record: ClusterRecord) -> str:
         lines.append(
             f"| {name} | {r['per_core']:.1f} | {r['per_core'] / base['per_core'] - 1:+.0%} | "
             f"{r['efficiency']:.0%} | {r['cpu_ms']:.1f} | {r['cpu_ms'] - base['cpu_ms']:+.1f} | "
-            f"{_ms(r['p99_at_80'])} | {r['bounded']:.1f} | {r['rss_mb']:.0f} | "
+            f"{ms(r['p99_at_80'])} | {r['bounded']:.1f} | {r['rss_mb']:.0f} | "
             f"{r['non_2xx']:.0f} |"
         )
     loss = record["node_loss"]

@@ -1,17 +1,24 @@
 """Metrics derived from a record (benchmark.metrics): a service's /metrics text, the open
-loop's latency-bounded throughput, the rows' order."""
+loop's latency-bounded throughput, the rows' order, the rounds' medians and spreads."""
 
 from pathlib import Path
 
+import pytest
 from benchmark.metrics import (
+    Spread,
+    change_spread,
     derive,
+    derive_rounds,
+    difference_spread,
     latency_bounded_rps,
     mean_batch_size,
     measured_services,
     p99_at,
+    ratio_spread,
     stage_ms,
 )
 from benchmark.record import load_record
+from record_builders import with_rounds
 
 NATIVE = sorted((Path(__file__).resolve().parents[2] / "results").glob("*/native-*.json"))
 
@@ -62,3 +69,35 @@ def test_rows_are_per_configuration_fastest_per_core_first():
         for name, row in rows.items():
             ab = record["services"][name]["main"]["ab"]
             assert row["rps_per_core"] == ab["requests_per_second"] / cores, name
+
+
+def test_a_configuration_measured_in_rounds_is_their_median_with_its_range():
+    record = load_record(NATIVE[0])
+    names = list(measured_services(record))
+    once = derive(record)
+    rows = derive(with_rounds(record, {name: [0.9, 1.2] for name in names}))
+    for name in names:
+        row, single = rows[name], once[name]
+        assert row["rounds"] == 3 and single["rounds"] == 1 and single["spread"] != {}
+        per_core = single["rps_per_core"]
+        assert row["rps_per_core"] == per_core  # the median of x, 0.9x and 1.2x
+        low, high = row["spread"]["rps_per_core"]
+        assert (low, high) == (pytest.approx(0.9 * per_core), pytest.approx(1.2 * per_core))
+        # Figures every round shares (the same copy) have no spread.
+        assert row["spread"]["cpu_ms_per_request"][0] <= row["cpu_ms_per_request"]
+
+
+def test_comparisons_are_taken_round_by_round():
+    """Two configurations that drift together (each round both faster, or both slower)
+    keep their ratio in every round: no spread, though each one's own figure spreads."""
+    record = load_record(NATIVE[0])
+    a, b = list(measured_services(record))[:2]
+    rounds = derive_rounds(with_rounds(record, {a: [0.8, 1.25], b: [0.8, 1.25]}))
+    ratio = ratio_spread(rounds, a, b, "rps")
+    assert ratio.low == pytest.approx(ratio.high) == pytest.approx(ratio.median)
+    rounds = derive_rounds(with_rounds(record, {a: [1.1, 0.9], b: [0.95, 1.05]}))
+    change = change_spread(rounds, a, a, "rps")
+    assert change == Spread(0.0, 0.0, 0.0) and change.spans_zero()
+    assert difference_spread(rounds, a, a, "cpu_ms_per_request").spans_zero()
+    mixed = change_spread(rounds, a, b, "rps")
+    assert len(rounds[a]) == 3 and mixed.low < mixed.median < mixed.high

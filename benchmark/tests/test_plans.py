@@ -6,7 +6,7 @@ from dataclasses import replace
 import pytest
 from benchmark.machine import machine_name
 from benchmark.measure import offered_rates
-from benchmark.modes import configurations
+from benchmark.modes import configurations, with_variants
 from benchmark.plans import PLANS, plan_phases
 from benchmark.progress import Phase, Progress, clock
 from benchmark.resources import parse_docker_size
@@ -23,14 +23,31 @@ def test_machine_names_say_cpu_cores_os_and_arch():
     assert name("AMD EPYC", 2, "linux", "x86_64") == "amd-epyc-2-cores-linux-x86_64"
 
 
-def test_the_short_plan_takes_about_a_minute_and_a_half_per_configuration():
-    """What the plan allots, for today's strategies and their variants; `make bench SHORT=1`
-    measured about five minutes for the first three strategies."""
+def test_the_plans_fit_their_budgets():
+    """What each plan allots, for today's strategies and their variants: the short plan a
+    first look in minutes, the full plan three rounds within about 45 minutes for today's
+    nine configurations."""
     names = [key for key, _, _ in configurations(discover_strategies())]
     short = sum(p.planned_s for p in plan_phases(PLANS["short"], "native", names))
     full = sum(p.planned_s for p in plan_phases(PLANS["full"], "native", names))
-    assert 60 <= short / len(names) <= 120, short
-    assert full > 4 * short
+    assert 30 <= short / len(names) <= 60, short
+    assert PLANS["full"].rounds >= 3 and PLANS["short"].rounds == 1
+    assert 5 * short < full <= 5.5 * 60 * len(names), full
+
+
+def test_rounds_are_interleaved_each_configuration_once_then_each_again():
+    plan = replace(PLANS["full"], rounds=2)
+    mains = [p.label for p in plan_phases(plan, "native", ["a", "b"]) if "main run" in p.label]
+    assert mains == [
+        "a: main run (round 1/2)",
+        "b: main run (round 1/2)",
+        "a: main run (round 2/2)",
+        "b: main run (round 2/2)",
+    ]
+    labels = [p.label for p in plan_phases(plan, "native", ["a"])]
+    # The size sweep and the extra cold starts in the first round only.
+    assert [label for label in labels if "sweep" in label] == ["a: size sweep (round 1/2)"]
+    assert not any("round" in p.label for p in plan_phases(PLANS["short"], "native", ["a"]))
 
 
 def test_each_strategy_then_its_variants_is_measured():
@@ -45,10 +62,10 @@ def test_each_strategy_then_its_variants_is_measured():
     ]
 
 
-def test_a_variant_is_offered_its_base_configurations_rates_too():
-    assert offered_rates([100.0], (0.5, 1.0)) == [50, 100]
-    assert offered_rates([130.0, 100.0], (0.5, 1.0)) == [50, 65, 100, 130]
-    assert offered_rates([1.0], (0.1,)) == [1]
+def test_open_loop_rates_are_whole_fractions_of_the_closed_loop_throughput():
+    assert offered_rates(100.0, (0.5, 1.0)) == [50, 100]
+    assert offered_rates(130.4, (0.5, 0.8, 1.0)) == [65, 104, 130]
+    assert offered_rates(1.0, (0.1, 0.2)) == [1]
 
 
 def test_progress_estimates_what_is_left_from_the_phases_done():
@@ -76,3 +93,27 @@ def test_docker_stats_sizes():
     assert parse_docker_size("512kB") == pytest.approx(512e3 / 2**20)
     with pytest.raises(ValueError):
         parse_docker_size("12 parsecs")
+
+
+def test_the_command_line_adds_variants_to_a_strategys_own():
+    strategies = discover_strategies()
+    name, strategy = next((n, s) for n, s in strategies.items() if s.variants)
+    spec = f"{name}+b16:MAX_BATCH_SIZE=16,BATCH_WAIT_MS=10"
+    added = with_variants(strategies, [spec])
+    keys = [key for key, _, _ in configurations(added)]
+    assert keys[keys.index(name) : keys.index(name) + len(strategy.variants) + 2] == [
+        name,
+        *(f"{name}+{v}" for v in strategy.variants),
+        f"{name}+b16",
+    ]
+    assert added[name].variants["b16"] == {"MAX_BATCH_SIZE": "16", "BATCH_WAIT_MS": "10"}
+    assert strategies[name].variants == strategy.variants  # the manifest's left as it was
+    for bad, says in [
+        (f"{name}:MAX_BATCH_SIZE=16", "expected <strategy>"),
+        (f"{name}+b16", "expected <strategy>"),
+        (f"{name}+b16:MAX_BATCH_SIZE", "expected <strategy>"),
+        ("nothing_serving+b16:A=1", "nothing_serving is not measured"),
+        (f"{name}+{next(iter(strategy.variants))}:A=1", "already has a variant"),
+    ]:
+        with pytest.raises(RuntimeError, match=says):
+            with_variants(strategies, [bad])

@@ -124,6 +124,21 @@ def test_a_record_before_the_model_was_recorded_measured_the_default_demo_model(
     assert model["labels"] == list(WEATHER_LABELS) and model["state_dict_sha256"] == ""
 
 
+def test_a_record_before_rounds_measured_one_round():
+    version_3 = {**upgrade(committed("native")), "schema_version": 3}
+    del version_3["plan"]["rounds"]
+    for result in version_3["services"].values():
+        result.pop("repeats", None)
+    record = upgrade(version_3)
+    assert record["plan"]["rounds"] == 1 and record["schema_version"] == SCHEMA_VERSION
+    measured = [r for r in record["services"].values() if "failed" not in r]
+    assert measured and all(r["repeats"] == [] for r in measured)
+    assert all(row["rounds"] == 1 for row in derive(record).values())
+    cluster = {**upgrade(committed("cluster")), "schema_version": 3}
+    del cluster["plan"]["rounds"]
+    assert upgrade(cluster)["plan"]["rounds"] == 1  # its configurations have no repeats
+
+
 def test_the_oldest_shape_gets_the_defaults_the_tables_assumed():
     raw = committed("native")
     record = upgrade(oldest_shape(raw))

@@ -1,5 +1,6 @@
 """The metrics and tables of a record (benchmark.metrics, benchmark.tables) and the report
-that puts them in the README (benchmark.report), on the committed records."""
+that puts them in the README and docs/results.md (benchmark.report), on the committed
+records."""
 
 import copy
 import json
@@ -8,10 +9,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from benchmark.machine import REFERENCE_MACHINE
 from benchmark.metrics import derive
 from benchmark.record import load_record
-from benchmark.report import END, START, render_results
+from benchmark.report import render_blocks, render_headline, render_results, rendered_part
 from benchmark.tables import baseline_label, render_tables
+from record_builders import with_rounds
 from serving_common.strategy import discover_strategies
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -21,13 +24,18 @@ STRATEGIES = discover_strategies()
 BASELINE = next(s.name for s in STRATEGIES.values() if s.baseline)
 
 
-def test_the_readmes_results_are_a_fresh_render_of_the_committed_records(tmp_path):
-    """Compared with the README rather than with itself: a committed record whose tables
-    were not rendered (`make readme`), or a renderer change that moves a figure, fails."""
-    shutil.copytree(RESULTS, tmp_path / "results")  # the plots are written beside them
-    readme = (ROOT / "README.md").read_text()
-    committed = readme.split(START + "\n", 1)[1].split("\n" + END, 1)[0]
-    assert render_results(tmp_path / "results", tmp_path, STRATEGIES) == committed
+def test_the_pages_tables_are_a_fresh_render_of_the_committed_records(tmp_path):
+    """Compared with the committed pages (the README's strategy and headline tables,
+    docs/results.md's results) rather than with themselves: a committed record whose tables
+    were not rendered (`make report`), or a renderer change that moves a figure, fails.
+    Rendered from a copy of results/ (the plots are written beside the records), laid out
+    as in the repository so that every link is the committed one."""
+    shutil.copytree(RESULTS, tmp_path / "results")
+    blocks = render_blocks(tmp_path, tmp_path / "results", STRATEGIES)
+    assert {block.page for block in blocks} == {"README.md", "docs/results.md"}
+    for block in blocks:
+        committed = rendered_part((ROOT / block.page).read_text(), block.markers)
+        assert block.text == committed, f"{block.page}, {block.markers[0]}: `make report`"
 
 
 def table_rows(text: str, header_start: str) -> tuple[list[str], dict[str, list[str]]]:
@@ -117,7 +125,8 @@ def test_another_model_has_a_column_and_a_section_of_its_own(tmp_path):
     title = sections[0].split("\n", 1)[0]
     assert [s.split("\n", 1)[0] for s in sections] == [title, f"{title}, resnet50"]
     assert f"| {title}, native" in summary and f"| {title}, resnet50, native" in summary
-    assert f"Raw results: `results/{machine}/resnet50/`." in sections[1]
+    raw = f"results/{machine}/resnet50/"
+    assert f"Raw results: [`{raw}`]({raw})." in sections[1]  # the page is in tmp_path
     assert sorted(p.name for p in other.glob("*.png")) == sorted(
         p.name for p in other.parent.glob("*.png")
     )
@@ -125,3 +134,35 @@ def test_another_model_has_a_column_and_a_section_of_its_own(tmp_path):
     (other / "native-full.json").write_text(json.dumps(resnet))
     with pytest.raises(ValueError, match="a record of mobilenet_v3_small in resnet50's folder"):
         render_results(tmp_path / "results", tmp_path, STRATEGIES)
+
+
+def test_rounds_are_shown_as_the_median_and_the_lowest_and_highest_round():
+    record = load_record(NATIVE[0])
+    names = list(derive(record))
+    grown = with_rounds(record, {name: [0.9, 1.2] for name in names})
+    rows = derive(grown)
+    text = render_tables(grown, "plots", BASELINE)
+    header, cells = table_rows(text, "| service | pipeline")
+    column = header.index("per core")
+    for name, row in rows.items():
+        low, high = row["spread"]["rps_per_core"]
+        expected = f"{row['rps_per_core']:.1f} [{low:.1f}, {high:.1f}]"
+        assert cells[name][column] == expected, name
+    assert "the median of 3 rounds, interleaved" in text
+    _, once = table_rows(render_tables(record, "plots", BASELINE), "| service | pipeline")
+    assert "[" not in once[names[0]][column]  # one round: the figure alone
+
+
+def test_the_headline_is_the_reference_machines_run_with_its_images_where_measured(tmp_path):
+    """One row per configuration of the reference machine's native run, fastest first; an
+    image size only where its Compose run measured one; a message where it has no run."""
+    assert render_headline(tmp_path).startswith("No native run of the reference machine")
+    text = render_headline(RESULTS)
+    header, cells = table_rows(text, "| strategy |")
+    native = load_record(RESULTS / REFERENCE_MACHINE / "native-full.json")
+    assert list(cells) == list(derive(native))
+    compose = RESULTS / REFERENCE_MACHINE / "compose-short.json"
+    images = load_record(compose)["deployment"] if compose.exists() else {}
+    for name, row in cells.items():
+        image = row[header.index("image MB")]
+        assert image == (f"{images[name]['image_mb']:.0f}" if name in images else "-"), name

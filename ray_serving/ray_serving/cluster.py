@@ -12,7 +12,8 @@ On the head, in order:
    head, the replicas on the workers (each pulls MODEL_URI as it starts);
 4. then it waits. A Ray process that dies makes `ray start --block` exit, and this process
    exits with its status: the container's restart policy starts a new cluster, which
-   this deploys again (nothing of Serve survives a head restart: README, "A Ray cluster").
+   this deploys again (nothing of Serve survives a head restart: docs/ray-cluster.md,
+   "A head restart").
    SIGTERM or SIGINT go to `ray start`, which drains the node and stops it; exit 0.
 """
 

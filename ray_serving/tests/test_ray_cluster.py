@@ -11,7 +11,7 @@ would: two fixed replicas, one per worker, for placement and node loss; then the
 config with shorter autoscaling delays for the load step. Only loopback and the project's
 private Docker network are used. Skipped, with the reason, when no Docker daemon answers.
 Each test prints what it measured (`pytest -s` shows it). What a head restart loses is
-documented (README, "A Ray cluster"), not tested.
+documented (docs/ray-cluster.md, "A head restart"), not tested.
 """
 
 import asyncio

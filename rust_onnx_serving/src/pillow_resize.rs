@@ -1,7 +1,7 @@
 //! Pillow's antialiased bilinear resize of uint8 RGB pixels, with Pillow's arithmetic, so
 //! with Pillow's pixels: the reference (torchvision on a PIL image) resizes with it, and a
 //! resizer one level off on some pixels moves this model's probabilities past the fidelity
-//! bound (README, "Preprocessing"). The algorithm, as Pillow's libImaging/Resample.c runs it:
+//! bound (docs/preprocessing.md). The algorithm, as Pillow's libImaging/Resample.c runs it:
 //!
 //! - the source box arrives as `float`s, and each output pixel's filter taps are computed in
 //!   double precision, normalised to sum 1, then rounded to 22-bit fixed point;

@@ -33,7 +33,7 @@ class Settings(BaseSettings):
     # where the shorter side stays at least the resize size (weather_model.crop).
     jpeg_dct_scaling: bool = False
     # The ONNX services with the fixed graph only: what resizes the crop region. Pillow by
-    # default: the only resize that keeps to the fidelity bound (README, "Preprocessing");
+    # default: the only resize that keeps to the fidelity bound (docs/preprocessing.md);
     # "simd" (fast_image_resize) is faster and misses it narrowly. The Rust service reads
     # the same setting (src/config.rs).
     resizer: Literal["pillow", "simd"] = "pillow"
