@@ -25,7 +25,7 @@ from benchmark.metrics import Row, ServiceRecord, derive, slo_ms
 from benchmark.page_plots import open_loop_svg, selection_attrs, throughput_svg
 from benchmark.record import ComposeRecord
 from benchmark.report import MachineRecords, load_machines
-from benchmark.tables import DEFAULT_SLO_MS, with_spread
+from benchmark.tables import DEFAULT_SLO_MS, efficiency_text, with_spread
 
 PAGE = "index.html"  # in the results folder, beside the machines' folders
 TEMPLATE = Path(__file__).with_name("page.html")
@@ -54,7 +54,7 @@ def per_core(_: str, row: Row) -> str:
 
 
 def efficiency(_: str, row: Row) -> str:
-    return with_spread(row, "efficiency", ".0%") + ("†" if row["ceiling_beside_service"] else "")
+    return efficiency_text(row)
 
 
 def spread(key: str, spec: str) -> Cell:

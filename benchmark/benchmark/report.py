@@ -27,6 +27,7 @@ from benchmark.metrics import Row, derive
 from benchmark.plots import plot_results
 from benchmark.record import ClusterRecord, ComposeRecord, NativeRecord, Record, load_record
 from benchmark.tables import (
+    efficiency_text,
     render_cluster,
     render_deployment,
     render_fidelity,
@@ -248,16 +249,12 @@ class Headline:
 # their lowest and highest round where the run had several (benchmark.tables.with_spread).
 HEADLINE_COLUMNS: list[tuple[str, Callable[[Headline], str]]] = [
     ("requests/s per core", lambda h: with_spread(h.row, "rps_per_core", ".1f")),
-    ("efficiency", lambda h: efficiency(h.row)),
+    ("efficiency", lambda h: efficiency_text(h.row)),
     ("p99 ms at 80% load", lambda h: with_spread(h.row, "p99_at_80_ms", ".0f")),
     ("RSS MB (peak)", lambda h: f"{h.row['rss_mb_peak']:.0f}"),
     ("start s", lambda h: seconds(h.row["ready_s"])),
     ("image MB", lambda h: optional(h.image_mb, ".0f")),
 ]
-
-
-def efficiency(row: Row) -> str:
-    return with_spread(row, "efficiency", ".0%") + ("†" if row["ceiling_beside_service"] else "")
 
 
 def seconds(value: float) -> str:

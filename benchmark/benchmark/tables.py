@@ -57,6 +57,12 @@ def with_spread(row: Row, key: str, spec: str) -> str:
     return f"{value:{spec}} [{low:{spec}}, {high:{spec}}]"
 
 
+def efficiency_text(row: Row) -> str:
+    """Efficiency with its rounds' range, † where its ceilings were timed beside the idle
+    service (older records)."""
+    return with_spread(row, "efficiency", ".0%") + ("†" if row["ceiling_beside_service"] else "")
+
+
 def spread_text(spread: Spread, spec: str, judged: bool = False) -> str:
     """A comparison taken round by round: its median, and with several rounds its range;
     `judged`: a difference whose range spans zero is called what it is."""
@@ -143,7 +149,7 @@ def render_tables(record: ServiceRecord, plots: str, baseline: str | None) -> st
         lines.append(
             f"| {name} | `{r['pipeline']}` | {r['rps']:.1f} | "
             f"{with_spread(r, 'rps_per_core', '.1f')} | "
-            f"{with_spread(r, 'efficiency', '.0%')}{'†' if r['ceiling_beside_service'] else ''} | "
+            f"{efficiency_text(r)} | "
             f"{with_spread(r, 'vs_reference', '.2f')}x | {versus} | {r['mean_ms']:.1f} | "
             f"{r['p50_ms']:.0f} | "
             f"{r['p90_ms']:.0f} | {with_spread(r, 'p99_ms', '.0f')} | {r['non_2xx']:.0f} | "
