@@ -57,7 +57,10 @@ def run(args: argparse.Namespace) -> Path:
         # A cluster scenario brings its own nodes up once; its record says one round.
         log(f"cluster mode measures one round (the {args.plan} plan has {plan.rounds})")
         plan = replace(plan, rounds=1)
-    selected = with_variants(select_strategies(args.mode, args.services), args.variant)
+    selected = select_strategies(args.mode, args.services)
+    if args.no_variants:
+        selected = {name: replace(s, variants={}) for name, s in selected.items()}
+    selected = with_variants(selected, args.variant)
     clusters = (
         {name: load_scenario(s) for name, s in selected.items()} if args.mode == "cluster" else {}
     )
@@ -155,6 +158,12 @@ def main() -> None:
         help="one more configuration of a strategy, measured after its manifest's variants, "
         "with the environment it adds (repeatable); e.g. a batching sweep: "
         "litserve_serving+b16:MAX_BATCH_SIZE=16,BATCH_WAIT_MS=10",
+    )
+    parser.add_argument(
+        "--no-variants",
+        action="store_true",
+        help="measure each strategy's default configuration only, not its manifest's "
+        "[variants] (a --variant still adds one)",
     )
     parser.add_argument(
         "--add",

@@ -11,7 +11,6 @@ import pytest
 from benchmark.ab import ab_command, parse_ab
 from benchmark.machine import machine_name
 from benchmark.metrics import derive
-from benchmark.modes import configurations
 from benchmark.plots import plot_results
 from benchmark.record import SCHEMA_VERSION, load_record
 from benchmark.report import END, START, render_block, render_results
@@ -100,9 +99,15 @@ def run_quick(out: Path, artifacts: Path, *extra: str, path: str | None = None) 
     return load_record(written), result.stdout
 
 
+# One configuration the run adds (--variant) to the quickest service's, instead of the
+# manifests' variants (--no-variants): a variant's path through the harness, once.
+VARIANT, VARIANT_SETTING = f"{compiled()[0].name}+simd", ("RESIZER", "simd")
+
+
 @pytest.fixture(scope="module")
 def quick_run(tmp_path_factory, artifacts) -> tuple[dict, str]:
-    return run_quick(tmp_path_factory.mktemp("quick"), artifacts)
+    variant = f"--variant={VARIANT}:{'='.join(VARIANT_SETTING)}"
+    return run_quick(tmp_path_factory.mktemp("quick"), artifacts, "--no-variants", variant)
 
 
 @pytest.fixture(scope="module")
@@ -118,8 +123,10 @@ def test_quick_run_end_to_end(quick_record, artifacts, tmp_path):
     assert record["plan_name"] == "quick" and record["machine"]["warnings"] == []
     assert record["ceiling"]["requests_per_second"] > 0
     rows = derive(record)
-    measured = [key for key, _, _ in configurations(discover_strategies())]
-    assert set(rows) == set(measured) == set(record["strategies"])
+    assert set(rows) == {*discover_strategies(), VARIANT} == set(record["strategies"])
+    # The variant's environment reached its service (/info).
+    pipeline = record["services"][VARIANT]["runtime"]["pipeline"]
+    assert pipeline["resizer_setting"] == VARIANT_SETTING[1], pipeline
     per_core = [row["rps_per_core"] for row in rows.values()]
     assert per_core == sorted(per_core, reverse=True)  # the tables' order
     for name, row in rows.items():
