@@ -103,16 +103,18 @@ format: setup-python $(STRATEGY_FORMAT)
 	@for crate in $(RUST_TOOLS); do set -x; cargo fmt --manifest-path $$crate/Cargo.toml || exit 1; done
 
 # Sub-makes, in order: ORT_LIB exists only once `setup` has run. `-j2 setup` builds oha
-# while uv downloads PyTorch. pytest starts once the images are built, and runs alone: beside
-# the image build or a second pytest, timing-bound tests failed on a starved core (a Ray
-# proxy killed for starting slowly, a saturated service's health probes too few).
+# while uv downloads PyTorch. The unit tier (in-process: no timing bound) runs while the
+# images finish; the other tiers once they are built, alone: beside the image build or a
+# second pytest, timing-bound tests failed on a starved core (a Ray proxy killed for
+# starting slowly, a saturated service's health probes too few).
 test: setup-system
 	@$(MAKE) --no-print-directory images-background
 	@$(MAKE) --no-print-directory -j2 setup
 	@$(MAKE) --no-print-directory lint export
 	@$(MAKE) --no-print-directory test-strategies
+	$(RUN)pytest -m unit
 	@$(MAKE) --no-print-directory images-wait
-	$(RUN)pytest
+	$(RUN)pytest -m "not unit"
 
 # The quick tier, under 5 minutes: the unit tests (in-process; conftest.py says what is
 # one) and the contract suite against one Python strategy, no Rust build and no image: the
