@@ -7,18 +7,13 @@
 #   3. each service of docker-compose.yml (`docker compose build`, else docker-compose): the
 #      Python strategies from docker/python-service.Dockerfile, the export job from
 #      docker/exporter.Dockerfile (its torch layer is the exporter_base strategy's: built
-#      once, by whichever comes first). A service built from a Dockerfile of its own (a
-#      strategy's folder: a compiled service) builds in a second lane, beside the others:
-#      compiling keeps both cores busy for minutes while the shared images mostly copy
-#      virtual environments (disk), so the two overlap (on 2 cores: 27 -> 21 minutes from
-#      nothing, with `make test`'s own set-up running too).
+#      once, by whichever comes first).
 # Idempotent: Docker's layer cache makes a run with nothing changed take seconds.
 #
 # Progress goes to stderr, one line per step with the elapsed time (and a line a minute while
 # a long step runs); Docker's own output goes to BUILD_LOG (default: a file in $TMPDIR),
-# whose tail is printed when a step fails (the second lane's goes to BUILD_LOG with -2 before
-# its extension). The exit status is non-zero when a step fails, the step named on the last
-# line.
+# whose tail is printed when a step fails. The exit status is non-zero when a step fails,
+# the step named on the last line.
 #
 # BASE_IMAGES, where the Dockerfiles' base images come from:
 #   local   built here from Debian packages (docker/build-base-images.sh, which needs Linux
@@ -84,15 +79,8 @@ if [[ $BASE_IMAGES == local ]]; then
 fi
 # Empty with public base images: the python-build image then starts FROM its default.
 PYTHON_IMAGE=$(printf '%s\n' "${args[@]}" | sed -n 's/^PYTHON_IMAGE=//p')
-# Each service and its Dockerfile, from the resolved Compose configuration: those outside
-# this folder (a strategy's own) form the second lane.
-dockerfiles=$("${compose[@]}" config | awk '/^services:/ { in_services = 1; next }
-    in_services && /^[^ ]/ { in_services = 0 }
-    in_services && /^  [^ ]/ { service = $1; sub(/:$/, "", service) }
-    in_services && /^      dockerfile:/ { print service, $2 }')
-services=$(awk '$2 ~ /(^|\/)docker\/[^\/]+$/ { print $1 }' <<<"$dockerfiles")
-own_services=$(awk '$2 !~ /(^|\/)docker\/[^\/]+$/ { print $1 }' <<<"$dockerfiles")
-total=$((1 + $(wc -w <<<"$services $own_services")))
+services=$("${compose[@]}" config --services)
+total=$((1 + $(wc -w <<<"$services")))
 if [[ $BASE_IMAGES == local ]]; then total=$((total + 1)); fi
 
 LOG=${BUILD_LOG:-${TMPDIR:-/tmp}/model-serving-build-images.log}
@@ -100,12 +88,9 @@ LOG=${BUILD_LOG:-${TMPDIR:-/tmp}/model-serving-build-images.log}
 start=$SECONDS
 step=0
 pid=
-lane=
 
 say() { printf '[images %02d:%02d] %s\n' $(((SECONDS - start) / 60)) $(((SECONDS - start) % 60)) "$*" >&2; }
-trap '[[ -n $pid ]] && kill "$pid" 2>/dev/null; [[ -n $lane ]] && kill "$lane" 2>/dev/null; exit 130' INT TERM
-# A failed step ends the script: the second lane with it.
-trap '[[ -n $lane ]] && kill "$lane" 2>/dev/null; true' EXIT
+trap '[[ -n $pid ]] && kill "$pid" 2>/dev/null; exit 130' INT TERM
 
 # run NAME COMMAND...: one numbered step, its output appended to the log.
 run() {
@@ -142,25 +127,7 @@ if [[ $BASE_IMAGES == local ]]; then
 fi
 run "$BUILD_IMAGE" docker build --network host ${PYTHON_IMAGE:+--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE"} \
     -f docker/python-build.Dockerfile -t "$BUILD_IMAGE" .
-# The second lane, numbered after the first, in a subshell of its own (its own log and step).
-(
-    trap '[[ -n $pid ]] && kill "$pid" 2>/dev/null; exit 130' INT TERM
-    trap - EXIT
-    LOG=${LOG%.log}-2.log
-    : >"$LOG"
-    step=$((total - $(wc -w <<<"$own_services")))
-    for service in $own_services; do
-        run "$service" "${compose[@]}" build "$service"
-    done
-) &
-lane=$!
 for service in $services; do
     run "$service" "${compose[@]}" build "$service"
 done
-if ! wait "$lane"; then
-    lane=
-    say "FAILED: the second lane ($(xargs <<<"$own_services")); its step's output is above"
-    exit 1
-fi
-lane=
 say "done: $total steps in $((SECONDS - start)) s"
