@@ -14,7 +14,9 @@ from dataclasses import dataclass
 
 import hostile
 import httpx
+import numpy as np
 import pytest
+import tritonclient.http
 from benchmark.processes import RunningService
 from clients import (
     COFFEE,
@@ -260,3 +262,98 @@ def test_metrics_sum_over_workers(service):
     for stage in ("parse", "decode", "preprocess", "inference"):
         assert float(samples[f'predict_stage_duration_seconds_count{{stage="{stage}"}}']) >= 6
     assert float(samples["predict_request_duration_seconds_count"]) >= 7
+
+
+# --- The Open Inference Protocol (KServe v2), driven by Triton's own client --------------
+
+SAMPLE_IMAGES = sorted(p for p in (ROOT / "images").iterdir() if p.suffix in (".jpg", ".png"))
+
+
+def triton(service: RunningService) -> tritonclient.http.InferenceServerClient:
+    return tritonclient.http.InferenceServerClient(service.url.removeprefix("http://"))
+
+
+def infer(
+    service: RunningService, model: str, images: list[bytes], binary: bool
+) -> tritonclient.http.InferResult:
+    """One infer request of `images`: raw bytes in the binary extension, else base64 in JSON
+    (a JPEG is not UTF-8 text); both outputs as binary data or as JSON alike."""
+    tensor = tritonclient.http.InferInput("image", [len(images)], "BYTES")
+    data = images if binary else [base64.b64encode(image) for image in images]
+    tensor.set_data_from_numpy(np.array(data, dtype=object), binary_data=binary)
+    outputs = [
+        tritonclient.http.InferRequestedOutput(name, binary_data=binary)
+        for name in ("probabilities", "label")
+    ]
+    return triton(service).infer(model, [tensor], outputs=outputs)
+
+
+def test_open_inference_health_and_model_metadata(service, served_model):
+    client, model = triton(service), served_model.contract.architecture
+    assert client.is_server_live() and client.is_server_ready()
+    assert client.is_model_ready(model) and not client.is_model_ready("no_such_model")
+    assert "binary_tensor_data" in client.get_server_metadata()["extensions"]
+    metadata = client.get_model_metadata(model)
+    assert metadata["name"] == model and metadata["versions"] == ["1"]
+    assert metadata["inputs"] == [{"name": "image", "datatype": "BYTES", "shape": [-1]}]
+    labels = len(served_model.labels)
+    assert metadata["outputs"] == [
+        {"name": "probabilities", "datatype": "FP32", "shape": [-1, labels]},
+        {"name": "label", "datatype": "BYTES", "shape": [-1]},
+    ]
+
+
+@pytest.mark.parametrize("binary", [True, False], ids=["binary", "json"])
+def test_open_inference_answers_as_predict_on_every_sample_image(service, served_model, binary):
+    model = served_model.contract.architecture
+    for path in SAMPLE_IMAGES:
+        image = path.read_bytes()
+        expected = post(service, image, hostile.media_type(image), "?probabilities=true").json()
+        result = infer(service, model, [image], binary)
+        probabilities = result.as_numpy("probabilities")
+        assert probabilities.shape == (1, len(served_model.labels)), path.name
+        assert probabilities.dtype == np.float32
+        # The same float32 values, however each side printed them in JSON.
+        same = np.array([expected["probabilities"][k] for k in served_model.labels], np.float32)
+        assert probabilities[0].tolist() == same.tolist(), path.name
+        (label,) = result.as_numpy("label")
+        assert (label.decode() if isinstance(label, bytes) else label) == expected["prediction"]
+
+
+def test_open_inference_takes_several_images_in_one_request(service, served_model):
+    images = [COFFEE, (ROOT / "images" / "rocket.jpg").read_bytes()]
+    result = infer(service, served_model.contract.architecture, images, binary=True)
+    labels = [label.decode() for label in result.as_numpy("label")]
+    assert labels == [post(service, image, JPEG).json()["prediction"] for image in images]
+    assert result.as_numpy("probabilities").shape == (2, len(served_model.labels))
+
+
+def v2_infer_body(image: bytes, **tensor: object) -> bytes:
+    data = [base64.b64encode(image).decode()]
+    fields = {"name": "image", "datatype": "BYTES", "shape": [1], "data": data, **tensor}
+    return json.dumps({"inputs": [fields]}).encode()
+
+
+@pytest.mark.parametrize(
+    ("content", "path", "error_type"),
+    [
+        (b"{", "", "invalid_json"),
+        (v2_infer_body(COFFEE, name="pixels"), "", "invalid_request"),
+        (v2_infer_body(COFFEE, datatype="FP32"), "", "invalid_request"),
+        (v2_infer_body(COFFEE, shape=[2]), "", "invalid_request"),
+        (v2_infer_body(COFFEE, data=["not base64!"]), "", "invalid_base64"),
+        (v2_infer_body(COFFEE[:5000]), "", "unsupported_image"),
+        (v2_infer_body(encoded(OVER_LIMIT, "PNG")), "", "image_too_large"),
+        (b"x" * (MAX_BODY_BYTES + 1), "", "body_too_large"),
+        (v2_infer_body(COFFEE), "no_such_model", "not_found"),
+    ],
+    ids=["json", "input", "datatype", "shape", "base64", "image", "pixels", "body", "model"],
+)
+def test_open_inference_errors_are_the_contracts(service, served_model, content, path, error_type):
+    model = path or served_model.contract.architecture
+    url = f"{service.url}/v2/models/{model}/infer"
+    response = httpx.post(url, content=content, headers={"Content-Type": JSON}, timeout=60)
+    assert response.status_code == ERRORS[error_type]["status"], response.text
+    assert response.json()["error_type"] == error_type and response.json()["error"]
+    assert service.process.poll() is None
+    assert_serves_again(service)

@@ -5,20 +5,38 @@ ingress (a strategy's own scenario, benchmark.scenario); this module imports non
 
 import contextlib
 import hashlib
+import threading
+import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import httpx
+from serving_common.protocol import RefusalPacer
+from serving_common.settings import Settings
 
 from benchmark.ab import ab_command, run_ab
 from benchmark.ceiling import mean_ceiling, measure_ceiling
-from benchmark.oha import oha_command, run_oha
+from benchmark.oha import oha_command, parse_by_status, run_oha
 from benchmark.pipelines import REFERENCE_PIPELINE
 from benchmark.progress import Progress
 
 JSON = "application/json"
+# Past capacity (the overload phase): the flood's clients, as many as the fault suite's and
+# three times the services' admission limit (MAX_PENDING_REQUESTS, 64 a worker); the open
+# loop's offered rates, as multiples of the round's closed-loop throughput, and its
+# connections: enough for every refusal waiting its paced turn (up to 2 s) at 4x.
+FLOOD_CLIENTS = 200
+# ab -n: far more than a flood's seconds can answer (ab keeps 48 bytes for each).
+FLOOD_REQUESTS_CAP = 1_000_000
+OVERLOAD_FACTORS = (2.0, 4.0)
+OVERLOAD_CONNECTIONS = 1000
+# GET / on a new connection this often while the flood runs; an answer slower than the
+# timeout counts as a failure.
+HEALTH_PROBE_INTERVAL_S = 0.1
+HEALTH_PROBE_TIMEOUT_S = 5.0
 
 
 class Sampler(Protocol):
@@ -71,6 +89,7 @@ class Plan:
     ceiling_seconds: float
     open_loop_seconds: float  # per offered rate
     open_loop_fractions: tuple[float, ...]  # offered rates, as fractions of closed-loop req/s
+    overload_seconds: int  # the flood's and each overload rate's; 0 skips the overload phase
 
 
 @dataclass(frozen=True)
@@ -158,6 +177,88 @@ def open_loop_sweep(service: Service, closed_rps: float, job: Job) -> dict[str, 
     return {"slo_ms": job.slo_ms, "steps": steps}
 
 
+def probe_health(url: str, stop: threading.Event) -> dict[str, Any]:
+    """GET / on a new connection every HEALTH_PROBE_INTERVAL_S until `stop` is set: how
+    many, how many failed (no 200 within HEALTH_PROBE_TIMEOUT_S), the slowest."""
+    times, failures = [], 0
+    while not stop.wait(HEALTH_PROBE_INTERVAL_S):
+        started = time.perf_counter()
+        try:
+            ok = httpx.get(url + "/", timeout=HEALTH_PROBE_TIMEOUT_S).status_code == 200
+        except httpx.HTTPError:
+            ok = False
+        times.append(time.perf_counter() - started)
+        failures += not ok
+    return {"probes": len(times), "failures": failures, "max_ms": 1000 * max(times, default=0.0)}
+
+
+def flood(service: Service, job: Job) -> dict[str, Any]:
+    """FLOOD_CLIENTS clients in a closed loop, each sending again as soon as it is answered
+    (503s included: retrying clients, a busy load balancer), while GET / is probed."""
+    command = ab_command(
+        service.url + "/predict/",
+        job.main_payload,
+        FLOOD_REQUESTS_CAP,
+        FLOOD_CLIENTS,
+        job.plan.overload_seconds,
+        JSON,
+        keep_going=True,
+    )
+    stop = threading.Event()
+    with ThreadPoolExecutor(1) as prober:
+        health = prober.submit(probe_health, service.url, stop)
+        try:
+            result, _ = run_ab(command, job.load_cpus)
+        finally:
+            stop.set()
+    return {"command": command, "ab": result, "health": health.result()}
+
+
+def overload(service: Service, capacity_rps: float, job: Job) -> dict[str, Any]:
+    """Past capacity: the closed-loop flood, then oha at OVERLOAD_FACTORS times the round's
+    closed-loop throughput (`capacity_rps`). What it does with the excess (refused at once,
+    paced, queued) decides how much of its capacity it still serves (its goodput)."""
+    job.log(f"  {service.name}: flood of {FLOOD_CLIENTS} clients")
+    flooded = flood(service, job)
+    time.sleep(settle_s(capacity_rps))
+    url, steps = service.url + "/predict/", []
+    for factor in OVERLOAD_FACTORS:
+        rate = max(1, round(capacity_rps * factor))
+        job.log(f"  {service.name}: open loop at {rate} req/s ({factor:g}x capacity)")
+        command = oha_command(
+            url,
+            job.main_payload,
+            rate,
+            job.plan.overload_seconds,
+            JSON,
+            connections=OVERLOAD_CONNECTIONS,
+            by_status=True,
+            # Goodput over the offered window: waiting for the last paced refusals (up to
+            # 2 s, the service idle) would count their wait as time the service had.
+            wait_at_deadline=False,
+        )
+        step = run_oha(command, job.load_cpus, parse=parse_by_status)
+        steps.append({"factor": factor, "offered_rps": rate, "command": command, **step})
+        # What the window left behind finishes before the next measurement starts.
+        time.sleep(settle_s(capacity_rps))
+    return {"capacity_rps": capacity_rps, "flood": flooded, "open_loop": steps}
+
+
+def settle_s(capacity_rps: float) -> float:
+    """How long a service past capacity may still be busy once its clients have left: its
+    paced refusals' longest wait, then its full admission queue at capacity (a host that
+    cannot withdraw a request, LitServe, serves them all)."""
+    pending = Settings.model_fields["max_pending_requests"].default
+    return RefusalPacer.MAX_WAIT_SECONDS + pending / max(capacity_rps, 1.0)
+
+
+def measures_overload(plan: Plan, name: str) -> bool:
+    """Whether configuration `name` goes through the overload phase: in a plan that has
+    one, each strategy's default configuration; not its variants ("<strategy>+<variant>",
+    benchmark.modes.configurations), which refuse through the same admission code."""
+    return plan.overload_seconds > 0 and "+" not in name
+
+
 def measure_load(service: Service, job: Job) -> dict[str, Any]:
     """Verified, then the closed-loop main run and the open-loop sweep (no size sweep, no
     cold starts): what a cluster's configurations are measured with."""
@@ -242,6 +343,11 @@ def measure_round(
             rps = result["main"]["ab"]["requests_per_second"]
             result["open_loop"] = open_loop_sweep(service, rps, job)
         result["stages"] = httpx.get(service.url + "/metrics").text
+        if measures_overload(plan, name):
+            # Last: the stage timings above are the admitted requests' under the main
+            # load, not under the flood.
+            with phase(label("overload")):
+                result["overload"] = overload(service, rps, job)
     with phase(label("ceilings after")):
         after = [job.ceiling(p) for p in pipelines]
         runs = zip(pipelines, before, after, strict=True)

@@ -1,6 +1,7 @@
 """Metrics derived from one record (benchmark.record): what the tables and plots show.
 Nothing here measures or formats."""
 
+import math
 import re
 import statistics
 from typing import Any, NamedTuple, TypedDict, cast
@@ -10,6 +11,7 @@ from benchmark.record import (
     MeasuredService,
     NativeRecord,
     OpenLoop,
+    Overload,
     Record,
     Repeat,
 )
@@ -23,7 +25,19 @@ _STAGE_LINE = re.compile(
 _BATCH_LINE = re.compile(r"^predict_batch_size_(sum|count) ([0-9.e+-]+)$", re.MULTILINE)
 
 
-class Row(TypedDict):
+class OverloadFigures(TypedDict):
+    """Past capacity (the overload phase; None or {} where the plan had none): goodput, the
+    200s per second, as a share of the round's closed-loop throughput."""
+
+    flood_share: float | None  # under the closed-loop flood
+    flood_refusals_per_s: float | None  # its non-2xx answers per second
+    flood_no_answer: float | None  # its requests that got no answer (connection errors)
+    flood_health_max_ms: float | None  # the slowest GET / meanwhile (a failed probe: inf)
+    overload_share: dict[str, float]  # by offered rate over capacity ("2x"): open loop
+    overload_ok_p99_ms: dict[str, float]  # the 200s' p99 at that rate
+
+
+class Row(OverloadFigures):
     """One configuration's metrics."""
 
     pipeline: str
@@ -71,6 +85,7 @@ SPREAD_KEYS = (
     "p99_ms",
     "p99_at_80_ms",
     "bounded_per_core",
+    "flood_share",
 )
 
 
@@ -131,6 +146,33 @@ def p99_at(open_loop: OpenLoop, offered_rps: float) -> float | None:
     return next((s["p99_ms"] for s in open_loop["steps"] if s["offered_rps"] == rate), None)
 
 
+def overload_figures(overload: Overload | None) -> OverloadFigures:
+    """A round's overload phase as Row figures (None and {} where it had none)."""
+    if overload is None:
+        return OverloadFigures(
+            flood_share=None,
+            flood_refusals_per_s=None,
+            flood_no_answer=None,
+            flood_health_max_ms=None,
+            overload_share={},
+            overload_ok_p99_ms={},
+        )
+    capacity, flood = overload["capacity_rps"], overload["flood"]
+    ab, health = flood["ab"], flood["health"]
+    answered = ab["complete_requests"] - ab["non_2xx"] - ab["connection_errors"]
+    steps = {f"{step['factor']:g}x": step for step in overload["open_loop"]}
+    return OverloadFigures(
+        flood_share=max(answered, 0.0) / ab["time_taken_s"] / capacity,
+        flood_refusals_per_s=ab["non_2xx"] / ab["time_taken_s"],
+        flood_no_answer=ab["connection_errors"],
+        flood_health_max_ms=math.inf if health["failures"] else health["max_ms"],
+        overload_share={
+            key: step["ok"] / step["seconds"] / capacity for key, step in steps.items()
+        },
+        overload_ok_p99_ms={key: step["ok_p99_ms"] for key, step in steps.items()},
+    )
+
+
 def service_cores(record: Record) -> int:
     return len(record["machine"]["service_cpus"].split(","))
 
@@ -154,6 +196,8 @@ def rounds_of(result: MeasuredService) -> list[Repeat]:
         "ceiling": result["ceiling"],
         "reference_ceiling": result["reference_ceiling"],
     }
+    if "overload" in result:
+        first["overload"] = result["overload"]
     return [first, *result["repeats"]]
 
 
@@ -202,6 +246,7 @@ def derive_round(result: MeasuredService, measured: Repeat, cores: int) -> Row:
             payload: load["ab"]["requests_per_second"] / cores
             for payload, load in result.get("sweep", {}).items()
         },
+        **overload_figures(measured.get("overload")),
         rounds=1,
         spread={},
     )

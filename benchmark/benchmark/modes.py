@@ -5,6 +5,7 @@ declares one, on its cluster scenario. Each mode returns its result type of
 `benchmark.record`; `benchmark.runner` assembles and writes the record.
 """
 
+import itertools
 import tempfile
 from dataclasses import replace
 from pathlib import Path
@@ -105,6 +106,26 @@ def with_variants(strategies: dict[str, Strategy], specs: list[str]) -> dict[str
     return added
 
 
+def with_sweep(strategies: dict[str, Strategy], sweep: str) -> dict[str, Strategy]:
+    """`strategies` with the runner's `--sweep NAME` added: for each strategy whose manifest
+    declares `[sweeps.NAME]`, every combination of its values as a variant
+    "NAME-<value>-<value>" (e.g. "batching-16-20" for MAX_BATCH_SIZE=16, BATCH_WAIT_MS=20),
+    except a combination one of its variants already sets."""
+    if not any(sweep in strategy.sweeps for strategy in strategies.values()):
+        raise RuntimeError(f"--sweep {sweep}: no strategy measured here declares [sweeps.{sweep}]")
+    swept = dict(strategies)
+    for name, strategy in strategies.items():
+        if sweep not in strategy.sweeps:
+            continue
+        grid, variants = strategy.sweeps[sweep], dict(strategy.variants)
+        for values in itertools.product(*grid.values()):
+            environment = dict(zip(grid, values, strict=True))
+            if environment not in variants.values():
+                variants["-".join([sweep, *values])] = environment
+        swept[name] = replace(strategy, variants=variants)
+    return swept
+
+
 def configurations(
     strategies: dict[str, Strategy],
 ) -> list[tuple[str, Strategy, dict[str, str]]]:
@@ -133,7 +154,8 @@ def run_native(
             }
             launches: list[tuple[str, str, Launch]] = []
             for key, strategy, extra in configurations(strategies):
-                env = emulator.env(MODEL_URI=uris[strategy.model_file], **runtime, **extra)
+                # A variant may set a runtime setting too (WORKERS=1 on two cores).
+                env = emulator.env(MODEL_URI=uris[strategy.model_file], **(runtime | extra))
 
                 def launch(s: Strategy = strategy, env: dict[str, str] = env) -> RunningService:
                     return start_service(s, env, job.service_cpus)

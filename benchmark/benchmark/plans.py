@@ -3,15 +3,16 @@ order, with the time the plan gives each: what `benchmark.progress` estimates fr
 here measures; `benchmark.runner` picks a plan, `benchmark.modes` runs it.
 """
 
-from benchmark.measure import Plan, round_label
+from benchmark.measure import OVERLOAD_FACTORS, Plan, measures_overload, round_label
 from benchmark.progress import Phase
 from benchmark.scenario import ClusterScenario
 
 PLANS = {
     # The main job: every configuration in 3 interleaved rounds (the spread over them is
     # what the tables quote beside each median), each round the study's ab -c 50 for 30 s
-    # and a short open loop; the size sweep once. About 45 minutes on 2 cores for today's
-    # nine configurations.
+    # and a short open loop, and for each strategy's default configuration the overload
+    # phase (30 s); the size sweep once. About 55 minutes on 2 cores for today's nine
+    # configurations.
     "full": Plan(
         requests=40_000,
         concurrency=50,
@@ -22,6 +23,7 @@ PLANS = {
         ceiling_seconds=2,
         open_loop_seconds=6,
         open_loop_fractions=(0.5, 0.8, 0.9, 1.0),
+        overload_seconds=8,
     ),
     # A first look in about 5 minutes: one round of 10 s a configuration, a short open loop,
     # no size sweep, one start. Its numbers are noisier, and marked as such in the raw
@@ -36,6 +38,7 @@ PLANS = {
         ceiling_seconds=1,
         open_loop_seconds=3,
         open_loop_fractions=(0.5, 0.8, 1.0),
+        overload_seconds=0,
     ),
     # Seconds per service: make test's end-to-end check of the harness and the report.
     "quick": Plan(
@@ -48,6 +51,7 @@ PLANS = {
         ceiling_seconds=1,
         open_loop_seconds=2,
         open_loop_fractions=(0.5,),
+        overload_seconds=1,
     ),
 }
 # What the plan cannot know, in seconds: a service's start and verification, one cold start,
@@ -55,6 +59,14 @@ PLANS = {
 START_S = {"native": 10.0, "compose": 20.0, "cluster": 20.0}
 COLD_START_S = {"native": 5.0, "compose": 8.0, "cluster": 0.0}
 EXPORT_JOB, EXPORT_JOB_S = "Compose: GCS emulator and export job", 90.0
+
+
+def overload_s(plan: Plan, name: str) -> float:
+    """The overload phase: the flood and each rate past capacity, each followed by the
+    service finishing what it still holds (benchmark.measure.settle_s, about 3 s)."""
+    if not measures_overload(plan, name):
+        return 0.0
+    return (1 + len(OVERLOAD_FACTORS)) * (plan.overload_seconds + 3)
 
 
 def plan_phases(
@@ -73,20 +85,25 @@ def plan_phases(
         for name in names:
             phases += [
                 Phase(round_label(name, step, number, plan.rounds), seconds)
-                for step, seconds in round_steps(plan, mode, number, ceilings)
+                for step, seconds in round_steps(plan, mode, name, number, ceilings)
             ]
     return phases
 
 
-def round_steps(plan: Plan, mode: str, number: int, ceiling_s: float) -> list[tuple[str, float]]:
-    """One round's steps for one configuration (benchmark.measure.measure_round's phases),
+def round_steps(
+    plan: Plan, mode: str, name: str, number: int, ceiling_s: float
+) -> list[tuple[str, float]]:
+    """One round's steps for configuration `name` (benchmark.measure.measure_round's phases),
     with the time each is given; two pipelines' ceilings before it starts and after it
     stops."""
     open_loop = 3 + len(plan.open_loop_fractions) * (plan.open_loop_seconds + 1)
     steps = [("start and verify", 2 * ceiling_s + START_S[mode]), ("main run", plan.seconds)]
     if number == 1 and plan.sweep_seconds:
         steps.append(("size sweep", 3 * (plan.sweep_seconds + 1)))
-    steps += [("open loop", open_loop), ("ceilings after", 2 * ceiling_s)]
+    steps.append(("open loop", open_loop))
+    if overload := overload_s(plan, name):
+        steps.append(("overload", overload))
+    steps.append(("ceilings after", 2 * ceiling_s))
     extra_starts = plan.startup_runs - plan.rounds
     if number == 1 and extra_starts > 0:
         steps.append(("cold starts", extra_starts * COLD_START_S[mode]))

@@ -20,6 +20,15 @@ Versions (`schema_version`):
   (every configuration once, then every one again), so that the machine's drift hits them
   alike; a measured service's first round where it always was, each later one in `repeats`.
   Every earlier run measured one round.
+- 5: overload. The plan's `overload_seconds` and, where it is not 0, each round's
+  `overload` (a closed-loop flood past capacity with health probes, and open loops at
+  multiples of capacity); ab's `connection_errors`. Every earlier run had no overload phase
+  (0 s, no `overload`), and its ab runs, without `-r`, stopped at the first connection error:
+  a recorded one had none.
+- 6: the overload phase's open loops end at their deadline: `seconds` is the offered window,
+  and the requests still in flight then are counted in `at_deadline`, apart from `errors`.
+  Version 5's were waited for, so the window's goodput was divided by up to 2 s more (the
+  last paced refusals' wait, the service idle); none was left at its deadline.
 A change to the shape adds a version and a step from the previous one.
 """
 
@@ -32,7 +41,7 @@ from weather_model.architectures import DEFAULT_ARCHITECTURE, WEATHER_LABELS
 
 from benchmark.json_check import RecordError, check
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 6
 
 Mode = Literal["native", "compose", "cluster"]
 PlanName = Literal["full", "short", "quick"]
@@ -50,6 +59,7 @@ class RunPlan(TypedDict):
     ceiling_seconds: float
     open_loop_seconds: float
     open_loop_fractions: list[float]
+    overload_seconds: int  # each overload step's; 0: no overload phase
 
 
 class MachineIdentity(TypedDict):
@@ -117,6 +127,7 @@ class AbResult(TypedDict):
     complete_requests: float
     failed_requests: float
     non_2xx: float
+    connection_errors: float  # requests with no answer: connect, receive, write errors
     requests_per_second: float
     time_per_request_ms: float
     time_taken_s: float
@@ -173,6 +184,41 @@ class OpenLoop(TypedDict):
     steps: list[OpenLoopStep]
 
 
+class HealthProbes(TypedDict):
+    """`GET /` on a new connection every 0.1 s while a load runs (benchmark.measure)."""
+
+    probes: int
+    failures: int  # not a 200 within the probe's timeout
+    max_ms: float
+
+
+class Flood(TypedDict):
+    """Past capacity, closed loop: ab with many more clients than the service admits, each
+    sending again as soon as it is answered (retrying clients, a busy load balancer)."""
+
+    command: list[str]
+    ab: AbResult
+    health: HealthProbes
+
+
+class OverloadStep(OpenLoopStep):
+    """Past capacity, open loop: oha at a multiple of the round's capacity."""
+
+    factor: float  # offered rate over capacity
+    seconds: float  # how long it ran: the offered window (schema 5: until the last answer)
+    at_deadline: int  # still in flight at the window's end, not waited for
+    ok_p50_ms: float  # latency of the 200s alone
+    ok_p99_ms: float
+
+
+class Overload(TypedDict):
+    """What a configuration does with more than it can serve (benchmark.measure.overload)."""
+
+    capacity_rps: float  # its closed-loop main run's requests/s, the same round
+    flood: Flood
+    open_loop: list[OverloadStep]
+
+
 class StartupSample(TypedDict):
     ready_seconds: float  # start -> first 200 on GET /
     download_seconds: float  # the service's own account (/info)
@@ -186,6 +232,7 @@ class Repeat(TypedDict):
     main: LoadTest
     open_loop: OpenLoop
     stages: str  # its /metrics text after this round (the service started afresh)
+    overload: NotRequired[Overload]  # absent when the plan has no overload phase
     ceiling: Ceiling
     reference_ceiling: Ceiling
 
@@ -202,6 +249,7 @@ class MeasuredService(TypedDict):
     sweep: NotRequired[dict[str, LoadTest]]  # by payload; absent when the plan skips it
     open_loop: OpenLoop
     stages: str  # its /metrics text after the run
+    overload: NotRequired[Overload]  # absent when the plan has no overload phase
     ceiling: Ceiling  # its own pipeline's, around its run
     reference_ceiling: Ceiling  # today's reference-exact pipeline's, around its run
     startup: list[StartupSample]  # each round's start, then the plan's extra cold starts
@@ -334,6 +382,10 @@ def upgrade(raw: dict[str, Any]) -> Record:
         record = _from_v2(record)
     if version <= 3:
         record = _from_v3(record)
+    if version <= 4:
+        record = _from_v4(record)
+    if version <= 5:
+        record = _from_v5(record)
     mode = record.get("mode")
     if mode not in RECORD_TYPES:
         raise RecordError(f"mode: {mode!r} is not one of {list(RECORD_TYPES)}")
@@ -414,6 +466,30 @@ def _from_v3(record: dict[str, Any]) -> dict[str, Any]:
         for result in record["services"].values():
             if "failed" not in result:
                 result.setdefault("repeats", [])
+    return record
+
+
+def _from_v4(record: dict[str, Any]) -> dict[str, Any]:
+    """Version 4 as version 5: no run before it had an overload phase, and its ab runs
+    (without -r) ended at the first connection error, so a recorded one had none."""
+    record["plan"].setdefault("overload_seconds", 0)
+    for result in record["services"].values():
+        if "failed" in result:
+            continue
+        loads = [result["main"], *result.get("sweep", {}).values()]
+        loads += [repeat["main"] for repeat in result.get("repeats", [])]
+        for load in loads:
+            load["ab"].setdefault("connection_errors", 0.0)
+    return record
+
+
+def _from_v5(record: dict[str, Any]) -> dict[str, Any]:
+    """Version 5 as version 6: its overload open loops waited for every answer, so none was
+    left at the deadline."""
+    for result in record["services"].values():
+        for measured in [result, *result.get("repeats", [])]:
+            for step in measured.get("overload", {}).get("open_loop", []):
+                step.setdefault("at_deadline", 0)
     record["schema_version"] = SCHEMA_VERSION
     return record
 

@@ -137,6 +137,7 @@ def run_plan(plan: Plan) -> RunPlan:
         ceiling_seconds=plan.ceiling_seconds,
         open_loop_seconds=plan.open_loop_seconds,
         open_loop_fractions=list(plan.open_loop_fractions),
+        overload_seconds=plan.overload_seconds,
     )
 
 

@@ -30,6 +30,7 @@ from benchmark.modes import (
     run_compose,
     run_native,
     select_strategies,
+    with_sweep,
     with_variants,
 )
 from benchmark.payloads import write_payloads
@@ -60,6 +61,8 @@ def run(args: argparse.Namespace) -> Path:
     selected = select_strategies(args.mode, args.services)
     if args.no_variants:
         selected = {name: replace(s, variants={}) for name, s in selected.items()}
+    if args.sweep:
+        selected = with_sweep(selected, args.sweep)
     selected = with_variants(selected, args.variant)
     clusters = (
         {name: load_scenario(s) for name, s in selected.items()} if args.mode == "cluster" else {}
@@ -136,7 +139,7 @@ def main() -> None:
         "--plan",
         choices=tuple(PLANS),
         default="full",
-        help="full: the main job (3 rounds, ~45 min on 2 cores); short: a first look (~5 min); "
+        help="full: the main job (3 rounds, ~55 min on 2 cores); short: a first look (~5 min); "
         "quick: seconds, make test's smoke run",
     )
     parser.add_argument("--service-cpus", default="0", help="cores for the service (taskset list)")
@@ -158,6 +161,13 @@ def main() -> None:
         help="one more configuration of a strategy, measured after its manifest's variants, "
         "with the environment it adds (repeatable); e.g. a batching sweep: "
         "litserve_serving+b16:MAX_BATCH_SIZE=16,BATCH_WAIT_MS=10",
+    )
+    parser.add_argument(
+        "--sweep",
+        metavar="NAME",
+        help="add every combination of a grid the manifests declare ([sweeps.NAME] in "
+        "strategy.toml) as variants of each strategy that declares it; e.g. batching: "
+        "MAX_BATCH_SIZE and BATCH_WAIT_MS, for the frameworks that batch",
     )
     parser.add_argument(
         "--no-variants",

@@ -209,8 +209,60 @@ def render_tables(record: ServiceRecord, plots: str, baseline: str | None) -> st
         f"![throughput per core against the ceiling]({plots}/throughput.png)",
         f"![latency percentiles under the closed loop]({plots}/latency.png)",
         f"![p99 latency against offered rate]({plots}/open_loop.png)",
+        *render_overload(record, rows),
     ]
     return "\n".join(lines)
+
+
+def share_text(row: Row, key: str, rate: str) -> str:
+    value = figure(row, key).get(rate)
+    return "-" if value is None else f"{value:.0%}"
+
+
+def render_overload(record: ServiceRecord, rows: dict[str, Row]) -> list[str]:
+    """Past capacity: how much of its own capacity each configuration still serves."""
+    overloads = [r["overload"] for r in measured_services(record).values() if "overload" in r]
+    if not overloads:
+        return []
+    flood, steps = overloads[0]["flood"], overloads[0]["open_loop"]
+    rates = [f"{step['factor']:g}x" for step in steps]
+    oha = steps[0]["command"] if steps else []
+    connections = oha[oha.index("-c") + 1] if "-c" in oha else "-"
+    # Schema 5's open loops waited for their last answers (benchmark.record).
+    window = (
+        "until its last answer"
+        if "--wait-ongoing-requests-after-deadline" in oha
+        else "over its offered window, the requests still in flight at its end not waited for"
+    )
+    lines = [
+        "",
+        f"**Past capacity** ({record['plan']['overload_seconds']} s each): goodput, the 200s "
+        "per second, as a share of the configuration's own closed-loop throughput in the same "
+        f"round (its capacity). The flood: `{' '.join(flood['command'])}`, clients that send "
+        "again as soon as they are answered, 503s included, while `GET /` is probed every "
+        f"0.1 s on a new connection; then oha at {' and '.join(rates)} its capacity (open "
+        f"loop, {connections} connections, {window}), with the p99 of the 200s alone.",
+        "",
+        "| service | capacity req/s | flood: goodput | 503s/s | no answer | GET / max ms "
+        + "".join(f"| {rate}: goodput | {rate}: p99 of 200s ms " for rate in rates)
+        + "|",
+        "|---|---|---|---|---|---|" + "---|---|" * len(rates),
+    ]
+    for name, r in rows.items():
+        if r["flood_share"] is None:
+            continue
+        health = r["flood_health_max_ms"]
+        lines.append(
+            f"| {name} | {r['rps']:.1f} | {with_spread(r, 'flood_share', '.0%')} | "
+            f"{r['flood_refusals_per_s']:.0f} | {r['flood_no_answer']:.0f} | "
+            f"{'failed' if health == float('inf') else ms(health)} | "
+            + "".join(
+                f"{share_text(r, 'overload_share', rate)} | "
+                f"{ms(r['overload_ok_p99_ms'].get(rate))} | "
+                for rate in rates
+            ).rstrip()
+        )
+    return lines
 
 
 def render_deployment(record: ComposeRecord, native: ServiceRecord | None = None) -> str:

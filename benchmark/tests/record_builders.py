@@ -23,3 +23,48 @@ def with_rounds(record: dict, scales: dict[str, list[float]]) -> dict:
             repeat["main"]["ab"]["requests_per_second"] *= factor
             result["repeats"].append(repeat)
     return grown
+
+
+def overload(capacity: float, flood_ok: float, refused: float, shares: dict[float, float]) -> dict:
+    """An overload phase (benchmark.record.Overload) at `capacity` requests/s: a 10 s flood
+    with `flood_ok` 200s per second and `refused` 503s per second, and an open-loop step at
+    each factor whose 200s are `shares[factor]` of capacity."""
+    ab = {
+        "complete_requests": 10 * (flood_ok + refused),
+        "failed_requests": 0.0,
+        "non_2xx": 10 * refused,
+        "connection_errors": 0.0,
+        "requests_per_second": flood_ok + refused,
+        "time_per_request_ms": 1.0,
+        "time_taken_s": 10.0,
+        **{f"p{p}_ms": 100.0 for p in (50, 66, 75, 80, 90, 95, 98, 99, 100)},
+    }
+    steps = [
+        {
+            "factor": factor,
+            "offered_rps": round(factor * capacity),
+            "command": ["oha", "-c", "1000"],
+            "seconds": 10.0,
+            "achieved_rps": factor * capacity,
+            "success_rate": 1.0,
+            "ok": round(10 * share * capacity),
+            "non_2xx": round(10 * (factor - share) * capacity),
+            "errors": 0,
+            "at_deadline": 64,
+            "p50_ms": 5.0,
+            "p90_ms": 9.0,
+            "p99_ms": 900.0,
+            "ok_p50_ms": 20.0,
+            "ok_p99_ms": 300.0,
+        }
+        for factor, share in shares.items()
+    ]
+    return {
+        "capacity_rps": capacity,
+        "flood": {
+            "command": ["ab", "-c", "200", "-r"],
+            "ab": ab,
+            "health": {"probes": 90, "failures": 0, "max_ms": 12.0},
+        },
+        "open_loop": steps,
+    }

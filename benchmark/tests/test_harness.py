@@ -69,6 +69,15 @@ def test_parse_ab_recorded_output():
     )
 
 
+def test_parse_ab_counts_requests_that_got_no_answer():
+    flood = RECORDED_AB.replace(
+        "   (Connect: 0, Receive: 0, Length: 1893, Exceptions: 0)",
+        "   (Connect: 1, Receive: 3, Length: 1886, Exceptions: 2)\nWrite errors:           4",
+    )
+    assert parse_ab(flood)["connection_errors"] == 10
+    assert parse_ab(RECORDED_AB)["connection_errors"] == 0
+
+
 def test_parse_ab_rejects_other_text():
     try:
         parse_ab("ab: invalid option")
@@ -144,6 +153,19 @@ def test_quick_run_end_to_end(quick_record, artifacts, tmp_path):
         steps = record["services"][name]["open_loop"]["steps"]
         assert len(steps) == 1, steps
         assert all(step["ok"] > 0 and step["p99_ms"] > 0 for step in steps), steps
+        # Past capacity: a strategy's default configuration, not a variant.
+        overload = record["services"][name].get("overload")
+        assert (overload is None) == (name == VARIANT), name
+        if overload:
+            flood = overload["flood"]
+            assert flood["ab"]["complete_requests"] > 0 and flood["health"]["probes"] >= 3
+            assert [step["factor"] for step in overload["open_loop"]] == [2.0, 4.0]
+            assert all(step["ok"] > 0 for step in overload["open_loop"]), name
+            # Each window is the plan's, not waited past (benchmark.measure.overload).
+            assert all(
+                step["seconds"] < record["plan"]["overload_seconds"] + 0.5
+                for step in overload["open_loop"]
+            ), name
     page = tmp_path / "results.md"
     page.write_text(f"# x\n{START}\nold\n{END}\ntail\n")
     render_block(page, (START, END), render_tables(record, "plots", None))
@@ -151,7 +173,7 @@ def test_quick_run_end_to_end(quick_record, artifacts, tmp_path):
     assert all(p.stat().st_size > 5_000 for p in plots)
     text = page.read_text()
     assert "old" not in text and f"| {MEASURED} |" in text and text.endswith("tail\n")
-    assert "Quick plan" in text and "(taskset)" in text
+    assert "Quick plan" in text and "(taskset)" in text and "**Past capacity**" in text
 
 
 def test_progress_says_where_the_run_is(quick_run):
@@ -159,7 +181,8 @@ def test_progress_says_where_the_run_is(quick_run):
     record, log = quick_run
     phases = [line for line in log.splitlines() if ", phase " in line]
     services = len(record["services"])
-    assert len(phases) == 1 + 4 * services, log  # ceiling, then 4 each
+    # The ceiling, then 4 each, and the overload phase of each but the variant.
+    assert len(phases) == 1 + 4 * services + (services - 1), log
     assert all("left]" in line for line in phases)
     assert "phase 1/" in phases[0] and f"phase {len(phases)}/{len(phases)}" in phases[-1]
     assert "\r" not in log
@@ -288,6 +311,21 @@ def test_parse_oha_recorded_output():
     assert parsed["ok"] == 200 and parsed["non_2xx"] == 0 and parsed["errors"] == 0
     assert round(parsed["achieved_rps"], 2) == 39.98
     assert round(parsed["p99_ms"], 2) == 16.63 and parsed["p50_ms"] < parsed["p90_ms"]
+
+
+def test_an_overload_window_counts_the_requests_left_at_its_deadline_apart():
+    """A real oha run past capacity (onnx_serving on one core, 400 requests/s for 3 s, 300
+    connections, without waiting at the deadline): 200s, paced 503s, and the requests still
+    in flight at the deadline, which are not errors."""
+    from pathlib import Path
+
+    from benchmark.oha import parse_by_status
+
+    parsed = parse_by_status((Path(__file__).parent / "oha_overload_recorded.json").read_text())
+    assert (parsed["ok"], parsed["non_2xx"]) == (138, 798)
+    assert (parsed["at_deadline"], parsed["errors"]) == (264, 0)
+    assert round(parsed["seconds"], 2) == 3.01  # the window, not the last answer's time
+    assert round(parsed["ok_p99_ms"]) == 1479 and parsed["ok_p50_ms"] < parsed["ok_p99_ms"]
 
 
 def test_cpu_lists_read_like_taskset():

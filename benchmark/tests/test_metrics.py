@@ -19,7 +19,7 @@ from benchmark.metrics import (
     stage_ms,
 )
 from benchmark.record import load_record
-from record_builders import with_rounds
+from record_builders import overload, with_rounds
 
 NATIVE = sorted((Path(__file__).resolve().parents[2] / "results").glob("*/native-*.json"))
 
@@ -90,6 +90,23 @@ def test_a_configuration_measured_in_rounds_is_their_median_with_its_range():
         assert (low, high) == (pytest.approx(0.9 * per_core), pytest.approx(1.2 * per_core))
         # Figures every round shares (the same copy) have no spread.
         assert row["spread"]["cpu_ms_per_request"][0] <= row["cpu_ms_per_request"]
+
+
+def test_goodput_past_capacity_is_a_share_of_the_rounds_own_capacity():
+    record = load_record(NATIVE[0])
+    name = next(iter(measured_services(record)))
+    result = record["services"][name]
+    capacity = result["main"]["ab"]["requests_per_second"]
+    result["overload"] = overload(capacity, 0.8 * capacity, 150.0, {2.0: 0.9, 4.0: 0.85})
+    row = derive(record)[name]
+    assert row["flood_share"] == pytest.approx(0.8)
+    assert row["flood_refusals_per_s"] == pytest.approx(150.0)
+    assert (row["flood_no_answer"], row["flood_health_max_ms"]) == (0.0, 12.0)
+    assert row["overload_share"] == pytest.approx({"2x": 0.9, "4x": 0.85}, abs=0.01)
+    assert row["overload_ok_p99_ms"] == {"2x": 300.0, "4x": 300.0}
+    # A health probe that failed is no figure to quote as the slowest.
+    result["overload"]["flood"]["health"]["failures"] = 1
+    assert derive(record)[name]["flood_health_max_ms"] == float("inf")
 
 
 def test_comparisons_are_taken_round_by_round():

@@ -139,6 +139,41 @@ def test_a_record_before_rounds_measured_one_round():
     assert upgrade(cluster)["plan"]["rounds"] == 1  # its configurations have no repeats
 
 
+def test_a_record_before_the_overload_phase_had_none_and_no_connection_errors():
+    version_4 = {**upgrade(committed("native")), "schema_version": 4}
+    del version_4["plan"]["overload_seconds"]
+    measured = [r for r in version_4["services"].values() if "failed" not in r]
+    for result in measured:
+        result.pop("overload", None)
+        for load in [result["main"], *[r["main"] for r in result["repeats"]]]:
+            del load["ab"]["connection_errors"]
+    record = upgrade(version_4)
+    assert record["plan"]["overload_seconds"] == 0
+    for result in record["services"].values():
+        if "failed" not in result:
+            assert result["main"]["ab"]["connection_errors"] == 0 and "overload" not in result
+    assert all(row["flood_share"] is None for row in derive(record).values())
+
+
+def test_a_record_whose_overload_windows_waited_left_none_at_their_deadline():
+    raw = [json.loads(path.read_text()) for path in COMMITTED if path.name.startswith("native-")]
+    record = next(r for r in map(upgrade, raw) if steps_of(r))  # one with an overload phase
+    version_5 = {**record, "schema_version": 5}
+    steps = steps_of(version_5)
+    for step in steps:
+        del step["at_deadline"]
+    assert all(step["at_deadline"] == 0 for step in steps_of(upgrade(version_5)))
+
+
+def steps_of(record: dict) -> list[dict]:
+    return [
+        step
+        for result in record["services"].values()
+        for measured in [result, *result.get("repeats", [])]
+        for step in measured.get("overload", {}).get("open_loop", [])
+    ]
+
+
 def test_the_oldest_shape_gets_the_defaults_the_tables_assumed():
     raw = committed("native")
     record = upgrade(oldest_shape(raw))

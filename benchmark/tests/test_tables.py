@@ -10,17 +10,25 @@ import statistics
 from pathlib import Path
 
 import pytest
-from benchmark.machine import REFERENCE_MACHINE
+from benchmark.machine import REFERENCE_MACHINE, model_folders
 from benchmark.metrics import derive
 from benchmark.record import load_record
 from benchmark.report import render_blocks, render_headline, render_results, rendered_part
 from benchmark.tables import baseline_label, render_tables
-from record_builders import with_rounds
+from record_builders import overload, with_rounds
 from serving_common.strategy import discover_strategies
 
 ROOT = Path(__file__).resolve().parents[2]
 RESULTS = ROOT / "results"
-NATIVE = sorted(RESULTS.glob("**/native-*.json"))
+# The records the report renders: each machine's and each of its models' own folder (a run
+# of a few configurations kept in a folder below, e.g. a threading experiment, is not one).
+NATIVE = sorted(
+    path
+    for machine in RESULTS.iterdir()
+    if machine.is_dir()
+    for folder, _ in model_folders(machine)
+    for path in folder.glob("native-*.json")
+)
 STRATEGIES = discover_strategies()
 BASELINE = next(s.name for s in STRATEGIES.values() if s.baseline)
 
@@ -107,6 +115,23 @@ def test_a_record_with_a_size_sweep_has_the_payload_table():
         assert "failed" not in result
         result.pop("sweep", None)
     assert "| service | small" not in render_tables(swept, "plots", BASELINE)
+
+
+def test_a_record_with_an_overload_phase_has_the_past_capacity_table():
+    record = load_record(next(p for p in NATIVE if p.name == "native-full.json"))
+    assert "Past capacity" not in render_tables(record, "plots", BASELINE)
+    shares = {}
+    for i, (name, result) in enumerate(record["services"].items()):
+        capacity = result["main"]["ab"]["requests_per_second"]
+        shares[name] = 0.5 + 0.05 * i
+        result["overload"] = overload(capacity, shares[name] * capacity, 100.0, {2.0: 0.9})
+    record["plan"]["overload_seconds"] = 10
+    text = render_tables(record, "plots", BASELINE)
+    assert "**Past capacity** (10 s each)" in text and "`ab -c 200 -r`" in text
+    header, cells = table_rows(text, "| service | capacity req/s")
+    assert header[-2:] == ["2x: goodput", "2x: p99 of 200s ms"]
+    for name, share in shares.items():
+        assert cells[name][2] == f"{share:.0%}" and cells[name][-2:] == ["90%", "300"], name
 
 
 def test_an_older_record_is_marked_where_its_ceilings_were_timed_beside_the_service():

@@ -7,7 +7,9 @@
   under MAX_BODY_BYTES and BODY_TIMEOUT_SECONDS (413, 408; BentoML reads any body whole,
   without a limit), the `probabilities` flag, the media type (415), and the count by
   final status, 499 when the client left first. The request then goes on to BentoML's
-  `/predict` with its body read (request.py).
+  `/predict` with its body read (request.py). The Open Inference Protocol's routes
+  (`/v2/...`, serving_common's OpenInference) sit behind the same admission, each image of
+  an infer request taken as a `/predict/`.
 - `ContractRoutes`, mounted at `/` (`bentoml.asgi_app`), answers `GET /` and `/info`, and
   the contract's JSON 404 and 405 for whatever BentoML's router does not take itself
   (BentoML's are plain text). BentoML keeps its probes (`/livez`, `/healthz`, `/readyz`),
@@ -19,18 +21,15 @@ import time
 from typing import Any
 
 import orjson
-from serving_common.app import (
-    PREDICT_PATHS,
-    AdmissionGate,
-    body_chunks,
-    client_left,
-    error_response,
-)
+from serving_common.app import AdmissionGate, error_response
+from serving_common.asgi import body_chunks, client_left
 from serving_common.errors import ErrorType, ServiceError
+from serving_common.open_inference import ModelDescription, OpenInference, is_open_inference
 from serving_common.protocol import (
     CLIENT_GONE_STATUS,
     IMAGE_MEDIA_TYPES,
     JSON_MEDIA_TYPE,
+    PREDICT_PATHS,
     ClientGone,
     PredictRequest,
     image_from_body,
@@ -60,15 +59,18 @@ class ContractFront:
     """Built in each worker process when BentoML's app starts (Starlette builds its
     middleware stack on the first ASGI event)."""
 
-    def __init__(self, app: ASGIApp, settings: Settings) -> None:
+    def __init__(self, app: ASGIApp, settings: Settings, routes: "ContractRoutes") -> None:
         self.app = app
         self.settings = settings
+        self.routes = routes
         self.metrics = process_metrics()
-        self.gate = AdmissionGate(self.predict, settings=settings, metrics=self.metrics)
+        self.gate = AdmissionGate(self.admitted, settings=settings, metrics=self.metrics)
+        self.open_inference: OpenInference | None = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        path, method = scope.get("path"), scope.get("method")
-        if scope["type"] != "http" or method != "POST" or path not in PREDICT_PATHS:
+        path, method = scope.get("path", ""), scope.get("method")
+        ours = (method == "POST" and path in PREDICT_PATHS) or is_open_inference(path)
+        if scope["type"] != "http" or not ours:
             await self.app(scope, receive, send)
             return
         answered = False
@@ -85,6 +87,18 @@ class ContractFront:
             # request that never answers alive until traffic.timeout (and with it, a drain).
             await send({"type": "http.response.start", "status": CLIENT_GONE_STATUS})
             await send({"type": "http.response.body", "body": b""})
+
+    async def admitted(self, scope: Scope, receive: Receive, send: Send) -> None:
+        """Past admission: a prediction, or the Open Inference Protocol's routes, whose
+        infer sends each image to `predict`; those wait for the worker's model, as `GET /`
+        does (404 until then)."""
+        if not is_open_inference(scope["path"]):
+            await self.predict(scope, receive, send)
+            return
+        if self.open_inference is None and self.routes.info is not None:
+            model = ModelDescription.from_info(self.routes.info)
+            self.open_inference = OpenInference(self.predict, model, self.settings)
+        await (self.open_inference or self.app)(scope, receive, send)
 
     async def predict(self, scope: Scope, receive: Receive, send: Send) -> None:
         """One admitted prediction: its body, then BentoML; counted by the status it was
@@ -163,10 +177,12 @@ class ContractRoutes:
 
     def __init__(self) -> None:
         self.documents: dict[str, bytes] = {}
+        self.info: dict[str, Any] | None = None
 
     def publish(self, health: dict[str, Any], info: dict[str, Any]) -> None:
         """The documents of `GET /` and `/info`, once this worker's model is loaded."""
         self.documents = {"/": orjson.dumps(health), "/info": orjson.dumps(info)}
+        self.info = info
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -130,4 +130,4 @@ class OnnxPredictorService:
 
 # NOTE: what the decorators made of the class (mypy keeps a decorated class's own type).
 SERVICE = cast("bentoml.Service[OnnxPredictorService]", OnnxPredictorService)
-SERVICE.add_asgi_middleware(ContractFront, settings=SETTINGS)
+SERVICE.add_asgi_middleware(ContractFront, settings=SETTINGS, routes=ROUTES)

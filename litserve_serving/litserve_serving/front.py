@@ -7,7 +7,9 @@ plain-text "litserve running" with no option to move it; its health and info rou
 by option only. So this plain ASGI front answers the contract's `GET /`, `/info` and
 `/metrics` (and HEAD) itself, sends `/predict/` to LitServe's `/predict`, bounds pending
 predictions per API server (AdmissionGate: 503 instead of LitServe's unbounded queue), and
-counts each prediction by the status it got, 499 when its client left first.
+counts each prediction by the status it got, 499 when its client left first. The Open
+Inference Protocol's routes (`/v2/...`, serving_common's OpenInference) sit behind the same
+admission, and send each image of an infer request through LitServe's `/predict` too.
 """
 
 import asyncio
@@ -16,10 +18,12 @@ from typing import Any
 
 import orjson
 from fastapi import Response
-from serving_common.app import PREDICT_PATHS, AdmissionGate, client_left, error_response
+from serving_common.app import AdmissionGate, error_response
+from serving_common.asgi import client_left
 from serving_common.errors import ErrorType, ServiceError
 from serving_common.metrics import Metrics
-from serving_common.protocol import CLIENT_GONE_STATUS
+from serving_common.open_inference import ModelDescription, OpenInference, is_open_inference
+from serving_common.protocol import CLIENT_GONE_STATUS, PREDICT_PATHS
 from serving_common.settings import Settings
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -44,7 +48,10 @@ class ContractFront:
         self.metrics = metrics
         # Settled by the main process before LitServe forked this one.
         self.documents = {"/": orjson.dumps(health), "/info": orjson.dumps(info)}
-        self.gate = AdmissionGate(self.counted, settings=settings, metrics=metrics)
+        # The Open Inference Protocol's infer sends each image to LitServe's /predict.
+        model = ModelDescription.from_info(info)
+        open_inference = OpenInference(self.counted, model, settings, predict_path=PREDICT_PATH)
+        self.gate = AdmissionGate(open_inference, settings=settings, metrics=metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -55,6 +62,8 @@ class ContractFront:
             # LitServe serves one path per LitAPI; Starlette would redirect the other (307).
             scope = {**scope, "path": PREDICT_PATH}
             await (self.gate if method == "POST" else self.app)(scope, receive, send)
+        elif is_open_inference(path):
+            await self.gate(scope, receive, send)
         elif path in self.documents or path == "/metrics":
             await self.document(path, method)(scope, receive, send)
         else:

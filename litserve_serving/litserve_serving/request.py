@@ -11,7 +11,7 @@ decoding in the HTTP process.
 import time
 
 from fastapi import Request
-from serving_common.app import body_chunks
+from serving_common.asgi import body_chunks
 
 from serving_common import protocol
 

@@ -16,7 +16,7 @@ import threading
 from collections.abc import Callable
 from pathlib import Path
 
-from serving_common.app import PREDICT_PATHS
+from serving_common.protocol import PREDICT_PATHS
 
 # HAProxy's HTTP log format (`option httplog`): ... frontend backend/server
 # TR/Tw/Tc/Tr/Ta status bytes req_cookie res_cookie termination_state

@@ -8,7 +8,9 @@ also on requests that only get a 503. Under a flood that queues `GET /` behind t
 refusals. Serve puts the middlewares its proxy callback returns
 (RAY_SERVE_HTTP_PROXY_CALLBACK_IMPORT_PATH, set by the launcher) in front of each
 direct-ingress replica's server, outside that bookkeeping: there, `GET /` is answered and
-the excess refused (AdmissionGate, MAX_PENDING_REQUESTS per replica) at once.
+the excess refused (AdmissionGate, MAX_PENDING_REQUESTS per replica) at once, and the Open
+Inference Protocol's routes (`/v2/...`, serving_common's OpenInference) answered behind it,
+each image of an infer request sent on through Serve to the replica's `/predict/`.
 
 The same callback runs in Serve's Python proxy actors, which host no replica: it adds
 nothing there, and with Ray's proxy as the ingress each replica's app keeps the admission
@@ -19,7 +21,8 @@ import os
 
 import orjson
 from serving_common.app import AdmissionGate
-from serving_common.protocol import health_document
+from serving_common.open_inference import ModelDescription, OpenInference
+from serving_common.protocol import health_document, info_document
 from serving_common.startup import ServiceState
 from starlette.middleware import Middleware
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -54,7 +57,9 @@ class ReplicaFront:
         body = orjson.dumps(health_document(state))
         self.health_headers = [*JSON_HEADERS, (b"content-length", str(len(body)).encode())]
         self.health = body
-        self.gate = AdmissionGate(app, settings=state.settings, metrics=state.metrics)
+        model = ModelDescription.from_info(info_document(state))
+        open_inference = OpenInference(app, model, state.settings)
+        self.gate = AdmissionGate(open_inference, settings=state.settings, metrics=state.metrics)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http" and scope["path"] == "/" and scope["method"] in GET_METHODS:

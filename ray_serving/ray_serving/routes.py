@@ -3,8 +3,9 @@
 
 Every route of contract/README.md is answered here, in the replica, whichever ingress is
 in front (HAProxy connecting straight to the replica's own HTTP server, or Ray's Python
-proxy relaying ASGI messages through actor calls). Ray's ingress answers only its
-reserved `/-/healthz` and `/-/routes` itself, in plain text.
+proxy relaying ASGI messages through actor calls), the Open Inference Protocol's `/v2/...`
+too (with HAProxy, front.py answers them first, in front of Serve). Ray's ingress answers
+only its reserved `/-/healthz` and `/-/routes` itself, in plain text.
 
 The event loop only does HTTP; parsing, decoding and inference run on the replica's
 inference thread (app.py's InferenceThread, serving_common's rule), so a busy replica
@@ -17,7 +18,9 @@ from typing import Any
 import numpy as np
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from serving_common.app import AdmissionGate, body_chunks, install_error_handlers, json_response
+from serving_common.app import AdmissionGate, install_error_handlers, json_response
+from serving_common.asgi import body_chunks
+from serving_common.open_inference import ModelDescription, OpenInference
 from serving_common.protocol import (
     CLIENT_GONE_STATUS,
     ClientGone,
@@ -88,6 +91,11 @@ def create_routes(
     `admission`: whether MAX_PENDING_REQUESTS is enforced here (or in front.py)."""
     settings, metrics = state.settings, state.metrics
     app = FastAPI(title=state.name, docs_url=None, redoc_url=None, openapi_url=None)
+    # Outermost last: admission, then the Open Inference Protocol's routes. Those are here
+    # whatever the ingress: with HAProxy, front.py answers them in front of Serve, but
+    # HAProxy sends requests to Serve's Python proxy until it has seen a replica up.
+    model = ModelDescription.from_info(info)
+    app.add_middleware(OpenInference, model=model, settings=settings)
     if admission:
         app.add_middleware(AdmissionGate, settings=settings, metrics=metrics)
     install_error_handlers(app)

@@ -4,10 +4,12 @@
 //! A /predict/ request is pending from the moment its handler starts (the headers are read)
 //! until it answers or its client leaves. At most MAX_PENDING_REQUESTS x WORKERS are pending
 //! at a time: one more gets 503 at once instead of a place in an unbounded queue, which
-//! bounds both the queue's wait and the memory held by bodies.
+//! bounds both the queue's wait and the memory held by bodies. Under a flood the 503s
+//! themselves are paced (RefusalPacer), as in the Python services.
 
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use actix_web::HttpResponse;
 use actix_web::http::StatusCode;
@@ -54,6 +56,46 @@ impl Admission {
 impl Drop for Permit<'_> {
     fn drop(&mut self) {
         self.0.pending.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Spaces the service's 503s at most `rate` a second (REFUSALS_PER_SECOND x WORKERS).
+/// Refused clients retry as soon as they are answered, and each refusal costs the service
+/// its request and body: unpaced, a few hundred retrying clients take CPU from the admitted
+/// requests. A refusal waits for its turn instead, its body unread, and costs nothing while
+/// it waits; one whose turn is more than MAX_REFUSAL_WAIT away is answered at once, so the
+/// waiting stay bounded. Below `rate` nothing waits.
+pub struct RefusalPacer {
+    interval: Option<Duration>,
+    next_turn: Mutex<Option<Instant>>,
+}
+
+pub const MAX_REFUSAL_WAIT: Duration = Duration::from_secs(2);
+
+impl RefusalPacer {
+    /// `rate` refusals a second; 0: every refusal at once.
+    pub fn new(rate: u32) -> Self {
+        Self {
+            interval: (rate > 0).then(|| Duration::from_secs(1) / rate),
+            next_turn: Mutex::new(None),
+        }
+    }
+
+    /// How long the refusal arriving at `now` waits before it is answered (its turn taken),
+    /// or zero: at once.
+    pub fn delay(&self, now: Instant) -> Duration {
+        let Some(interval) = self.interval else {
+            return Duration::ZERO;
+        };
+        // A poisoned lock only means another refusal panicked; the time in it is still good.
+        let mut next_turn = self.next_turn.lock().unwrap_or_else(|poison| poison.into_inner());
+        let turn = next_turn.map_or(now, |next| next.max(now));
+        let wait = turn - now;
+        if wait > MAX_REFUSAL_WAIT {
+            return Duration::ZERO;
+        }
+        *next_turn = Some(turn + interval);
+        wait
     }
 }
 
@@ -117,6 +159,30 @@ mod tests {
         drop(first);
         assert!(admission.admit().is_some());
         assert_eq!(admission.pending(), 1);
+    }
+
+    #[test]
+    fn refusals_take_turns_up_to_the_longest_wait() {
+        let pacer = RefusalPacer::new(100);
+        let now = Instant::now();
+        let delays: Vec<Duration> = (0..3).map(|_| pacer.delay(now)).collect();
+        let ms = Duration::from_millis;
+        assert_eq!(delays, [ms(0), ms(10), ms(20)]);
+        // Two seconds of turns are taken; the next one is answered at once, untaken.
+        for _ in 3..=200 {
+            pacer.delay(now);
+        }
+        assert_eq!(pacer.delay(now), Duration::ZERO);
+        // Once the turns are past, a refusal waits no more.
+        assert_eq!(pacer.delay(now + Duration::from_secs(3)), Duration::ZERO);
+        assert_eq!(pacer.delay(now + Duration::from_secs(3)), ms(10));
+    }
+
+    #[test]
+    fn no_pacing_at_rate_zero() {
+        let pacer = RefusalPacer::new(0);
+        let now = Instant::now();
+        assert!((0..1000).all(|_| pacer.delay(now) == Duration::ZERO));
     }
 
     #[test]

@@ -52,6 +52,11 @@ pub struct Config {
     #[arg(long, env = "MAX_PENDING_REQUESTS", default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_pending_requests: u32,
 
+    /// 503s answered a second per worker at most under a flood; the rest wait their turn, at
+    /// most 2 s (admission.rs, RefusalPacer). 0 = every refusal at once.
+    #[arg(long, env = "REFUSALS_PER_SECOND", default_value_t = 100)]
+    pub refusals_per_second: u32,
+
     /// A body not received whole within this many seconds of the headers gets 408.
     #[arg(long, env = "BODY_TIMEOUT_SECONDS", default_value_t = 30, value_parser = clap::value_parser!(u32).range(1..))]
     pub body_timeout_seconds: u32,
@@ -79,6 +84,11 @@ impl Config {
     /// /predict/ requests the whole service takes at a time: MAX_PENDING_REQUESTS per worker.
     pub fn max_pending_total(&self) -> usize {
         self.max_pending_requests as usize * usize::from(self.workers)
+    }
+
+    /// 503s the whole service answers a second at most: REFUSALS_PER_SECOND per worker.
+    pub fn refusals_per_second_total(&self) -> u32 {
+        self.refusals_per_second.saturating_mul(u32::from(self.workers))
     }
 
     /// The tracing filter for LOG_LEVEL (tracing calls it "warn").

@@ -13,9 +13,9 @@ use futures_util::StreamExt;
 use serde_json::{Value, json};
 use tokio::sync::oneshot;
 
-use crate::admission::{Admission, RequestRecord};
+use crate::admission::{Admission, RefusalPacer, RequestRecord};
 use crate::errors::{ErrorType, ServiceError};
-use crate::inference::{InferencePool, Job};
+use crate::inference::{InferencePool, Job, Scored};
 use crate::metrics::Metrics;
 
 pub const SERVICE: &str = "rust_onnx_serving";
@@ -24,36 +24,40 @@ pub const SERVICE: &str = "rust_onnx_serving";
 /// internally synchronised).
 pub struct AppState {
     pub labels: Vec<String>,
+    /// The model's name in the Open Inference Protocol: metadata.json's architecture.
+    pub model_name: String,
     pub max_body_bytes: usize,
     pub body_timeout: Duration,
     pub info: Value,
     pub metrics: Metrics,
     pub admission: Admission,
+    pub refusals: RefusalPacer,
     pub inference: InferencePool,
 }
 
 pub fn routes(config: &mut web::ServiceConfig) {
     // GET routes answer HEAD too and 405 to any other method, as Starlette's do.
     config
-        .service(read_only("/", health))
-        .service(read_only("/info", info))
-        .service(read_only("/metrics", metrics))
+        .service(read_only(&["/"], health))
+        .service(read_only(&["/info"], info))
+        .service(read_only(&["/metrics"], metrics))
         .service(
             web::resource(["/predict/", "/predict"])
                 .route(web::post().to(predict))
                 .default_service(web::to(method_not_allowed)),
         )
+        .configure(crate::open_inference::routes)
         .default_service(web::to(not_found));
 }
 
-/// `handler` on GET and HEAD of `path`; any other method gets 405.
-fn read_only<F, Args>(path: &str, handler: F) -> actix_web::Resource
+/// `handler` on GET and HEAD of `paths`; any other method gets 405.
+pub(crate) fn read_only<F, Args>(paths: &[&str], handler: F) -> actix_web::Resource
 where
     F: actix_web::Handler<Args>,
     Args: actix_web::FromRequest + 'static,
     F::Output: actix_web::Responder + 'static,
 {
-    web::resource(path)
+    web::resource(paths.to_vec())
         .route(web::get().to(handler.clone()))
         .route(web::head().to(handler))
         .default_service(web::to(method_not_allowed))
@@ -77,21 +81,17 @@ async fn not_found() -> HttpResponse {
     actix_web::ResponseError::error_response(&ServiceError::new(ErrorType::NotFound, "Not Found"))
 }
 
-async fn method_not_allowed() -> HttpResponse {
+pub(crate) async fn method_not_allowed() -> HttpResponse {
     let error = ServiceError::new(ErrorType::MethodNotAllowed, "Method Not Allowed");
     actix_web::ResponseError::error_response(&error)
 }
 
-/// POST /predict/: admitted or 503 at once, the body read within BODY_TIMEOUT_SECONDS, then
+/// POST /predict/: admitted or 503 (paced under a flood, its body left to actix), the body read within BODY_TIMEOUT_SECONDS, then
 /// handed to the inference threads; this thread only waits for the answer.
 async fn predict(request: HttpRequest, payload: web::Payload, state: web::Data<AppState>) -> HttpResponse {
     let record = RequestRecord::start(&state.metrics);
     let Some(_permit) = state.admission.admit() else {
-        let error = ServiceError::new(
-            ErrorType::Overloaded,
-            "MAX_PENDING_REQUESTS requests are already in flight or queued; retry shortly",
-        );
-        return record.finish(error.error_response());
+        return record.finish(overloaded(&state).await);
     };
     let response = match predict_inner(&request, payload, &state, record.started).await {
         Ok(response) => response,
@@ -101,8 +101,18 @@ async fn predict(request: HttpRequest, payload: web::Payload, state: web::Data<A
     record.finish(response)
 }
 
+/// The 503 of a prediction over MAX_PENDING_REQUESTS, in its turn under a flood.
+pub(crate) async fn overloaded(state: &AppState) -> HttpResponse {
+    tokio::time::sleep(state.refusals.delay(Instant::now())).await;
+    let error = ServiceError::new(
+        ErrorType::Overloaded,
+        "MAX_PENDING_REQUESTS requests are already in flight or queued; retry shortly",
+    );
+    error.error_response()
+}
+
 /// Why a prediction ended without an answer for the client.
-enum Failure {
+pub(crate) enum Failure {
     Refused(ServiceError),
     /// The connection closed before the body arrived whole.
     ClientGone,
@@ -141,7 +151,22 @@ async fn predict_inner(
             .into());
         }
     };
-    let read = started.elapsed();
+    let scored = score(state, body, json, started.elapsed()).await?;
+    Ok(HttpResponse::Ok().json(prediction_document(
+        &state.labels,
+        &scored.probabilities,
+        with_probabilities,
+    )?))
+}
+
+/// One body through the inference threads, its stages timed (`read`: the body's reading,
+/// part of the parse stage).
+pub(crate) async fn score(
+    state: &AppState,
+    body: Vec<u8>,
+    json: bool,
+    read: Duration,
+) -> Result<Scored, Failure> {
     let (reply, answer) = oneshot::channel();
     state.inference.submit(Job { body, json, reply })?;
     // If the client leaves now, actix drops this future and with it `answer`: the inference
@@ -163,17 +188,13 @@ async fn predict_inner(
     stage
         .with_label_values(&["inference"])
         .observe(scored.inference.as_secs_f64());
-    Ok(HttpResponse::Ok().json(prediction_document(
-        &state.labels,
-        &scored.probabilities,
-        with_probabilities,
-    )?))
+    Ok(scored)
 }
 
 /// The answer: `{"prediction": label}`, with every label's probability when asked.
 #[derive(serde::Serialize)]
-struct PredictionDocument<'a> {
-    prediction: &'a str,
+pub(crate) struct PredictionDocument<'a> {
+    pub prediction: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     probabilities: Option<LabelledScores<'a>>,
 }
@@ -194,7 +215,7 @@ impl serde::Serialize for LabelledScores<'_> {
 
 /// The answer to one image. The warm-up checked that the graph gives one score per label; a
 /// mismatch here is a bug, answered 500.
-fn prediction_document<'a>(
+pub(crate) fn prediction_document<'a>(
     labels: &'a [String],
     probabilities: &'a [f32],
     with_probabilities: bool,
@@ -256,7 +277,7 @@ fn media_type(request: &HttpRequest) -> String {
 /// The body, whole, within `timeout` of `started` (else 408), refused with 413 once it is
 /// known to exceed `limit` bytes: from Content-Length before keeping anything, else while
 /// streaming.
-async fn read_body(
+pub(crate) async fn read_body(
     request: &HttpRequest,
     mut payload: web::Payload,
     limit: usize,
@@ -358,7 +379,7 @@ pub(crate) fn image_from_json(body: &[u8]) -> Result<Vec<u8>, ServiceError> {
 /// Standard base64. ASCII whitespace is not data (RFC 2045 wraps lines every 76 characters:
 /// GNU `base64`, Python's `encodebytes`) and is skipped; anything else outside the alphabet
 /// is refused. The common unwrapped case decodes without a copy.
-fn decode_base64(encoded: &str) -> Result<Vec<u8>, ServiceError> {
+pub(crate) fn decode_base64(encoded: &str) -> Result<Vec<u8>, ServiceError> {
     let invalid = || ServiceError::new(ErrorType::InvalidBase64, r#""image" is not valid base64"#);
     STANDARD.decode(encoded).or_else(|_| {
         let compact: Vec<u8> = encoded.bytes().filter(|b| !b.is_ascii_whitespace()).collect();

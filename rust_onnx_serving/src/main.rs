@@ -19,6 +19,7 @@ mod http;
 mod inference;
 mod jpeg;
 mod metrics;
+mod open_inference;
 mod pillow_resize;
 mod predictor;
 mod preprocess;
@@ -35,7 +36,7 @@ use clap::Parser;
 use clap::error::ErrorKind;
 use serde_json::json;
 
-use crate::admission::Admission;
+use crate::admission::{Admission, RefusalPacer};
 use crate::config::{Config, DEFAULT_PORT};
 use crate::decode::ImageLimits;
 use crate::http::{AppState, SERVICE, routes};
@@ -236,17 +237,23 @@ fn app_state(
         "max_image_pixels": config.max_image_pixels,
         "max_aspect_ratio": config.max_aspect_ratio,
         "max_pending_requests": config.max_pending_requests,
+        "refusals_per_second": config.refusals_per_second,
         "body_timeout_seconds": config.body_timeout_seconds,
         "storage_timeout_seconds": config.storage_timeout_seconds,
         "startup": {"download_seconds": model.download_seconds, "load_seconds": load_seconds},
     });
     AppState {
         labels: model.labels.clone(),
+        model_name: model.metadata["architecture"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned(),
         max_body_bytes: config.max_body_bytes,
         body_timeout: Duration::from_secs(u64::from(config.body_timeout_seconds)),
         info,
         metrics: metrics::Metrics::new(),
         admission: Admission::new(config.max_pending_total()),
+        refusals: RefusalPacer::new(config.refusals_per_second_total()),
         inference,
     }
 }

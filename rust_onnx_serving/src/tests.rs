@@ -28,7 +28,7 @@ use clap::Parser;
 use ort::environment::Environment;
 use serde_json::{Value, json};
 
-use crate::admission::Admission;
+use crate::admission::{Admission, RefusalPacer};
 use crate::config::Config;
 use crate::decode::{ImageDecoder, RgbPixels};
 use crate::errors::ErrorType;
@@ -132,11 +132,13 @@ fn state_with(max_pending: usize, body_timeout: Duration) -> web::Data<AppState>
     let f = fixture();
     web::Data::new(AppState {
         labels: f.state.labels.clone(),
+        model_name: f.state.model_name.clone(),
         max_body_bytes: f.state.max_body_bytes,
         body_timeout,
         info: Value::Null,
         metrics: Metrics::new(),
         admission: Admission::new(max_pending),
+        refusals: RefusalPacer::new(100),
         inference: f.pool.clone(),
     })
 }
@@ -436,6 +438,7 @@ async fn info_lists_the_limits() {
     for (key, value) in [
         ("max_aspect_ratio", 20),
         ("max_pending_requests", 64),
+        ("refusals_per_second", 100),
         ("body_timeout_seconds", 30),
         ("storage_timeout_seconds", 60),
     ] {

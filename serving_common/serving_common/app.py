@@ -28,14 +28,15 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from serving_common import protocol
+from serving_common.asgi import body_chunks, client_left
 from serving_common.errors import ErrorType, ServiceError
 from serving_common.metrics import Metrics
+from serving_common.open_inference import ModelDescription, OpenInference
 from serving_common.settings import Settings
 from serving_common.startup import ServiceState
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-PREDICT_PATHS = frozenset({"/predict/", "/predict"})
 
 
 def json_response(content: object, status: int = 200) -> Response:
@@ -47,24 +48,6 @@ def error_response(refusal: ServiceError) -> Response:
     response = json_response(refusal.body(), refusal.status)
     response.headers.update(refusal.headers)
     return response
-
-
-async def body_chunks(receive: Receive) -> AsyncIterator[bytes]:
-    """The request body as the ASGI server delivers it; ClientGone if the client leaves."""
-    while True:
-        message = await receive()
-        if message["type"] == "http.disconnect":
-            raise protocol.ClientGone
-        if chunk := message.get("body", b""):
-            yield chunk
-        if not message.get("more_body", False):
-            return
-
-
-async def client_left(receive: Receive) -> None:
-    """Returns once the client has disconnected (the body having been read already)."""
-    while (await receive())["type"] != "http.disconnect":
-        pass
 
 
 # The inference thread's niceness (Linux schedules threads by it). When both threads want
@@ -113,9 +96,10 @@ class InferenceThread:
 
 
 class AdmissionGate:
-    """Admission control in front of the framework (plain ASGI): a /predict/ request is
-    pending from its headers until its answer is sent; one over MAX_PENDING_REQUESTS is
-    answered 503 before FastAPI routes it, so a refusal costs no routing or handler.
+    """Admission control in front of the framework (plain ASGI): a prediction (`/predict/`,
+    or the Open Inference Protocol's infer) is pending from its headers until its answer is
+    sent; one over MAX_PENDING_REQUESTS is answered 503 before FastAPI routes it, so a
+    refusal costs no routing or handler.
 
     Any ASGI host can put it in front of its app: it needs the settings and the metrics, not
     the predictor (a framework's HTTP process may have none)."""
@@ -123,45 +107,59 @@ class AdmissionGate:
     def __init__(self, app: ASGIApp, settings: Settings, metrics: Metrics) -> None:
         self.app = app
         self.admission = protocol.Admission(settings.max_pending_requests)
+        self.pacer = protocol.RefusalPacer(settings.refusals_per_second)
         self.metrics = metrics
         self.body_timeout_seconds = settings.body_timeout_seconds
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (
-            scope["type"] != "http"
-            or scope["path"] not in PREDICT_PATHS
-            or scope["method"] != "POST"
-        ):
+        if scope["type"] != "http" or not protocol.is_prediction(scope["method"], scope["path"]):
             await self.app(scope, receive, send)
             return
         try:
             self.admission.enter()
         except ServiceError as refusal:
-            await self.refuse(refusal, receive, send)
+            await self.refuse(refusal, scope, receive, send)
             return
         try:
             await self.app(scope, receive, send)
         finally:
             self.admission.leave()
 
-    async def refuse(self, refusal: ServiceError, receive: Receive, send: Send) -> None:
+    async def refuse(
+        self, refusal: ServiceError, scope: Scope, receive: Receive, send: Send
+    ) -> None:
+        """The 503, once the client can see it. A client that sent `Expect: 100-continue`
+        waits for our word before it sends its body: it is refused at once, nothing read,
+        and the connection closed (RFC 9110, 10.1.1). Any other has its body read and
+        discarded first, as a connection closed with unread bytes is reset and the client
+        would never see the answer; under a flood it waits its turn first (RefusalPacer)."""
+        expects_continue = any(
+            name == b"expect" and value.lower() == b"100-continue"
+            for name, value in scope["headers"]
+        )
         try:
             with protocol.counted_request(self.metrics):
-                # Read the rest of the body first: a connection closed with unread bytes
-                # is reset, and the client would never see the 503.
-                await protocol.discard_body(body_chunks(receive), self.body_timeout_seconds)
+                if not expects_continue:
+                    await asyncio.sleep(self.pacer.delay(asyncio.get_running_loop().time()))
+                    await protocol.discard_body(body_chunks(receive), self.body_timeout_seconds)
                 raise refusal
         except ServiceError:
             pass
         except protocol.ClientGone:
             return
+        headers = {**refusal.headers, **({"Connection": "close"} if expects_continue else {})}
         body = orjson.dumps(refusal.body())
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-            *((name.lower().encode(), value.encode()) for name, value in refusal.headers.items()),
-        ]
-        await send({"type": "http.response.start", "status": refusal.status, "headers": headers})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": refusal.status,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    *((name.lower().encode(), value.encode()) for name, value in headers.items()),
+                ],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
 
@@ -212,6 +210,9 @@ def create_app(state: ServiceState) -> FastAPI:
     )
     app.state.service = state
     settings, metrics = state.settings, state.metrics
+    # Outermost last: admission, then the Open Inference Protocol's routes, then FastAPI's.
+    model = ModelDescription.from_info(protocol.info_document(state))
+    app.add_middleware(OpenInference, model=model, settings=settings)
     app.add_middleware(AdmissionGate, settings=settings, metrics=metrics)
 
     install_error_handlers(app)

@@ -10,6 +10,7 @@ the only difference measured is the framework.
 import asyncio
 import binascii
 import contextlib
+import re
 import threading
 import time
 from collections.abc import AsyncIterable, AsyncIterator, Iterator, Mapping
@@ -35,6 +36,20 @@ TRUE_WORDS = frozenset({"true", "1", "yes", "on", "t", "y"})
 FALSE_WORDS = frozenset({"false", "0", "no", "off", "f", "n"})
 # The status a client that disconnected before its answer is counted with (nginx's).
 CLIENT_GONE_STATUS = 499
+PREDICT_PATHS = frozenset({"/predict/", "/predict"})
+# The Open Inference Protocol's model routes (open_inference.py):
+# /v2/models/{model}[/versions/{version}][/ready | /infer].
+MODEL_PATH = re.compile(r"/v2/models/([^/]+)(?:/versions/([^/]+))?(/ready|/infer)?")
+
+
+def is_prediction(method: str, path: str) -> bool:
+    """A `/predict/`, or the protocol's infer: admitted alike (AdmissionGate)."""
+    if method != "POST":
+        return False
+    if path in PREDICT_PATHS:
+        return True
+    match = MODEL_PATH.fullmatch(path)
+    return match is not None and match.group(3) == "/infer"
 
 
 def media_type(content_type: str | None) -> str:
@@ -269,6 +284,33 @@ class Admission:
             self.leave()
 
 
+class RefusalPacer:
+    """Spaces a worker's 503s at most `rate` a second. Refused clients retry as soon as
+    they are answered (a closed loop: retrying clients, a busy load balancer), and each
+    refusal costs the worker reading the body it discards (about 0.25 ms of CPU for 300 KB):
+    unpaced, a few hundred retrying clients keep the core busy refusing, thousands of times
+    a second, while the admitted requests starve (docs/overload.md). A refusal waits for its
+    turn instead, its body unread (at most the server's 64 KB read buffer of it in memory),
+    and costs nothing while it waits; one whose turn is more than MAX_WAIT_SECONDS away is
+    answered at once, so the waiting (and their memory) stay bounded. Below `rate` nothing
+    waits. One event loop's: not thread-safe."""
+
+    MAX_WAIT_SECONDS = 2.0
+
+    def __init__(self, rate: float) -> None:
+        self.interval = 1.0 / rate if rate > 0 else 0.0
+        self._next_turn = 0.0
+
+    def delay(self, now: float) -> float:
+        """Seconds the refusal arriving at `now` waits before it is answered (its turn
+        taken), or 0: at once."""
+        turn = max(now, self._next_turn)
+        if not self.interval or turn - now > self.MAX_WAIT_SECONDS:
+            return 0.0
+        self._next_turn = turn + self.interval
+        return turn - now
+
+
 def answer_prediction(state: ServiceState, request: PredictRequest) -> dict[str, Any]:
     """The CPU-bound part of one /predict/: parse the body, decode, preprocess, infer as a
     batch of one, shape the answer. Blocking: hosts run it off the threads that answer HTTP.
@@ -338,6 +380,7 @@ def info_document(state: ServiceState) -> dict[str, Any]:
         "max_image_pixels": settings.max_image_pixels,
         "max_aspect_ratio": settings.max_aspect_ratio,
         "max_pending_requests": settings.max_pending_requests,
+        "refusals_per_second": settings.refusals_per_second,
         "body_timeout_seconds": settings.body_timeout_seconds,
         "storage_timeout_seconds": settings.storage_timeout_seconds,
         "startup": {

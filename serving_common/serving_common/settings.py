@@ -26,6 +26,9 @@ class Settings(BaseSettings):
     max_aspect_ratio: int = Field(20, ge=1)
     # Per worker process: in flight or queued, counted from when the headers are read.
     max_pending_requests: int = Field(64, ge=1)
+    # Per worker process: 503s answered a second at most under a flood; the rest wait their
+    # turn, at most 2 s (protocol.RefusalPacer). 0 = every refusal at once.
+    refusals_per_second: int = Field(100, ge=0)
     body_timeout_seconds: int = Field(30, ge=1)
     storage_timeout_seconds: int = Field(60, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"

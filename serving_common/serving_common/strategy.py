@@ -82,6 +82,10 @@ class Strategy:
     # Configurations the harness measures besides the default one, each named and given as
     # the environment it adds (e.g. batched = {MAX_BATCH_SIZE = "8"}): "<name>+<variant>".
     variants: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Grids of configurations the runner's `--sweep NAME` measures (`[sweeps.NAME]`), each
+    # setting given the values to try (e.g. batching = {MAX_BATCH_SIZE = ["4", "8"]}): every
+    # combination becomes a variant "<name>+NAME-<value>-<value>" (benchmark.modes).
+    sweeps: dict[str, dict[str, tuple[str, ...]]] = field(default_factory=dict)
     # A framework strategy: the framework's name (e.g. "LitServe"), set for a strategy whose
     # framework hosts `predictor`. The results' framework table sets it against the strategy
     # hosting the same predictor without a framework (what the framework costs; see
@@ -168,6 +172,24 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
         for env in variants.values()
     ):
         raise fail('`[variants.NAME]` must be tables of environment strings, e.g. A = "1"')
+    sweeps = raw.get("sweeps", {})
+    if not isinstance(sweeps, dict) or not all(
+        isinstance(grid, dict)
+        and grid
+        and all(
+            isinstance(k, str)
+            and k.isupper()
+            and isinstance(values, list)
+            and values
+            and all(isinstance(v, str) and v for v in values)
+            for k, values in grid.items()
+        )
+        for grid in sweeps.values()
+    ):
+        raise fail(
+            "`[sweeps.NAME]` must be tables of non-empty lists of environment strings, "
+            'e.g. MAX_BATCH_SIZE = ["4", "8"]'
+        )
     framework = raw.get("framework")
     if framework is not None and (not isinstance(framework, str) or not framework):
         raise fail('`framework` must be the framework\'s name, e.g. "LitServe"')
@@ -209,6 +231,10 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
         predictor=predictor,
         ceiling=text("ceiling") if "ceiling" in raw else Strategy.ceiling,
         variants=variants,
+        sweeps={
+            name: {key: tuple(values) for key, values in grid.items()}
+            for name, grid in sweeps.items()
+        },
         framework=framework,
         baseline=baseline,
         scenarios=scenarios,

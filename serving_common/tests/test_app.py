@@ -3,8 +3,10 @@ predictor. The framework-free contract pieces are tested in test_protocol.py; th
 itself over HTTP against every strategy by tests/test_contract.py."""
 
 import base64
+import struct
 
 import numpy as np
+import orjson
 import pytest
 from fastapi.testclient import TestClient
 from helpers import ROOT, STRATEGIES
@@ -52,6 +54,7 @@ def test_fastapi_host_serves_the_protocol(state):
         info = client.get("/info").json()
         assert info["service"] == state.name and info["runtime"]["version"]
         assert (info["max_aspect_ratio"], info["max_pending_requests"]) == (20, 64)
+        assert info["refusals_per_second"] == 100
         assert (info["body_timeout_seconds"], info["storage_timeout_seconds"]) == (30, 60)
         error = client.post("/predict/", content=b"{", headers={"Content-Type": "application/json"})
         assert (error.status_code, error.json()["error_type"]) == (400, "invalid_json")
@@ -59,3 +62,32 @@ def test_fastapi_host_serves_the_protocol(state):
         assert 'predict_requests_total{status="400"}' in metrics
         for stage in STAGES:
             assert f'predict_stage_duration_seconds_count{{stage="{stage}"}} 2.0' in metrics
+
+
+def test_fastapi_host_answers_the_open_inference_protocol(state):
+    coffee = IMAGES[0].read_bytes()
+    model = state.model.metadata["architecture"]
+    tensor = {"name": "image", "datatype": "BYTES", "shape": [1]}
+    header = orjson.dumps(
+        {"inputs": [{**tensor, "parameters": {"binary_data_size": 4 + len(coffee)}}]}
+    )
+    body = header + struct.pack("<I", len(coffee)) + coffee
+    with TestClient(create_app(state), raise_server_exceptions=False) as client:
+        assert client.get("/v2/health/ready").status_code == 200
+        assert client.get(f"/v2/models/{model}").json()["outputs"][1]["name"] == "label"
+        expected = client.post(
+            "/predict/?probabilities=true", content=coffee, headers={"Content-Type": "image/jpeg"}
+        ).json()
+        answer = client.post(
+            f"/v2/models/{model}/infer",
+            content=body,
+            headers={"Inference-Header-Content-Length": str(len(header))},
+        )
+        assert answer.status_code == 200, answer.text
+        outputs = {o["name"]: o for o in answer.json()["outputs"]}
+        assert outputs["label"]["data"] == [expected["prediction"]]
+        assert outputs["probabilities"]["data"] == list(expected["probabilities"].values())
+        bad = client.post(f"/v2/models/{model}/infer", content=b"{")
+        assert (bad.status_code, bad.json()["error_type"]) == (400, "invalid_json")
+        assert client.get("/v2/models/other").status_code == 404
+        assert client.delete(f"/v2/models/{model}").headers["Allow"] == "GET, HEAD"

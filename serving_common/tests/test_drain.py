@@ -1,8 +1,10 @@
 """Load, slow clients and shutdown, on the real process: a saturated worker still answers
 health at once, and SIGTERM answers every accepted request before the process exits 0."""
 
+import http.client
 import os
 import signal
+import socket
 import threading
 import time
 import urllib.error
@@ -76,4 +78,69 @@ def test_a_saturated_worker_refuses_the_excess_and_answers_health(artifacts):
             thread.join()
         assert set(statuses) <= {200, 503} and statuses.count(200) >= 4
     finally:
+        service.kill()
+
+
+def occupied_service(artifacts, **settings: str):
+    """A plain host with one pending place, taken by a client that declared a body and
+    sends none of it (it holds the place until BODY_TIMEOUT_SECONDS), and its socket."""
+    strategy = plain_hosts()[0]
+    env = {
+        **os.environ,
+        "MODEL_URI": str(artifacts / strategy.model_file),
+        "MAX_PENDING_REQUESTS": "1",
+        **settings,
+    }
+    service = start_service(strategy, env)
+    holder = socket.create_connection(("127.0.0.1", service.port), timeout=30)
+    holder.sendall(request_head(100_000))
+    time.sleep(0.3)  # the holder's headers read: its place taken
+    return service, holder
+
+
+def request_head(declared: int, *extra: str) -> bytes:
+    lines = [
+        "POST /predict/ HTTP/1.1",
+        "Host: test",
+        "Content-Type: image/jpeg",
+        f"Content-Length: {declared}",
+        *extra,
+    ]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode()
+
+
+def test_a_client_that_expects_100_continue_is_refused_before_it_sends(artifacts):
+    service, holder = occupied_service(artifacts)
+    try:
+        client = socket.create_connection(("127.0.0.1", service.port), timeout=10)
+        client.sendall(request_head(len(COFFEE), "Expect: 100-continue"))
+        answer = http.client.HTTPResponse(client)  # type: ignore[arg-type]
+        answer.begin()  # a "100 Continue" first would be read as the status here
+        assert answer.status == 503
+        assert answer.getheader("Retry-After") == "1"
+        assert answer.getheader("Connection") == "close"
+        assert b'"overloaded"' in answer.read()
+        assert client.recv(1) == b"", "the connection stays open after the refusal"
+        client.close()
+    finally:
+        holder.close()
+        service.kill()
+
+
+def test_refusals_are_paced_under_a_flood(artifacts):
+    """Ten clients refused at once, REFUSALS_PER_SECOND=10: the answers take turns 0.1 s
+    apart, so the last comes at least 0.9 s after the first (a lower bound; a slow machine
+    only widens it)."""
+    service, holder = occupied_service(artifacts, REFUSALS_PER_SECOND="10")
+    try:
+        started = time.monotonic()
+        threads, statuses = concurrently(10, service.url)
+        answered = []
+        for thread in threads:
+            thread.join()
+            answered.append(time.monotonic() - started)
+        assert statuses == [503] * 10
+        assert max(answered) >= 0.9, answered
+    finally:
+        holder.close()
         service.kill()

@@ -29,6 +29,23 @@ def test_admission_refuses_the_request_over_the_limit_and_frees_slots():
     assert admission.pending == 0
 
 
+def test_refusals_take_turns_up_to_the_longest_wait():
+    pacer = protocol.RefusalPacer(rate=100)
+    assert [pacer.delay(now=50.0) for _ in range(3)] == pytest.approx([0.0, 0.01, 0.02])
+    # Two seconds of turns are taken; the next refusal is answered at once, its turn untaken.
+    for _ in range(3, 201):
+        pacer.delay(now=50.0)
+    assert pacer.delay(now=50.0) == 0.0
+    # Once the turns are past, a refusal waits no more; the next one waits its interval.
+    assert pacer.delay(now=53.0) == 0.0
+    assert pacer.delay(now=53.0) == pytest.approx(0.01)
+
+
+def test_no_pacing_at_rate_zero():
+    pacer = protocol.RefusalPacer(rate=0)
+    assert {pacer.delay(now=1.0) for _ in range(1000)} == {0.0}
+
+
 def test_a_client_that_left_is_counted_as_499_and_a_refusal_by_its_status():
     metrics = Metrics()
     with pytest.raises(protocol.ClientGone), protocol.counted_request(metrics):

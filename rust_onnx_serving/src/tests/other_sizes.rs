@@ -11,7 +11,7 @@ use ort::value::{Outlet, Shape, SymbolicDimensions, TensorElementType, ValueType
 use serde_json::Value;
 
 use super::fixture;
-use crate::admission::Admission;
+use crate::admission::{Admission, RefusalPacer};
 use crate::decode::RgbPixels;
 use crate::geometry::Geometry;
 use crate::http::{AppState, routes};
@@ -151,11 +151,13 @@ async fn the_service_answers_with_the_models_labels() {
     .unwrap();
     let state = web::Data::new(AppState {
         labels: LABELS.map(String::from).into(),
+        model_name: "other_sizes".into(),
         max_body_bytes: 1_000_000,
         body_timeout: std::time::Duration::from_secs(10),
         info: Value::Null,
         metrics: Metrics::new(),
         admission: Admission::new(4),
+        refusals: RefusalPacer::new(100),
         inference: pool,
     });
     let app = test::init_service(App::new().app_data(state).configure(routes)).await;
