@@ -154,6 +154,7 @@ readme: report
 # preprocessing variant against the PyTorch reference on the fidelity set -> `make report`.
 # SHORT=1: a first look in about 5 minutes (fewer requests and repeats, marked as such).
 # MODEL=resnet50: the second network, its results in results/<machine>/resnet50/.
+# PLAN=overload: the overload phase alone (docs/overload.md).
 PLAN := $(if $(SHORT),short,full)
 bench: setup export
 	$(RUN)python -m benchmark.runner --plan $(PLAN) --artifacts $(ARTIFACTS) $(BENCH_ARGS)

@@ -37,6 +37,10 @@ OVERLOAD_CONNECTIONS = 1000
 # timeout counts as a failure.
 HEALTH_PROBE_INTERVAL_S = 0.1
 HEALTH_PROBE_TIMEOUT_S = 5.0
+# A capacity check beside each overload step: the main run's closed loop, this long. The
+# machine's speed drifts by tens of percent within minutes, so each step's goodput is
+# judged against the checks just before and just after it, not the main run's.
+CAPACITY_CHECK_S = 5
 
 
 class Sampler(Protocol):
@@ -214,13 +218,32 @@ def flood(service: Service, job: Job) -> dict[str, Any]:
     return {"command": command, "ab": result, "health": health.result()}
 
 
+def capacity_check(service: Service, job: Job) -> dict[str, Any]:
+    """The main run's closed loop for CAPACITY_CHECK_S (no longer than an overload step):
+    the service's capacity right now."""
+    plan = job.plan
+    command = ab_command(
+        service.url + "/predict/",
+        job.main_payload,
+        plan.requests,
+        plan.concurrency,
+        capacity_check_s(plan),
+        JSON,
+    )
+    result, _ = run_ab(command, job.load_cpus)
+    return {"command": command, "ab": result}
+
+
 def overload(service: Service, capacity_rps: float, job: Job) -> dict[str, Any]:
     """Past capacity: the closed-loop flood, then oha at OVERLOAD_FACTORS times the round's
-    closed-loop throughput (`capacity_rps`). What it does with the excess (refused at once,
-    paced, queued) decides how much of its capacity it still serves (its goodput)."""
+    closed-loop throughput (`capacity_rps`), with a capacity check before the flood and
+    after each step. What it does with the excess (refused at once, paced, queued) decides
+    how much of its capacity it still serves (its goodput)."""
+    checks = [capacity_check(service, job)]
     job.log(f"  {service.name}: flood of {FLOOD_CLIENTS} clients")
     flooded = flood(service, job)
     time.sleep(settle_s(capacity_rps))
+    checks.append(capacity_check(service, job))
     url, steps = service.url + "/predict/", []
     for factor in OVERLOAD_FACTORS:
         rate = max(1, round(capacity_rps * factor))
@@ -241,7 +264,17 @@ def overload(service: Service, capacity_rps: float, job: Job) -> dict[str, Any]:
         steps.append({"factor": factor, "offered_rps": rate, "command": command, **step})
         # What the window left behind finishes before the next measurement starts.
         time.sleep(settle_s(capacity_rps))
-    return {"capacity_rps": capacity_rps, "flood": flooded, "open_loop": steps}
+        checks.append(capacity_check(service, job))
+    return {
+        "capacity_rps": capacity_rps,
+        "capacity_checks": checks,
+        "flood": flooded,
+        "open_loop": steps,
+    }
+
+
+def capacity_check_s(plan: Plan) -> int:
+    return min(CAPACITY_CHECK_S, plan.overload_seconds)
 
 
 def settle_s(capacity_rps: float) -> float:
@@ -339,9 +372,11 @@ def measure_round(
                 result["sweep"]["study_raw"] = load_test(
                     service, raw_jpeg, "image/jpeg", plan.sweep_seconds, job
                 )
-        with phase(label("open loop")):
-            rps = result["main"]["ab"]["requests_per_second"]
-            result["open_loop"] = open_loop_sweep(service, rps, job)
+        rps = result["main"]["ab"]["requests_per_second"]
+        result["open_loop"] = {"slo_ms": job.slo_ms, "steps": []}
+        if plan.open_loop_fractions:
+            with phase(label("open loop")):
+                result["open_loop"] = open_loop_sweep(service, rps, job)
         result["stages"] = httpx.get(service.url + "/metrics").text
         if measures_overload(plan, name):
             # Last: the stage timings above are the admitted requests' under the main

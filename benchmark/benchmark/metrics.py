@@ -1,6 +1,7 @@
 """Metrics derived from one record (benchmark.record): what the tables and plots show.
 Nothing here measures or formats."""
 
+import itertools
 import math
 import re
 import statistics
@@ -27,7 +28,7 @@ _BATCH_LINE = re.compile(r"^predict_batch_size_(sum|count) ([0-9.e+-]+)$", re.MU
 
 class OverloadFigures(TypedDict):
     """Past capacity (the overload phase; None or {} where the plan had none): goodput, the
-    200s per second, as a share of the round's closed-loop throughput."""
+    200s per second, as a share of the closed-loop throughput beside it (step_capacities)."""
 
     flood_share: float | None  # under the closed-loop flood
     flood_refusals_per_s: float | None  # its non-2xx answers per second
@@ -157,20 +158,32 @@ def overload_figures(overload: Overload | None) -> OverloadFigures:
             overload_share={},
             overload_ok_p99_ms={},
         )
-    capacity, flood = overload["capacity_rps"], overload["flood"]
+    flood, steps = overload["flood"], overload["open_loop"]
+    capacity = step_capacities(overload)
     ab, health = flood["ab"], flood["health"]
     answered = ab["complete_requests"] - ab["non_2xx"] - ab["connection_errors"]
-    steps = {f"{step['factor']:g}x": step for step in overload["open_loop"]}
+    by_key = {f"{step['factor']:g}x": step for step in steps}
     return OverloadFigures(
-        flood_share=max(answered, 0.0) / ab["time_taken_s"] / capacity,
+        flood_share=max(answered, 0.0) / ab["time_taken_s"] / capacity[0],
         flood_refusals_per_s=ab["non_2xx"] / ab["time_taken_s"],
         flood_no_answer=ab["connection_errors"],
         flood_health_max_ms=math.inf if health["failures"] else health["max_ms"],
         overload_share={
-            key: step["ok"] / step["seconds"] / capacity for key, step in steps.items()
+            key: step["ok"] / step["seconds"] / own
+            for (key, step), own in zip(by_key.items(), capacity[1:], strict=True)
         },
-        overload_ok_p99_ms={key: step["ok_p99_ms"] for key, step in steps.items()},
+        overload_ok_p99_ms={key: step["ok_p99_ms"] for key, step in by_key.items()},
     )
+
+
+def step_capacities(overload: Overload) -> list[float]:
+    """The capacity each overload step (the flood, then each open loop) is judged against:
+    the mean of the capacity checks just before and just after it, or the round's main run
+    where none was taken (before schema 7)."""
+    checks = [c["ab"]["requests_per_second"] for c in overload["capacity_checks"]]
+    if not checks:
+        return [overload["capacity_rps"]] * (1 + len(overload["open_loop"]))
+    return [(before + after) / 2 for before, after in itertools.pairwise(checks)]
 
 
 def service_cores(record: Record) -> int:

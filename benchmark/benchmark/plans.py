@@ -3,7 +3,13 @@ order, with the time the plan gives each: what `benchmark.progress` estimates fr
 here measures; `benchmark.runner` picks a plan, `benchmark.modes` runs it.
 """
 
-from benchmark.measure import OVERLOAD_FACTORS, Plan, measures_overload, round_label
+from benchmark.measure import (
+    OVERLOAD_FACTORS,
+    Plan,
+    capacity_check_s,
+    measures_overload,
+    round_label,
+)
 from benchmark.progress import Phase
 from benchmark.scenario import ClusterScenario
 
@@ -11,8 +17,8 @@ PLANS = {
     # The main job: every configuration in 3 interleaved rounds (the spread over them is
     # what the tables quote beside each median), each round the study's ab -c 50 for 30 s
     # and a short open loop, and for each strategy's default configuration the overload
-    # phase (30 s); the size sweep once. About 55 minutes on 2 cores for today's nine
-    # configurations.
+    # phase (about 1.5 min); the size sweep once. About an hour on 2 cores for today's
+    # nine configurations.
     "full": Plan(
         requests=40_000,
         concurrency=50,
@@ -23,6 +29,21 @@ PLANS = {
         ceiling_seconds=2,
         open_loop_seconds=6,
         open_loop_fractions=(0.5, 0.8, 0.9, 1.0),
+        overload_seconds=8,
+    ),
+    # The overload phase alone, in 3 interleaved rounds, each round's capacity from a 20 s
+    # main run: what docs/overload.md quotes, in about 35 minutes for the six strategies
+    # (their default configurations; variants go through no overload phase).
+    "overload": Plan(
+        requests=40_000,
+        concurrency=50,
+        seconds=20,
+        sweep_seconds=0,
+        startup_runs=1,
+        rounds=3,
+        ceiling_seconds=2,
+        open_loop_seconds=0,
+        open_loop_fractions=(),
         overload_seconds=8,
     ),
     # A first look in about 5 minutes: one round of 10 s a configuration, a short open loop,
@@ -63,10 +84,12 @@ EXPORT_JOB, EXPORT_JOB_S = "Compose: GCS emulator and export job", 90.0
 
 def overload_s(plan: Plan, name: str) -> float:
     """The overload phase: the flood and each rate past capacity, each followed by the
-    service finishing what it still holds (benchmark.measure.settle_s, about 3 s)."""
+    service finishing what it still holds (benchmark.measure.settle_s, about 3 s) and a
+    capacity check, and one check before the flood."""
     if not measures_overload(plan, name):
         return 0.0
-    return (1 + len(OVERLOAD_FACTORS)) * (plan.overload_seconds + 3)
+    steps = 1 + len(OVERLOAD_FACTORS)
+    return steps * (plan.overload_seconds + 3) + (steps + 1) * (capacity_check_s(plan) + 1)
 
 
 def plan_phases(
@@ -96,11 +119,11 @@ def round_steps(
     """One round's steps for configuration `name` (benchmark.measure.measure_round's phases),
     with the time each is given; two pipelines' ceilings before it starts and after it
     stops."""
-    open_loop = 3 + len(plan.open_loop_fractions) * (plan.open_loop_seconds + 1)
     steps = [("start and verify", 2 * ceiling_s + START_S[mode]), ("main run", plan.seconds)]
     if number == 1 and plan.sweep_seconds:
         steps.append(("size sweep", 3 * (plan.sweep_seconds + 1)))
-    steps.append(("open loop", open_loop))
+    if fractions := len(plan.open_loop_fractions):
+        steps.append(("open loop", 3 + fractions * (plan.open_loop_seconds + 1)))
     if overload := overload_s(plan, name):
         steps.append(("overload", overload))
     steps.append(("ceilings after", 2 * ceiling_s))

@@ -29,6 +29,9 @@ Versions (`schema_version`):
   and the requests still in flight then are counted in `at_deadline`, apart from `errors`.
   Version 5's were waited for, so the window's goodput was divided by up to 2 s more (the
   last paced refusals' wait, the service idle); none was left at its deadline.
+- 7: the overload phase's `capacity_checks`: the main run's closed loop for a few seconds
+  before the flood and after each step, each step's goodput judged against the checks
+  around it. Version 6's had none (`[]`): its steps are judged against the main run's.
 A change to the shape adds a version and a step from the previous one.
 """
 
@@ -41,10 +44,10 @@ from weather_model.architectures import DEFAULT_ARCHITECTURE, WEATHER_LABELS
 
 from benchmark.json_check import RecordError, check
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 Mode = Literal["native", "compose", "cluster"]
-PlanName = Literal["full", "short", "quick"]
+PlanName = Literal["full", "short", "quick", "overload"]
 
 
 class RunPlan(TypedDict):
@@ -211,10 +214,19 @@ class OverloadStep(OpenLoopStep):
     ok_p99_ms: float
 
 
+class CapacityCheck(TypedDict):
+    """The main run's closed loop for a few seconds, beside an overload step."""
+
+    command: list[str]
+    ab: AbResult
+
+
 class Overload(TypedDict):
     """What a configuration does with more than it can serve (benchmark.measure.overload)."""
 
     capacity_rps: float  # its closed-loop main run's requests/s, the same round
+    # Before the flood and after each step (so one more than the steps); [] before schema 7.
+    capacity_checks: list[CapacityCheck]
     flood: Flood
     open_loop: list[OverloadStep]
 
@@ -386,6 +398,8 @@ def upgrade(raw: dict[str, Any]) -> Record:
         record = _from_v4(record)
     if version <= 5:
         record = _from_v5(record)
+    if version <= 6:
+        record = _from_v6(record)
     mode = record.get("mode")
     if mode not in RECORD_TYPES:
         raise RecordError(f"mode: {mode!r} is not one of {list(RECORD_TYPES)}")
@@ -490,6 +504,15 @@ def _from_v5(record: dict[str, Any]) -> dict[str, Any]:
         for measured in [result, *result.get("repeats", [])]:
             for step in measured.get("overload", {}).get("open_loop", []):
                 step.setdefault("at_deadline", 0)
+    return record
+
+
+def _from_v6(record: dict[str, Any]) -> dict[str, Any]:
+    """Version 6 as version 7: no capacity was checked beside its overload steps."""
+    for result in record["services"].values():
+        for measured in [result, *result.get("repeats", [])]:
+            if "overload" in measured:
+                measured["overload"].setdefault("capacity_checks", [])
     record["schema_version"] = SCHEMA_VERSION
     return record
 

@@ -139,8 +139,9 @@ def main() -> None:
         "--plan",
         choices=tuple(PLANS),
         default="full",
-        help="full: the main job (3 rounds, ~55 min on 2 cores); short: a first look (~5 min); "
-        "quick: seconds, make test's smoke run",
+        help="full: the main job (3 rounds, ~1 h on 2 cores); short: a first look (~5 min); "
+        "quick: seconds, make test's smoke run; overload: the overload phase alone "
+        "(3 rounds, ~35 min, docs/overload.md)",
     )
     parser.add_argument("--service-cpus", default="0", help="cores for the service (taskset list)")
     parser.add_argument("--load-cpus", default="1", help="cores for the load generator")

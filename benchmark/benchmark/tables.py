@@ -90,6 +90,7 @@ PLAN_NOTES = {
     "full": "",
     "short": " **Short plan: a first look, fewer requests and repeats than the full run.**",
     "quick": " **Quick plan: smoke numbers only.**",
+    "overload": " **Overload plan: the overload phase alone, with a shorter main run.**",
 }
 
 
@@ -234,12 +235,20 @@ def render_overload(record: ServiceRecord, rows: dict[str, Row]) -> list[str]:
         if "--wait-ongoing-requests-after-deadline" in oha
         else "over its offered window, the requests still in flight at its end not waited for"
     )
+    checks = overloads[0]["capacity_checks"]
+    # Before schema 7 no capacity was checked beside the steps (benchmark.record).
+    capacity = (
+        f"its closed-loop throughput (`{' '.join(checks[0]['command'])}`) just before and "
+        "just after each step, their mean (its capacity then)"
+        if checks
+        else "the configuration's own closed-loop throughput in the same round (its capacity)"
+    )
     lines = [
         "",
         f"**Past capacity** ({record['plan']['overload_seconds']} s each): goodput, the 200s "
-        "per second, as a share of the configuration's own closed-loop throughput in the same "
-        f"round (its capacity). The flood: `{' '.join(flood['command'])}`, clients that send "
-        "again as soon as they are answered, 503s included, while `GET /` is probed every "
+        f"per second, as a share of {capacity}. The flood: `{' '.join(flood['command'])}`, "
+        "clients that send again as soon as they are answered, 503s included, while `GET /` "
+        "is probed every "
         f"0.1 s on a new connection; then oha at {' and '.join(rates)} its capacity (open "
         f"loop, {connections} connections, {window}), with the p99 of the 200s alone.",
         "",

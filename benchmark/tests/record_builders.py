@@ -25,20 +25,35 @@ def with_rounds(record: dict, scales: dict[str, list[float]]) -> dict:
     return grown
 
 
-def overload(capacity: float, flood_ok: float, refused: float, shares: dict[float, float]) -> dict:
-    """An overload phase (benchmark.record.Overload) at `capacity` requests/s: a 10 s flood
-    with `flood_ok` 200s per second and `refused` 503s per second, and an open-loop step at
-    each factor whose 200s are `shares[factor]` of capacity."""
-    ab = {
-        "complete_requests": 10 * (flood_ok + refused),
+def ab_result(ok_per_s: float, refused_per_s: float = 0.0, seconds: float = 10.0) -> dict:
+    """ab's summary (benchmark.record.AbResult) of a run of `seconds` answering `ok_per_s`
+    200s and `refused_per_s` 503s a second."""
+    return {
+        "complete_requests": seconds * (ok_per_s + refused_per_s),
         "failed_requests": 0.0,
-        "non_2xx": 10 * refused,
+        "non_2xx": seconds * refused_per_s,
         "connection_errors": 0.0,
-        "requests_per_second": flood_ok + refused,
+        "requests_per_second": ok_per_s + refused_per_s,
         "time_per_request_ms": 1.0,
-        "time_taken_s": 10.0,
+        "time_taken_s": seconds,
         **{f"p{p}_ms": 100.0 for p in (50, 66, 75, 80, 90, 95, 98, 99, 100)},
     }
+
+
+def overload(
+    capacity: float,
+    flood_ok: float,
+    refused: float,
+    shares: dict[float, float],
+    checks: list[float] | None = None,
+) -> dict:
+    """An overload phase (benchmark.record.Overload) at `capacity` requests/s: a 10 s flood
+    with `flood_ok` 200s per second and `refused` 503s per second, and an open-loop step at
+    each factor whose 200s are `shares[factor]` of capacity; the capacity checks beside
+    them found `checks` (default: `capacity` each time)."""
+    ab = ab_result(flood_ok, refused)
+    if checks is None:
+        checks = [capacity] * (len(shares) + 2)
     steps = [
         {
             "factor": factor,
@@ -61,6 +76,9 @@ def overload(capacity: float, flood_ok: float, refused: float, shares: dict[floa
     ]
     return {
         "capacity_rps": capacity,
+        "capacity_checks": [
+            {"command": ["ab", "-c", "50"], "ab": ab_result(rps, seconds=5.0)} for rps in checks
+        ],
         "flood": {
             "command": ["ab", "-c", "200", "-r"],
             "ab": ab,

@@ -161,6 +161,11 @@ def test_quick_run_end_to_end(quick_record, artifacts, tmp_path):
             assert flood["ab"]["complete_requests"] > 0 and flood["health"]["probes"] >= 3
             assert [step["factor"] for step in overload["open_loop"]] == [2.0, 4.0]
             assert all(step["ok"] > 0 for step in overload["open_loop"]), name
+            # Its capacity checked before the flood and after each step, every request a 200.
+            checks = [check["ab"] for check in overload["capacity_checks"]]
+            assert len(checks) == 2 + len(overload["open_loop"]) and all(
+                ab["complete_requests"] > 0 and ab["non_2xx"] == 0 for ab in checks
+            ), (name, checks)
             # Each window is the plan's, not waited past (benchmark.measure.overload).
             assert all(
                 step["seconds"] < record["plan"]["overload_seconds"] + 0.5

@@ -109,6 +109,26 @@ def test_goodput_past_capacity_is_a_share_of_the_rounds_own_capacity():
     assert derive(record)[name]["flood_health_max_ms"] == float("inf")
 
 
+def test_each_overload_step_is_judged_against_the_capacity_checked_around_it():
+    """The machine slowed to 60% of the main run's speed and recovered: a step is judged
+    against the mean of the checks just before and after it, not the main run."""
+    record = load_record(NATIVE[0])
+    name = next(iter(measured_services(record)))
+    result = record["services"][name]
+    result["overload"] = overload(
+        100.0, 54.0, 100.0, {2.0: 0.6, 4.0: 0.9}, checks=[100.0, 80.0, 40.0, 80.0]
+    )
+    row = derive(record)[name]
+    # The flood between 100 and 80, 2x between 80 and 40, 4x between 40 and 80.
+    assert row["flood_share"] == pytest.approx(54.0 / 90.0)
+    assert row["overload_share"] == pytest.approx({"2x": 60.0 / 60.0, "4x": 90.0 / 60.0})
+    # A record without checks (schema 6) is judged against its main run, as it was.
+    result["overload"]["capacity_checks"] = []
+    row = derive(record)[name]
+    assert row["flood_share"] == pytest.approx(0.54)
+    assert row["overload_share"] == pytest.approx({"2x": 0.6, "4x": 0.9})
+
+
 def test_comparisons_are_taken_round_by_round():
     """Two configurations that drift together (each round both faster, or both slower)
     keep their ratio in every round: no spread, though each one's own figure spreads."""

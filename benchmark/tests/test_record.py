@@ -165,6 +165,25 @@ def test_a_record_whose_overload_windows_waited_left_none_at_their_deadline():
     assert all(step["at_deadline"] == 0 for step in steps_of(upgrade(version_5)))
 
 
+def test_a_record_without_capacity_checks_beside_its_overload_has_none():
+    raw = [json.loads(path.read_text()) for path in COMMITTED if path.name.startswith("native-")]
+    record = next(r for r in map(upgrade, raw) if steps_of(r))  # one with an overload phase
+    version_6 = {**record, "schema_version": 6}
+    overloads = overloads_of(version_6)
+    for phase in overloads:
+        phase.pop("capacity_checks", None)
+    assert overloads and all(o["capacity_checks"] == [] for o in overloads_of(upgrade(version_6)))
+
+
+def overloads_of(record: dict) -> list[dict]:
+    return [
+        measured["overload"]
+        for result in record["services"].values()
+        for measured in [result, *result.get("repeats", [])]
+        if "overload" in measured
+    ]
+
+
 def steps_of(record: dict) -> list[dict]:
     return [
         step

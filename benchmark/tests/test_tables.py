@@ -128,6 +128,7 @@ def test_a_record_with_an_overload_phase_has_the_past_capacity_table():
     record["plan"]["overload_seconds"] = 10
     text = render_tables(record, "plots", BASELINE)
     assert "**Past capacity** (10 s each)" in text and "`ab -c 200 -r`" in text
+    assert "(`ab -c 50`) just before and just after each step" in text
     header, cells = table_rows(text, "| service | capacity req/s")
     assert header[-2:] == ["2x: goodput", "2x: p99 of 200s ms"]
     for name, share in shares.items():
