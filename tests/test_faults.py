@@ -8,6 +8,7 @@ queues liveness behind inference or holds memory, never a slow machine.
 
 import asyncio
 import re
+import socket
 import subprocess
 import threading
 import time
@@ -162,6 +163,38 @@ def test_saturated_service_is_live_and_refuses_the_excess(service, tmp_path):
     assert health["failures"] == 0, health
     assert health["probes"] >= 10 and health["max_ms"] < 1000 * HEALTH_BOUND_SECONDS, health
     assert_serves_again(service)
+
+
+@pytest.mark.parametrize("name", sorted(STRATEGIES))
+def test_a_client_that_expects_100_continue_is_refused_before_it_sends(
+    name, gcs_emulator, gcs_model
+):
+    """One pending place, taken by a client that declared a body and sends none of it: a
+    client that sends `Expect: 100-continue` is refused from its headers (503, no `100
+    Continue` first) and its connection closed, its body never sent."""
+    strategy = STRATEGIES[name]
+    env = gcs_emulator.env(
+        MODEL_URI=gcs_model[strategy.model_file], WORKERS="1", MAX_PENDING_REQUESTS="1"
+    )
+    running = start_service(strategy, env)
+    holder = start_predict(running, 100_000)
+    try:
+        time.sleep(0.5)  # the holder's headers read: its place taken
+        client = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+        client.sendall(
+            b"POST /predict/ HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
+            + f"Content-Length: {len(COFFEE)}\r\nExpect: 100-continue\r\n\r\n".encode()
+        )
+        answer = read_response(client)  # a "100 Continue" first would be read as the status
+        assert answer.status_code == 503, answer.text
+        assert answer.headers["Retry-After"] == "1"
+        assert answer.headers["Connection"] == "close"
+        assert answer.json()["error_type"] == "overloaded"
+        assert client.recv(1) == b"", "the connection stays open after the refusal"
+        client.close()
+    finally:
+        holder.close()
+        running.kill()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

@@ -47,6 +47,11 @@ impl Admission {
         admitted.then(|| Permit(self))
     }
 
+    /// Whether a request arriving now would be admitted (no place is taken).
+    pub fn has_room(&self) -> bool {
+        self.pending.load(Ordering::Acquire) < self.limit
+    }
+
     #[cfg(test)]
     pub fn pending(&self) -> usize {
         self.pending.load(Ordering::Acquire)

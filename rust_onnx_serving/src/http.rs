@@ -4,8 +4,10 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
+use actix_http::body::BoxBody;
+use actix_http::{ConnectionType, Request, Response};
 use actix_web::error::PayloadError;
-use actix_web::http::header;
+use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
@@ -104,11 +106,43 @@ async fn predict(request: HttpRequest, payload: web::Payload, state: web::Data<A
 /// The 503 of a prediction over MAX_PENDING_REQUESTS, in its turn under a flood.
 pub(crate) async fn overloaded(state: &AppState) -> HttpResponse {
     tokio::time::sleep(state.refusals.delay(Instant::now())).await;
+    overloaded_now()
+}
+
+fn overloaded_now() -> HttpResponse {
     let error = ServiceError::new(
         ErrorType::Overloaded,
         "MAX_PENDING_REQUESTS requests are already in flight or queued; retry shortly",
     );
     error.error_response()
+}
+
+/// The server's `Expect: 100-continue` step, before any handler: a prediction that would
+/// not be admitted is refused at once, its body never sent, and the connection closed (RFC
+/// 9110, 10.1.1), as in the Python services; any other request gets `100 Continue`.
+pub async fn continue_or_refuse(
+    state: web::Data<AppState>,
+    request: Request,
+) -> Result<Request, Response<BoxBody>> {
+    if state.admission.has_room() || !is_prediction(request.method(), request.path()) {
+        return Ok(request);
+    }
+    let mut refusal = RequestRecord::start(&state.metrics).finish(overloaded_now());
+    refusal.head_mut().set_connection_type(ConnectionType::Close);
+    Err(refusal.into())
+}
+
+/// A request that takes a place in admission: `POST /predict/`, or the Open Inference
+/// Protocol's infer.
+fn is_prediction(method: &Method, path: &str) -> bool {
+    if method != Method::POST {
+        return false;
+    }
+    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    matches!(
+        segments.as_slice(),
+        ["", "predict"] | ["", "v2", "models", _, "infer"] | ["", "v2", "models", _, "versions", _, "infer"]
+    )
 }
 
 /// Why a prediction ended without an answer for the client.
@@ -385,4 +419,32 @@ pub(crate) fn decode_base64(encoded: &str) -> Result<Vec<u8>, ServiceError> {
         let compact: Vec<u8> = encoded.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
         STANDARD.decode(compact).map_err(|_| invalid())
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_prediction_is_a_post_to_predict_or_to_an_infer_route() {
+        for path in [
+            "/predict/",
+            "/predict",
+            "/v2/models/m/infer",
+            "/v2/models/m/versions/1/infer",
+        ] {
+            assert!(is_prediction(&Method::POST, path), "{path}");
+            assert!(!is_prediction(&Method::GET, path), "{path}");
+        }
+        for path in [
+            "/",
+            "/info",
+            "/v2/models/m",
+            "/v2/models/m/ready",
+            "/predict/x",
+            "/v2/infer",
+        ] {
+            assert!(!is_prediction(&Method::POST, path), "{path}");
+        }
+    }
 }

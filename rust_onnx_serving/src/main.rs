@@ -31,7 +31,11 @@ use std::env::consts::{DLL_PREFIX, DLL_SUFFIX};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use actix_web::{App, HttpServer, web};
+use actix_http::HttpService;
+use actix_server::Server;
+use actix_service::{fn_service, map_config};
+use actix_web::dev::AppConfig;
+use actix_web::{App, web};
 use clap::Parser;
 use clap::error::ErrorKind;
 use serde_json::json;
@@ -39,7 +43,7 @@ use serde_json::json;
 use crate::admission::{Admission, RefusalPacer};
 use crate::config::{Config, DEFAULT_PORT};
 use crate::decode::ImageLimits;
-use crate::http::{AppState, SERVICE, routes};
+use crate::http::{AppState, SERVICE, continue_or_refuse, routes};
 use crate::inference::InferencePool;
 use crate::predictor::{GraphKind, Predictor};
 
@@ -176,23 +180,34 @@ async fn main() {
     ));
     drop(model);
 
-    let server = HttpServer::new(move || {
-        App::new()
-            .app_data(state.clone())
-            .app_data(web::PayloadConfig::new(usize::MAX)) // limits are enforced in read_body
-            .configure(routes)
-    })
-    .workers(workers)
-    // A client that closes its connection has left: its handler is dropped (counted 499)
-    // and its queued work skipped, rather than computed for nobody.
-    .h1_allow_half_closed(false)
-    // NOTE: actix's own defaults stand for the request head: 5 s to send the headers
-    // (client_request_timeout, else 408 and close) and 5 s of keep-alive idleness, so a
-    // slow-headers client never reaches a handler nor holds a pending place.
-    .shutdown_timeout(30)
-    .bind(("0.0.0.0", config.port))
-    .unwrap_or_else(|e| fatal(format!("PORT {}: cannot listen ({e})", config.port)));
-    if let Err(e) = server.run().await {
+    // actix-web's HttpServer, built from its parts for the one step it does not expose: the
+    // answer to `Expect: 100-continue` (http::continue_or_refuse).
+    let server = Server::build()
+        .workers(workers)
+        .shutdown_timeout(30)
+        .bind(SERVICE, ("0.0.0.0", config.port), move || {
+            let expecting = state.clone();
+            let app = App::new()
+                .app_data(state.clone())
+                .app_data(web::PayloadConfig::new(usize::MAX)) // limits are enforced in read_body
+                .configure(routes);
+            HttpService::build()
+                // A client that closes its connection has left: its handler is dropped
+                // (counted 499) and its queued work skipped, rather than computed for nobody.
+                .h1_allow_half_closed(false)
+                // NOTE: actix's own defaults stand for the request head: 5 s to send the
+                // headers (client_request_timeout, else 408 and close) and 5 s of keep-alive
+                // idleness, so a slow-headers client never reaches a handler nor holds a
+                // pending place.
+                .expect(fn_service(move |request| {
+                    continue_or_refuse(expecting.clone(), request)
+                }))
+                .h1(map_config(app, |_| AppConfig::default()))
+                .tcp()
+        })
+        .unwrap_or_else(|e| fatal(format!("PORT {}: cannot listen ({e})", config.port)))
+        .run();
+    if let Err(e) = server.await {
         fatal(format!("server stopped: {e}"));
     }
     // Every handler is gone with the server, and with them the queue's senders: the

@@ -1,7 +1,6 @@
 """Load, slow clients and shutdown, on the real process: a saturated worker still answers
 health at once, and SIGTERM answers every accepted request before the process exits 0."""
 
-import http.client
 import os
 import signal
 import socket
@@ -98,33 +97,14 @@ def occupied_service(artifacts, **settings: str):
     return service, holder
 
 
-def request_head(declared: int, *extra: str) -> bytes:
+def request_head(declared: int) -> bytes:
     lines = [
         "POST /predict/ HTTP/1.1",
         "Host: test",
         "Content-Type: image/jpeg",
         f"Content-Length: {declared}",
-        *extra,
     ]
     return ("\r\n".join(lines) + "\r\n\r\n").encode()
-
-
-def test_a_client_that_expects_100_continue_is_refused_before_it_sends(artifacts):
-    service, holder = occupied_service(artifacts)
-    try:
-        client = socket.create_connection(("127.0.0.1", service.port), timeout=10)
-        client.sendall(request_head(len(COFFEE), "Expect: 100-continue"))
-        answer = http.client.HTTPResponse(client)  # type: ignore[arg-type]
-        answer.begin()  # a "100 Continue" first would be read as the status here
-        assert answer.status == 503
-        assert answer.getheader("Retry-After") == "1"
-        assert answer.getheader("Connection") == "close"
-        assert b'"overloaded"' in answer.read()
-        assert client.recv(1) == b"", "the connection stays open after the refusal"
-        client.close()
-    finally:
-        holder.close()
-        service.kill()
 
 
 def test_refusals_are_paced_under_a_flood(artifacts):
