@@ -164,6 +164,12 @@ def test_a_bad_manifest_is_refused_with_the_fix(tmp_path):
     )
     with pytest.raises(ManifestError, match="tables of environment strings"):
         load_strategy(folder)
+    (folder / "strategy.toml").write_text(
+        'name = "broken_serving"\ntitle = "t"\nstack = "s"\nport = 8090\n'
+        'model = "ONNX_FILE"\nrun = ["python"]\ningress_continues = "yes"\n'
+    )
+    with pytest.raises(ManifestError, match="`ingress_continues` must be true or false"):
+        load_strategy(folder)
 
 
 def test_a_framework_is_set_against_the_strategy_hosting_its_predictor_without_one(tmp_path):

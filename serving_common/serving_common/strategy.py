@@ -105,6 +105,10 @@ class Strategy:
     # pipelines' code. MODEL_URI, if set, names an artifact constant of weather_model.contract
     # (default: `model`), which the report resolves to the exported file.
     fidelity: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Whether what it puts in front of its admission (e.g. a proxy) answers `Expect:
+    # 100-continue` with `100 Continue` itself: a refused client then sends its body before it
+    # gets the 503 (contract/README.md), instead of being refused from its headers.
+    ingress_continues: bool = False
 
     @property
     def python_package(self) -> str | None:
@@ -218,6 +222,9 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
             "`[fidelity.NAME]` must be tables of environment strings, MODEL_URI (if set) an "
             'artifact constant as in `model`, e.g. MODEL_URI = "FIXED_ONNX_FILE"'
         )
+    ingress_continues = raw.get("ingress_continues", False)
+    if not isinstance(ingress_continues, bool):
+        raise fail("`ingress_continues` must be true or false")
     docker = _docker_spec(raw["docker"], path.parent, fail) if "docker" in raw else None
     return Strategy(
         name=name,
@@ -240,6 +247,7 @@ def _check(path: Path, raw: dict[str, Any]) -> Strategy:
         scenarios=scenarios,
         wheels=tuple(wheels),
         fidelity=fidelity,
+        ingress_continues=ingress_continues,
     )
 
 
