@@ -180,25 +180,38 @@ async fn main() {
     ));
     drop(model);
 
-    // actix-web's HttpServer, built from its parts for the one step it does not expose: the
-    // answer to `Expect: 100-continue` (http::continue_or_refuse).
-    let server = Server::build()
+    // actix-web's HttpServer, built from its parts as HttpServer builds it (its defaults
+    // below), for the one step it does not expose: the answer to `Expect: 100-continue`
+    // (http::continue_or_refuse).
+    let builder = Server::build();
+    let shutdown = builder.graceful_shutdown_signal();
+    let server = builder
+        .backlog(1024)
         .workers(workers)
         .shutdown_timeout(30)
         .bind(SERVICE, ("0.0.0.0", config.port), move || {
             let expecting = state.clone();
+            let shutdown = shutdown.clone();
             let app = App::new()
                 .app_data(state.clone())
                 .app_data(web::PayloadConfig::new(usize::MAX)) // limits are enforced in read_body
                 .configure(routes);
             HttpService::build()
+                // SIGTERM closes idle keep-alive connections at once.
+                .graceful_shutdown_signal(move || {
+                    let shutdown = shutdown.clone();
+                    async move { shutdown.notified().await }
+                })
+                // 5 s to send the headers (else 408 and close), so a slow-headers client
+                // never reaches a handler nor holds a pending place; 5 s of keep-alive
+                // idleness (actix's default).
+                .client_request_timeout(Duration::from_secs(5))
+                // An answer sent before its body was read (a 503 from the headers) lingers
+                // up to 1 s reading the rest, so that the client sees it rather than a reset.
+                .client_disconnect_timeout(Duration::from_secs(1))
                 // A client that closes its connection has left: its handler is dropped
                 // (counted 499) and its queued work skipped, rather than computed for nobody.
                 .h1_allow_half_closed(false)
-                // NOTE: actix's own defaults stand for the request head: 5 s to send the
-                // headers (client_request_timeout, else 408 and close) and 5 s of keep-alive
-                // idleness, so a slow-headers client never reaches a handler nor holds a
-                // pending place.
                 .expect(fn_service(move |request| {
                     continue_or_refuse(expecting.clone(), request)
                 }))
