@@ -156,9 +156,7 @@ def test_a_record_before_the_overload_phase_had_none_and_no_connection_errors():
 
 
 def test_a_record_whose_overload_windows_waited_left_none_at_their_deadline():
-    raw = [json.loads(path.read_text()) for path in COMMITTED if path.name.startswith("native-")]
-    record = next(r for r in map(upgrade, raw) if steps_of(r))  # one with an overload phase
-    version_5 = {**record, "schema_version": 5}
+    version_5 = {**with_overload(), "schema_version": 5}
     steps = steps_of(version_5)
     for step in steps:
         del step["at_deadline"]
@@ -166,13 +164,17 @@ def test_a_record_whose_overload_windows_waited_left_none_at_their_deadline():
 
 
 def test_a_record_without_capacity_checks_beside_its_overload_has_none():
-    raw = [json.loads(path.read_text()) for path in COMMITTED if path.name.startswith("native-")]
-    record = next(r for r in map(upgrade, raw) if steps_of(r))  # one with an overload phase
-    version_6 = {**record, "schema_version": 6}
+    version_6 = {**with_overload(), "schema_version": 6}
     overloads = overloads_of(version_6)
     for phase in overloads:
         phase.pop("capacity_checks", None)
     assert overloads and all(o["capacity_checks"] == [] for o in overloads_of(upgrade(version_6)))
+
+
+def with_overload() -> dict:
+    """A committed native record with an overload phase, upgraded."""
+    raw = [json.loads(path.read_text()) for path in COMMITTED if path.name.startswith("native-")]
+    return next(r for r in map(upgrade, raw) if steps_of(r))
 
 
 def overloads_of(record: dict) -> list[dict]:
