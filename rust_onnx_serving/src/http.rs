@@ -6,6 +6,7 @@ use std::time::{Duration, Instant};
 
 use actix_http::body::BoxBody;
 use actix_http::{ConnectionType, Request, Response};
+use actix_web::dev::ResourceDef;
 use actix_web::error::PayloadError;
 use actix_web::http::{Method, header};
 use actix_web::{HttpRequest, HttpResponse, ResponseError, web};
@@ -21,6 +22,8 @@ use crate::inference::{InferencePool, Job, Scored};
 use crate::metrics::Metrics;
 
 pub const SERVICE: &str = "rust_onnx_serving";
+/// Where a prediction is posted (the Open Inference Protocol's infer: open_inference.rs).
+const PREDICT_PATHS: [&str; 2] = ["/predict/", "/predict"];
 
 /// What every HTTP worker shares, read-only (the metrics and the admission count are
 /// internally synchronised).
@@ -44,7 +47,7 @@ pub fn routes(config: &mut web::ServiceConfig) {
         .service(read_only(&["/info"], info))
         .service(read_only(&["/metrics"], metrics))
         .service(
-            web::resource(["/predict/", "/predict"])
+            web::resource(PREDICT_PATHS)
                 .route(web::post().to(predict))
                 .default_service(web::to(method_not_allowed)),
         )
@@ -135,14 +138,9 @@ pub async fn continue_or_refuse(
 /// A request that takes a place in admission: `POST /predict/`, or the Open Inference
 /// Protocol's infer.
 fn is_prediction(method: &Method, path: &str) -> bool {
-    if method != Method::POST {
-        return false;
-    }
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    matches!(
-        segments.as_slice(),
-        ["", "predict"] | ["", "v2", "models", _, "infer"] | ["", "v2", "models", _, "versions", _, "infer"]
-    )
+    method == Method::POST
+        && (ResourceDef::new(PREDICT_PATHS).is_match(path)
+            || ResourceDef::new(crate::open_inference::INFER_PATHS).is_match(path))
 }
 
 /// Why a prediction ended without an answer for the client.

@@ -26,6 +26,12 @@ const OUTPUTS: [&str; 2] = [PROBABILITIES, LABEL];
 /// The binary tensor extension: the JSON part's length, the binary data after it.
 const HEADER_LENGTH: &str = "inference-header-content-length";
 
+/// Where an infer request is posted: admitted like a `/predict/` (http.rs).
+pub(crate) const INFER_PATHS: [&str; 2] = [
+    "/v2/models/{model}/infer",
+    "/v2/models/{model}/versions/{version}/infer",
+];
+
 pub fn routes(config: &mut web::ServiceConfig) {
     config
         .service(read_only(&["/v2"], server_metadata))
@@ -43,12 +49,9 @@ pub fn routes(config: &mut web::ServiceConfig) {
             model_ready,
         ))
         .service(
-            web::resource([
-                "/v2/models/{model}/infer",
-                "/v2/models/{model}/versions/{version}/infer",
-            ])
-            .route(web::post().to(infer))
-            .default_service(web::to(method_not_allowed)),
+            web::resource(INFER_PATHS)
+                .route(web::post().to(infer))
+                .default_service(web::to(method_not_allowed)),
         );
 }
 
