@@ -165,16 +165,24 @@ def test_saturated_service_is_live_and_refuses_the_excess(service, tmp_path):
     assert_serves_again(service)
 
 
+# A body that is a run of requests: a server that took a refused body's bytes for requests
+# of their own would answer them (request smuggling).
+SMUGGLED = (b"GET /metrics HTTP/1.1\r\nHost: test\r\n\r\n" * 10_000)[: len(COFFEE)]
+
+
 @pytest.mark.parametrize("name", sorted(STRATEGIES))
-def test_a_client_that_expects_100_continue_is_refused_before_it_sends(
-    name, gcs_emulator, gcs_model
-):
-    """One pending place, taken by a client that declared a body and sends none of it: a
-    client that sends `Expect: 100-continue` is refused from its headers (503, no `100
+def test_a_refused_client_sees_its_503_however_it_sends(name, gcs_emulator, gcs_model):
+    """One pending place, taken by a client that declared a body and sends none of it.
+
+    A client that sends `Expect: 100-continue` is refused from its headers (503, no `100
     Continue` first) and its connection closed, its body never sent. Where the manifest says
     its ingress answers `100 Continue` itself, the client sends its body and is answered: the
     proxy passes a request on to admission only once it holds it (Ray Serve's HAProxy did
-    not pass the holder on, so there the place was still free)."""
+    not pass the holder on, so there the place was still free).
+
+    A client that sends its whole body before it reads (ab, urllib) sees its answer, not a
+    reset; the body, never read by the application, is never taken for requests: the
+    connection is closed as the answer says, or its next request is answered as itself."""
     strategy = STRATEGIES[name]
     env = gcs_emulator.env(
         MODEL_URI=gcs_model[strategy.model_file], WORKERS="1", MAX_PENDING_REQUESTS="1"
@@ -183,31 +191,56 @@ def test_a_client_that_expects_100_continue_is_refused_before_it_sends(
     holder = start_predict(running, 100_000)
     try:
         time.sleep(0.5)  # the holder's headers read: its place taken
-        client = socket.create_connection(("127.0.0.1", running.port), timeout=10)
-        client.sendall(
-            b"POST /predict/ HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
-            + f"Content-Length: {len(COFFEE)}\r\nExpect: 100-continue\r\n\r\n".encode()
-        )
-        # Its first answer, left unread: read_response would skip a "100 Continue".
-        first = client.recv(len(b"HTTP/1.1 100"), socket.MSG_PEEK)
-        if strategy.ingress_continues:
-            assert first == b"HTTP/1.1 100", first
-            client.sendall(COFFEE)
-            answer = read_response(client)
-            assert answer.status_code in (200, 503), answer.text
-            client.close()
-            return
-        assert first == b"HTTP/1.1 503", first
-        answer = read_response(client)
-        assert answer.status_code == 503, answer.text
-        assert answer.headers["Retry-After"] == "1"
-        assert answer.headers["Connection"] == "close"
-        assert answer.json()["error_type"] == "overloaded"
-        assert client.recv(1) == b"", "the connection stays open after the refusal"
-        client.close()
+        assert_refused_before_the_body(running, strategy.ingress_continues)
+        assert_refused_after_the_body(running, strategy.ingress_continues)
     finally:
         holder.close()
         running.kill()
+
+
+def assert_refused_before_the_body(running: RunningService, ingress_continues: bool) -> None:
+    client = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+    client.sendall(
+        b"POST /predict/ HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
+        + f"Content-Length: {len(COFFEE)}\r\nExpect: 100-continue\r\n\r\n".encode()
+    )
+    # Its first answer, left unread: read_response would skip a "100 Continue".
+    first = client.recv(len(b"HTTP/1.1 100"), socket.MSG_PEEK)
+    if ingress_continues:
+        assert first == b"HTTP/1.1 100", first
+        client.sendall(COFFEE)
+        answer = read_response(client)
+        assert answer.status_code in (200, 503), answer.text
+        client.close()
+        return
+    assert first == b"HTTP/1.1 503", first
+    answer = read_response(client)
+    assert answer.status_code == 503, answer.text
+    assert answer.headers["Retry-After"] == "1"
+    assert answer.headers["Connection"] == "close"
+    assert answer.json()["error_type"] == "overloaded"
+    assert client.recv(1) == b"", "the connection stays open after the refusal"
+    client.close()
+
+
+def assert_refused_after_the_body(running: RunningService, ingress_continues: bool) -> None:
+    client = socket.create_connection(("127.0.0.1", running.port), timeout=10)
+    client.sendall(
+        b"POST /predict/ HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
+        + f"Content-Length: {len(SMUGGLED)}\r\n\r\n".encode()
+        + SMUGGLED
+    )
+    answer = read_response(client)
+    # Behind an ingress that holds the body first the place is free: a 415 (not an image).
+    assert answer.status_code in ((415, 503) if ingress_continues else (503,)), answer.text
+    if answer.headers.get("Connection") == "close":
+        assert client.recv(1) == b"", "the connection stays open after Connection: close"
+    else:
+        client.sendall(b"GET / HTTP/1.1\r\nHost: test\r\n\r\n")
+        health = read_response(client)
+        assert health.status_code == 200, health.text
+        assert health.json()["status"] == "healthy", health.text
+    client.close()
 
 
 @pytest.mark.parametrize("workers", ["1", "2"])

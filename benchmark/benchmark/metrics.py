@@ -72,7 +72,7 @@ class Row(OverloadFigures):
     mean_batch: float | None  # requests per inference, where the service counts them
     sweep_per_core: dict[str, float]  # requests/s per core by payload (the size sweep)
     rounds: int  # how many rounds the figures are the median of
-    spread: dict[str, tuple[float, float]]  # min and max over the rounds (SPREAD_KEYS)
+    spread: dict[str, tuple[float, float]]  # min and max over the rounds (SPREAD_KEYS, by rate)
 
 
 # The figures whose spread over a plan's rounds the tables quote (min and max beside the
@@ -88,6 +88,9 @@ SPREAD_KEYS = (
     "bounded_per_core",
     "flood_share",
 )
+# Figures by offered rate ({"2x": ...}) whose spread is quoted too, rate by rate, under
+# "<figure> <rate>" ("overload_share 4x").
+SPREAD_BY_RATE_KEYS = ("overload_share",)
 
 
 class Spread(NamedTuple):
@@ -294,6 +297,11 @@ def median_row(rounds: list[Row]) -> Row:
         values = [figure(r, key) for r in rounds]
         if all(v is not None for v in values):
             row["spread"][key] = (min(values), max(values))
+    for key in SPREAD_BY_RATE_KEYS:
+        for rate in figure(row, key):
+            values = [figure(r, key).get(rate) for r in rounds]
+            if all(v is not None for v in values):
+                row["spread"][f"{key} {rate}"] = (min(values), max(values))
     return row
 
 

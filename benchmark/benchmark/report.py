@@ -2,11 +2,13 @@
 
 Raw results live in `results/<machine>/` (`benchmark.machine`): `native-full.json`,
 `compose-full.json` and `cluster-full.json` (or a `-short` run where no full one exists),
-and `fidelity.json`; those of another model than the default in `results/<machine>/<model>/`.
+`native-overload.json` (the overload phase alone) and `fidelity.json`; those of another
+model than the default in `results/<machine>/<model>/`.
 The README gets the strategy table (from the manifests) and a headline table (the reference
 machine, `benchmark.machine.REFERENCE_MACHINE`); docs/results.md gets a table across machines
 and models, then one section per machine and model with its tables, and each such folder its
-plots. Each block is rewritten between its markers, the rest of a page is left as written.
+plots; docs/overload.md gets every machine's overload run. Each block is rewritten between
+its markers, the rest of a page is left as written.
 It reads only the runner's JSON; nothing here measures.
 """
 
@@ -31,6 +33,7 @@ from benchmark.tables import (
     render_cluster,
     render_deployment,
     render_fidelity,
+    render_overload,
     render_tables,
     with_spread,
 )
@@ -47,6 +50,10 @@ HEADLINE_START, HEADLINE_END = "<!-- headline:start -->", "<!-- headline:end -->
 # Which run of a machine is shown, best first: a short run only where no full one exists.
 PLANS_SHOWN = ("full", "short")
 FIDELITY_FILE = "fidelity.json"  # benchmark.fidelity's record
+OVERLOAD_FILE = "native-overload.json"  # `make bench PLAN=overload`
+# docs/overload.md: each machine's run of the overload plan.
+OVERLOAD_PAGE = "docs/overload.md"
+OVERLOAD_START, OVERLOAD_END = "<!-- overload:start -->", "<!-- overload:end -->"
 
 
 def render_strategies(strategies: dict[str, Strategy]) -> str:
@@ -68,6 +75,8 @@ class MachineRecords:
     native: NativeRecord | None = None
     compose: ComposeRecord | None = None
     cluster: ClusterRecord | None = None
+    # The overload phase alone (`make bench PLAN=overload`), shown beside the run above.
+    overload: NativeRecord | None = None
 
     def measured(self) -> dict[str, NativeRecord | ComposeRecord]:
         """The records of every service measured in full, by mode."""
@@ -75,7 +84,7 @@ class MachineRecords:
         return {mode: record for mode, record in both.items() if record is not None}
 
     def any(self) -> Record:
-        record = self.native or self.compose or self.cluster
+        record = self.native or self.compose or self.cluster or self.overload
         assert record is not None, "a folder without records is not listed"
         return record
 
@@ -93,17 +102,24 @@ def load_folder(folder: Path, architecture: str) -> MachineRecords | None:
             (p for plan in PLANS_SHOWN if (p := folder / f"{mode}-{plan}.json").exists()),
             None,
         )
-        if path is None:
-            continue
-        record = load_record(path)
-        if record["mode"] != mode:
-            raise ValueError(f"{path}: a {record['mode']} record under a {mode} name")
-        if record["model"]["architecture"] != architecture:
-            raise ValueError(
-                f"{path}: a record of {record['model']['architecture']} in {architecture}'s folder"
-            )
-        setattr(records, mode, record)
-    return records if records.native or records.compose or records.cluster else None
+        if path is not None:
+            setattr(records, mode, checked_record(path, mode, architecture))
+    if (path := folder / OVERLOAD_FILE).exists():
+        records.overload = checked_record(path, "native", architecture)
+    found = records.native or records.compose or records.cluster or records.overload
+    return records if found else None
+
+
+def checked_record(path: Path, mode: str, architecture: str) -> Record:
+    """The record at `path`, which must be of `mode` and have measured `architecture`."""
+    record = load_record(path)
+    if record["mode"] != mode:
+        raise ValueError(f"{path}: a {record['mode']} record under a {mode} name")
+    if record["model"]["architecture"] != architecture:
+        raise ValueError(
+            f"{path}: a record of {record['model']['architecture']} in {architecture}'s folder"
+        )
+    return record
 
 
 def load_machines(results: Path) -> list[MachineRecords]:
@@ -214,7 +230,32 @@ def render_machine(
         ]
     if records.cluster:
         lines += [render_cluster(records.cluster), ""]
+    if records.overload:
+        lines += [render_overload_run(records.overload), ""]
     return "\n".join(lines).rstrip()
+
+
+def render_overload_run(record: NativeRecord) -> str:
+    """An overload plan's record: which run, then its Past capacity table."""
+    machine = record["machine"]
+    return "\n".join(
+        [
+            f"The overload phase alone (`make bench PLAN=overload`), each service on cpu(s) "
+            f"{machine['service_cpus']}: the run of {machine['date'][:10]}, commit "
+            f"`{machine['git_commit'][:10]}`." + rounds_caption(record),
+            *render_overload(record, derive(record)),
+        ]
+    )
+
+
+def render_overload_runs(results: Path) -> str:
+    """docs/overload.md's tables: every machine's overload plan run, default model."""
+    sections = [
+        f"#### {records.title()}\n\n{render_overload_run(records.overload)}"
+        for records in load_machines(results.resolve())
+        if records.overload and records.architecture == DEFAULT_ARCHITECTURE
+    ]
+    return "\n\n".join(sections) or "No run of the overload plan yet: `make bench PLAN=overload`."
 
 
 def render_results(results: Path, page_dir: Path, strategies: dict[str, Strategy]) -> str:
@@ -330,6 +371,7 @@ def render_blocks(root: Path, results: Path, strategies: dict[str, Strategy]) ->
         Block(README, (STRATEGIES_START, STRATEGIES_END), render_strategies(strategies)),
         Block(README, (HEADLINE_START, HEADLINE_END), render_headline(results)),
         Block(RESULTS_PAGE, (START, END), render_results(results, results_dir, strategies)),
+        Block(OVERLOAD_PAGE, (OVERLOAD_START, OVERLOAD_END), render_overload_runs(results)),
     ]
 
 
@@ -358,7 +400,10 @@ def main() -> None:
     args = parser.parse_args()
     for block in render_blocks(args.root, args.results, discover_strategies([ROOT])):
         render_block(args.root / block.page, block.markers, block.text)
-    print(f"rendered {README} and {RESULTS_PAGE} from the manifests and {args.results}")
+    print(
+        f"rendered {README}, {RESULTS_PAGE} and {OVERLOAD_PAGE} from the manifests and "
+        f"{args.results}"
+    )
 
 
 if __name__ == "__main__":

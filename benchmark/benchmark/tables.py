@@ -216,8 +216,14 @@ def render_tables(record: ServiceRecord, plots: str, baseline: str | None) -> st
 
 
 def share_text(row: Row, key: str, rate: str) -> str:
+    """A figure at one offered rate, with its rounds' range where there are several."""
     value = figure(row, key).get(rate)
-    return "-" if value is None else f"{value:.0%}"
+    if value is None:
+        return "-"
+    spread = row["spread"].get(f"{key} {rate}")
+    if row["rounds"] < 2 or spread is None:
+        return f"{value:.0%}"
+    return f"{value:.0%} [{spread[0]:.0%}, {spread[1]:.0%}]"
 
 
 def render_overload(record: ServiceRecord, rows: dict[str, Row]) -> list[str]:

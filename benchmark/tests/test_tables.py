@@ -13,7 +13,13 @@ import pytest
 from benchmark.machine import REFERENCE_MACHINE, model_folders
 from benchmark.metrics import derive
 from benchmark.record import load_record
-from benchmark.report import render_blocks, render_headline, render_results, rendered_part
+from benchmark.report import (
+    render_blocks,
+    render_headline,
+    render_overload_runs,
+    render_results,
+    rendered_part,
+)
 from benchmark.tables import baseline_label, render_tables
 from record_builders import overload, with_rounds
 from serving_common.strategy import discover_strategies
@@ -41,7 +47,11 @@ def test_the_pages_tables_are_a_fresh_render_of_the_committed_records(tmp_path):
     as in the repository so that every link is the committed one."""
     shutil.copytree(RESULTS, tmp_path / "results")
     blocks = render_blocks(tmp_path, tmp_path / "results", STRATEGIES)
-    assert {block.page for block in blocks} == {"README.md", "docs/results.md"}
+    assert {block.page for block in blocks} == {
+        "README.md",
+        "docs/results.md",
+        "docs/overload.md",
+    }
     for block in blocks:
         committed = rendered_part((ROOT / block.page).read_text(), block.markers)
         assert block.text == committed, f"{block.page}, {block.markers[0]}: `make report`"
@@ -133,6 +143,31 @@ def test_a_record_with_an_overload_phase_has_the_past_capacity_table():
     assert header[-2:] == ["2x: goodput", "2x: p99 of 200s ms"]
     for name, share in shares.items():
         assert cells[name][2] == f"{share:.0%}" and cells[name][-2:] == ["90%", "300"], name
+
+
+def test_an_overload_plans_run_is_shown_in_its_machines_section_and_on_its_page(tmp_path):
+    """`make bench PLAN=overload`'s record: in its machine's section of docs/results.md, and
+    in docs/overload.md with every other machine's, each step's goodput with its rounds'
+    range."""
+    path = next(p for p in NATIVE if p.name == "native-overload.json")
+    results = tmp_path / "results"
+    (results / path.parent.name).mkdir(parents=True)
+    assert render_overload_runs(results).startswith("No run of the overload plan yet")
+    shutil.copy(path, results / path.parent.name / path.name)
+    record = load_record(path)
+    text = render_overload_runs(results)
+    assert text.startswith("#### ") and f"commit `{record['machine']['git_commit'][:10]}`" in text
+    header, cells = table_rows(text, "| service | capacity req/s")
+    column = header.index("4x: goodput")
+    overloaded = {name: row for name, row in derive(record).items() if row["overload_share"]}
+    assert list(cells) == list(overloaded)  # the variants have no overload phase
+    for name, row in overloaded.items():
+        low, high = row["spread"]["overload_share 4x"]
+        share = row["overload_share"]["4x"]
+        assert cells[name][column] == f"{share:.0%} [{low:.0%}, {high:.0%}]", name
+    section = render_results(results, tmp_path, STRATEGIES)
+    assert "The overload phase alone (`make bench PLAN=overload`)" in section
+    assert "| service | capacity req/s" in section
 
 
 def test_an_older_record_is_marked_where_its_ceilings_were_timed_beside_the_service():

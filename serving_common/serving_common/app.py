@@ -95,6 +95,15 @@ class InferenceThread:
         self._executor.shutdown(wait=True, cancel_futures=True)
 
 
+def kept_open(scope: Scope) -> bool:
+    """Whether the server keeps the connection open after the answer (HTTP/1.1 without
+    `Connection: close`): uvicorn then reads on, dropping whatever is left of a body the
+    application did not read, and takes the next request after it."""
+    return scope.get("http_version") == "1.1" and not any(
+        name == b"connection" and b"close" in value.lower() for name, value in scope["headers"]
+    )
+
+
 class AdmissionGate:
     """Admission control in front of the framework (plain ASGI): a prediction (`/predict/`,
     or the Open Inference Protocol's infer) is pending from its headers until its answer is
@@ -130,9 +139,12 @@ class AdmissionGate:
     ) -> None:
         """The 503, once the client can see it. A client that sent `Expect: 100-continue`
         waits for our word before it sends its body: it is refused at once, nothing read,
-        and the connection closed (RFC 9110, 10.1.1). Any other has its body read and
-        discarded first, as a connection closed with unread bytes is reset and the client
-        would never see the answer; under a flood it waits its turn first (RefusalPacer)."""
+        and the connection closed (RFC 9110, 10.1.1). Any other waits its turn under a flood
+        (RefusalPacer). Then, on a connection the server keeps open after the answer, it is
+        answered with its body unread: the server's HTTP parser drops the rest as it arrives,
+        without handing it to the application. On one the server closes (HTTP/1.0, as ab
+        sends, or `Connection: close`) its body is read and discarded first: a connection
+        closed with unread bytes is reset, and the client would never see the answer."""
         expects_continue = any(
             name == b"expect" and value.lower() == b"100-continue"
             for name, value in scope["headers"]
@@ -141,7 +153,8 @@ class AdmissionGate:
             with protocol.counted_request(self.metrics):
                 if not expects_continue:
                     await asyncio.sleep(self.pacer.delay(asyncio.get_running_loop().time()))
-                    await protocol.discard_body(body_chunks(receive), self.body_timeout_seconds)
+                    if not kept_open(scope):
+                        await protocol.discard_body(body_chunks(receive), self.body_timeout_seconds)
                 raise refusal
         except ServiceError:
             pass
