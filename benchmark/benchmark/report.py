@@ -19,6 +19,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import cast
 
 from serving_common.strategy import Strategy, discover_strategies, framework_hosts
 from weather_model.architectures import DEFAULT_ARCHITECTURE
@@ -105,7 +106,8 @@ def load_folder(folder: Path, architecture: str) -> MachineRecords | None:
         if path is not None:
             setattr(records, mode, checked_record(path, mode, architecture))
     if (path := folder / OVERLOAD_FILE).exists():
-        records.overload = checked_record(path, "native", architecture)
+        # A native record: checked_record has checked its mode.
+        records.overload = cast(NativeRecord, checked_record(path, "native", architecture))
     found = records.native or records.compose or records.cluster or records.overload
     return records if found else None
 
