@@ -224,12 +224,7 @@ def assert_refused_before_the_body(running: RunningService, ingress_continues: b
 
 
 def assert_refused_after_the_body(running: RunningService, ingress_continues: bool) -> None:
-    client = socket.create_connection(("127.0.0.1", running.port), timeout=10)
-    client.sendall(
-        b"POST /predict/ HTTP/1.1\r\nHost: test\r\nContent-Type: image/jpeg\r\n"
-        + f"Content-Length: {len(SMUGGLED)}\r\n\r\n".encode()
-        + SMUGGLED
-    )
+    client = start_predict(running, len(SMUGGLED), SMUGGLED)
     answer = read_response(client)
     # Behind an ingress that holds the body first the place is free: a 415 (not an image).
     assert answer.status_code in ((415, 503) if ingress_continues else (503,)), answer.text
