@@ -2,6 +2,7 @@
 //! mapping, metrics. Nothing here decodes or infers (inference.rs does, on its own threads).
 
 use std::collections::HashMap;
+use std::sync::LazyLock;
 use std::time::{Duration, Instant};
 
 use actix_http::body::BoxBody;
@@ -138,9 +139,15 @@ pub async fn continue_or_refuse(
 /// A request that takes a place in admission: `POST /predict/`, or the Open Inference
 /// Protocol's infer.
 fn is_prediction(method: &Method, path: &str) -> bool {
-    method == Method::POST
-        && (ResourceDef::new(PREDICT_PATHS).is_match(path)
-            || ResourceDef::new(crate::open_inference::INFER_PATHS).is_match(path))
+    // Built once: a pattern with segments compiles a regex, and a flood of `Expect`
+    // requests is answered through here.
+    static PREDICTIONS: LazyLock<[ResourceDef; 2]> = LazyLock::new(|| {
+        [
+            ResourceDef::new(PREDICT_PATHS),
+            ResourceDef::new(crate::open_inference::INFER_PATHS),
+        ]
+    });
+    method == Method::POST && PREDICTIONS.iter().any(|paths| paths.is_match(path))
 }
 
 /// Why a prediction ended without an answer for the client.
