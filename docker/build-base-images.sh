@@ -89,7 +89,13 @@ distroless_cc_image() {
     rm -rf "$root" "$debs"
 }
 
-debootstrap_image "$PYTHON_TAG" bookworm "python3,python3-venv,ca-certificates" python3
-debootstrap_image "$RUST_TAG" trixie "rustc-web,cargo-web,gcc,libc6-dev,ca-certificates" bash
-distroless_cc_image "$CC_TAG" trixie
+# Side by side: each spends most of its time waiting on the mirror, or unpacking on one core.
+pids=()
+debootstrap_image "$PYTHON_TAG" bookworm "python3,python3-venv,ca-certificates" python3 &
+pids+=($!)
+debootstrap_image "$RUST_TAG" trixie "rustc-web,cargo-web,gcc,libc6-dev,ca-certificates" bash &
+pids+=($!)
+distroless_cc_image "$CC_TAG" trixie &
+pids+=($!)
+for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
 log "done: $($0 --print-build-args)"

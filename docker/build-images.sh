@@ -4,16 +4,20 @@
 #      (docker/build-base-images.sh; kept when present),
 #   2. model-serving/python-build, the Python Dockerfiles' build stage
 #      (docker/python-build.Dockerfile; BUILD_IMAGE),
-#   3. each service of docker-compose.yml (`docker compose build`, else docker-compose): the
-#      Python strategies from docker/python-service.Dockerfile, the export job from
-#      docker/exporter.Dockerfile (its torch layer is the exporter_base strategy's: built
-#      once, by whichever comes first).
+#   3. each service of docker-compose.yml (`docker compose build`, else docker-compose), in
+#      two lanes side by side: the services built from the shared Dockerfiles in docker/ (the
+#      Python strategies from python-service.Dockerfile, the export job from
+#      exporter.Dockerfile, whose torch layer is the exporter_base strategy's), one after
+#      another so that a layer they share is built once; beside them, those with a Dockerfile
+#      of their own in their folder (a compiled service), which share none. Each lane has
+#      long steps that keep one core busy (a compiler's last crate, Docker copying a large
+#      layer): on 2 cores, the two lanes finish minutes sooner than one.
 # Idempotent: Docker's layer cache makes a run with nothing changed take seconds.
 #
 # Progress goes to stderr, one line per step with the elapsed time (and a line a minute while
-# a long step runs); Docker's own output goes to BUILD_LOG (default: a file in $TMPDIR),
-# whose tail is printed when a step fails. The exit status is non-zero when a step fails,
-# the step named on the last line.
+# a long step runs); Docker's own output goes to BUILD_LOG (default: a file in $TMPDIR), a
+# step's whole output appended when it ends, and its tail printed when it fails. The exit
+# status is non-zero when a step fails, the failed steps named on the last line.
 #
 # BASE_IMAGES, where the Dockerfiles' base images come from:
 #   local   built here from Debian packages (docker/build-base-images.sh, which needs Linux
@@ -85,49 +89,81 @@ if [[ $BASE_IMAGES == local ]]; then total=$((total + 1)); fi
 
 LOG=${BUILD_LOG:-${TMPDIR:-/tmp}/model-serving-build-images.log}
 : >"$LOG"
+steps=$(mktemp -d)
 start=$SECONDS
 step=0
 pid=
 
 say() { printf '[images %02d:%02d] %s\n' $(((SECONDS - start) / 60)) $(((SECONDS - start) % 60)) "$*" >&2; }
-trap '[[ -n $pid ]] && kill "$pid" 2>/dev/null; exit 130' INT TERM
+stop() {
+    [[ -n $pid ]] && kill "$pid" 2>/dev/null
+    exit 130
+}
+trap stop INT TERM
+trap 'rm -rf "$steps"' EXIT
 
-# run NAME COMMAND...: one numbered step, its output appended to the log.
+# run NAME COMMAND...: the next numbered step, its output in a file of its own (the lanes
+# run side by side), appended to the log when it ends.
 run() {
-    local name=$1 began=$SECONDS last=$SECONDS where offset
+    local name=$1 began=$SECONDS last=$SECONDS where output
     shift
     step=$((step + 1))
+    output="$steps/$step.log"
     say "building $name ($step/$total)…"
-    echo "===== $name: $*" >>"$LOG"
-    offset=$(($(wc -c <"$LOG") + 1))
-    "$@" >>"$LOG" 2>&1 </dev/null &
+    echo "===== $name: $*" >"$output"
+    "$@" >>"$output" 2>&1 </dev/null &
     pid=$!
     while kill -0 "$pid" 2>/dev/null; do
         sleep 0.2
         if ((SECONDS - last >= 60)); then
             last=$SECONDS
             # The classic builder's "Step 3/12 : RUN ..." lines say where a long build is.
-            where=$(tail -c "+$offset" "$LOG" | grep -E '^Step [0-9]+/[0-9]+ : ' | tail -1 | cut -c1-90 || true)
+            where=$(grep -E '^Step [0-9]+/[0-9]+ : ' "$output" | tail -1 | cut -c1-90 || true)
             say "  still building $name, $((SECONDS - began)) s${where:+: $where}"
         fi
     done
     if ! wait "$pid"; then
         pid=
+        cat "$output" >>"$LOG"
         echo "----- $name: the last 40 lines of its output -----" >&2
-        tail -c "+$offset" "$LOG" | tail -n 40 >&2
+        tail -n 40 "$output" >&2
         say "FAILED: building $name ($step/$total) after $((SECONDS - began)) s; full log: $LOG"
-        exit 1
+        echo "$name" >>"$steps/failed"
+        return 1
     fi
     pid=
+    cat "$output" >>"$LOG"
+}
+
+# lane SERVICE...: the services one after another, in the background; its first step's
+# number is the next. A failed step ends its lane, not the other.
+lanes=()
+lane() {
+    (
+        trap stop INT TERM
+        for service; do run "$service" "${compose[@]}" build "$service" || exit 1; done
+    ) &
+    lanes+=($!)
+    step=$((step + $#))
 }
 
 say "Docker output: $LOG; BASE_IMAGES=$BASE_IMAGES; TORCH_INDEX_URL=${TORCH_INDEX_URL:-the Dockerfile default}; ${compose[*]}"
 if [[ $BASE_IMAGES == local ]]; then
-    run "base images" docker/build-base-images.sh
+    run "base images" docker/build-base-images.sh || exit 1
 fi
 run "$BUILD_IMAGE" docker build --network host ${PYTHON_IMAGE:+--build-arg "PYTHON_IMAGE=$PYTHON_IMAGE"} \
-    -f docker/python-build.Dockerfile -t "$BUILD_IMAGE" .
+    -f docker/python-build.Dockerfile -t "$BUILD_IMAGE" . || exit 1
+shared=() own=()
 for service in $services; do
-    run "$service" "${compose[@]}" build "$service"
+    if [[ -f $service/Dockerfile ]]; then own+=("$service"); else shared+=("$service"); fi
 done
+lane ${shared[@]+"${shared[@]}"}
+lane ${own[@]+"${own[@]}"}
+trap 'kill "${lanes[@]}" 2>/dev/null; exit 130' INT TERM
+status=0
+for lane_pid in "${lanes[@]}"; do wait "$lane_pid" || status=1; done
+if ((status != 0)); then
+    say "FAILED: building $(tr '\n' ' ' <"$steps/failed"); full log: $LOG"
+    exit 1
+fi
 say "done: $total steps in $((SECONDS - start)) s"
