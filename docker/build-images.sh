@@ -163,7 +163,7 @@ trap 'kill "${lanes[@]}" 2>/dev/null; exit 130' INT TERM
 status=0
 for lane_pid in "${lanes[@]}"; do wait "$lane_pid" || status=1; done
 if ((status != 0)); then
-    say "FAILED: building $(tr '\n' ' ' <"$steps/failed"); full log: $LOG"
+    say "FAILED: building $(paste -s -d ' ' "$steps/failed"); full log: $LOG"
     exit 1
 fi
 say "done: $total steps in $((SECONDS - start)) s"
