@@ -105,7 +105,7 @@ trap 'rm -rf "$steps"' EXIT
 # run NAME COMMAND...: the next numbered step, its output in a file of its own (the lanes
 # run side by side), appended to the log when it ends.
 run() {
-    local name=$1 began=$SECONDS last=$SECONDS where output
+    local name=$1 began=$SECONDS last=$SECONDS where output status
     shift
     step=$((step + 1))
     output="$steps/$step.log"
@@ -122,17 +122,17 @@ run() {
             say "  still building $name, $((SECONDS - began)) s${where:+: $where}"
         fi
     done
-    if ! wait "$pid"; then
-        pid=
-        cat "$output" >>"$LOG"
+    status=0
+    wait "$pid" || status=$?
+    pid=
+    cat "$output" >>"$LOG"
+    if ((status != 0)); then
         echo "----- $name: the last 40 lines of its output -----" >&2
         tail -n 40 "$output" >&2
         say "FAILED: building $name ($step/$total) after $((SECONDS - began)) s; full log: $LOG"
         echo "$name" >>"$steps/failed"
         return 1
     fi
-    pid=
-    cat "$output" >>"$LOG"
 }
 
 # lane SERVICE...: the services one after another, in the background; its first step's
@@ -160,9 +160,9 @@ done
 lane ${shared[@]+"${shared[@]}"}
 lane ${own[@]+"${own[@]}"}
 trap 'kill "${lanes[@]}" 2>/dev/null; exit 130' INT TERM
-status=0
-for lane_pid in "${lanes[@]}"; do wait "$lane_pid" || status=1; done
-if ((status != 0)); then
+# A lane's exit status is in $steps/failed already.
+for lane_pid in "${lanes[@]}"; do wait "$lane_pid" || true; done
+if [[ -s $steps/failed ]]; then
     say "FAILED: building $(paste -s -d ' ' "$steps/failed"); full log: $LOG"
     exit 1
 fi
