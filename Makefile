@@ -104,9 +104,9 @@ format: setup-python $(STRATEGY_FORMAT)
 
 # Sub-makes, in order: ORT_LIB exists only once `setup` has run. `-j2 setup` builds oha
 # while uv downloads PyTorch. The unit tier (in-process: no timing bound) runs while the
-# images finish; the other tiers once they are built, alone: beside the image build or a
-# second pytest, timing-bound tests failed on a starved core (a Ray proxy killed for
-# starting slowly, a saturated service's health probes too few).
+# images finish; the other tiers once they are built, in two pytests side by side, then
+# the tests that load every core or bound their own timing with nothing beside them
+# (scripts/test-tiers.sh says why).
 test: setup-system
 	@$(MAKE) --no-print-directory images-background
 	@$(MAKE) --no-print-directory -j2 setup
@@ -114,7 +114,7 @@ test: setup-system
 	@$(MAKE) --no-print-directory test-strategies
 	$(RUN)pytest -m unit
 	@$(MAKE) --no-print-directory images-wait
-	$(RUN)pytest -m "not unit"
+	scripts/test-tiers.sh $(RUN)pytest
 
 # The quick tier, under 5 minutes: the unit tests (in-process; conftest.py says what is
 # one) and the contract suite against one Python strategy, no Rust build and no image: the

@@ -44,11 +44,20 @@ TIER_FIXTURES = {
 }
 
 
+# Beside the tiers, `alone` (pyproject.toml): `make test` runs those tests with no other
+# test beside them (scripts/test-tiers.sh). A test that runs the harness says so with the
+# marker; so does every test of a module fixture that runs it, given the marker here, so
+# that the run is made once, in one pytest.
+ALONE_FIXTURES = ("quick_run",)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
+        fixtures = getattr(item, "fixturenames", ())
+        if any(name in fixtures for name in ALONE_FIXTURES):
+            item.add_marker("alone")
         if any(item.get_closest_marker(tier) for tier in TIERS):
             continue
-        fixtures = getattr(item, "fixturenames", ())
         tier = next(
             (TIER_FIXTURES[name] for name in TIER_FIXTURES if name in fixtures),
             "unit",

@@ -36,8 +36,10 @@ from clients import (
 )
 from helpers import STRATEGIES
 
-# Its tests start services of their own (conftest.py: tiers).
-pytestmark = pytest.mark.service
+# Its tests start services of their own (conftest.py: tiers), and flood them with both
+# cores' worth of clients while bounding how long a health probe may take: with no other
+# test beside them (`make test`: scripts/test-tiers.sh).
+pytestmark = [pytest.mark.service, pytest.mark.alone]
 
 # What a bomb may add to a service's peak RSS (all its processes): a few MB of pixels and
 # resize buffers are expected; without the aspect-ratio bound it is gigabytes.

@@ -195,6 +195,7 @@ def outside_dir(tmp_path_factory) -> Path:
 
 
 @pytest.mark.service  # it runs the harness
+@pytest.mark.alone  # it loads every core
 def test_the_harness_measures_a_folder_outside_the_repository(outside_dir, artifacts, tmp_path):
     name = "outside_serving"
     env = {**os.environ, EXTRA_DIRS_ENV: str(outside_dir)}

@@ -194,6 +194,7 @@ def test_progress_says_where_the_run_is(quick_run):
 
 
 @pytest.mark.service  # it runs the harness (conftest.py: tiers)
+@pytest.mark.alone  # it loads every core
 def test_without_taskset_the_run_says_it_was_not_pinned(tmp_path, artifacts):
     """Where taskset does not exist (macOS), services and load run unpinned, and the raw
     results and the report say so."""
@@ -213,6 +214,7 @@ def test_without_taskset_the_run_says_it_was_not_pinned(tmp_path, artifacts):
 
 
 @pytest.mark.service  # it runs the harness (conftest.py: tiers)
+@pytest.mark.alone  # it loads every core
 def test_rounds_measure_every_configuration_once_then_each_again(tmp_path, artifacts):
     """`--rounds 2` on two services: A, B, A, B; each measured afresh in its second round
     (started again, its own ceilings, load and open loop), a start sample per round, and

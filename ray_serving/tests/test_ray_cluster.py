@@ -40,6 +40,9 @@ from serving_common.strategy import load_strategy
 UNAVAILABLE = docker_unavailable()
 pytestmark = [
     pytest.mark.cluster,
+    # Its deadlines (a replica added within 2 minutes of load, a lost node noticed) held
+    # only with no other test beside it: `make test` runs it alone (scripts/test-tiers.sh).
+    pytest.mark.alone,
     pytest.mark.skipif(UNAVAILABLE is not None, reason=str(UNAVAILABLE)),
 ]
 
