@@ -10,7 +10,7 @@
 #      2-core VM. The first lane's output is printed after the second's.
 #   2. Then, with nothing beside them, the tests marked `alone` (pyproject.toml): those that
 #      load every core or bound their own timing (the harness's runs, the fault suite, the
-#      Ray cluster's autoscaling and node loss).
+#      Ray cluster's autoscaling and node loss, a client leaving a batch's queue).
 # Exit status: 0 when every pytest passed; the last line names the parts that did not.
 set -uo pipefail
 pytest=$1
