@@ -11,6 +11,11 @@
 #   2. Then, with nothing beside them, the tests marked `alone` (pyproject.toml): those that
 #      load every core or bound their own timing (the harness's runs, the fault suite, the
 #      Ray cluster's autoscaling and node loss, a client leaving a batch's queue).
+# NOTE: running the harness's runs beside the alone tests at a low priority (nice) does not
+# work: the services they start lead sessions of their own, and with the kernel's autogroup
+# scheduling each session shares the CPU as one group whatever its nice value (the alone
+# tests ran 75% slower beside them); and the harness's runs bound some timing of their own
+# (health probes during a one-second flood, an open-loop window's end).
 # Exit status: 0 when every pytest passed; the last line names the parts that did not.
 set -uo pipefail
 pytest=$1
