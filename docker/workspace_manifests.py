@@ -53,17 +53,18 @@ def uv_manifest(text: str) -> str:
 
 def main() -> None:
     context, out, uv_requirement = (Path(arg) for arg in sys.argv[1:4])
-    uv = tomllib.loads((context / "pyproject.toml").read_text())["tool"]["uv"]
+    root = (context / "pyproject.toml").read_text()
+    uv = tomllib.loads(root)["tool"]["uv"]
     required = uv.get("required-version")
     if not required:
         sys.exit("pyproject.toml: [tool.uv] required-version is not set")
-    files = [Path("pyproject.toml"), Path("uv.lock")]
-    files += [member / "pyproject.toml" for member in members(context, uv.get("workspace", {}))]
-    for file in files:
+    (out / "pyproject.toml").write_text(uv_manifest(root))
+    copied = [Path("uv.lock")]
+    copied += [member / "pyproject.toml" for member in members(context, uv.get("workspace", {}))]
+    for file in copied:
         (out / file).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(context / file, out / file)
-    root = out / "pyproject.toml"
-    root.write_text(uv_manifest(root.read_text()))
+    files = [Path("pyproject.toml"), *copied]
     uv_requirement.write_text(f"uv{required}\n")
     print(f"uv{required};", " ".join(str(file) for file in files))
 
