@@ -22,7 +22,7 @@ from typing import Any
 
 import orjson
 from serving_common.app import AdmissionGate, error_response
-from serving_common.asgi import body_chunks, client_left
+from serving_common.asgi import client_left, read_predict_request
 from serving_common.errors import ErrorType, ServiceError
 from serving_common.open_inference import ModelDescription, OpenInference, is_open_inference
 from serving_common.protocol import (
@@ -33,10 +33,8 @@ from serving_common.protocol import (
     ClientGone,
     PredictRequest,
     image_from_body,
-    read_predict_request,
 )
 from serving_common.settings import Settings
-from starlette.datastructures import Headers, QueryParams
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -122,13 +120,7 @@ class ContractFront:
     async def read_request(self, scope: Scope, receive: Receive, started: float) -> PredictRequest:
         """The request read under the contract's limits (protocol.read_predict_request),
         its media type checked; ServiceError (the contract's 4xx) or ClientGone."""
-        request = await read_predict_request(
-            body_chunks(receive),
-            Headers(scope=scope),
-            QueryParams(scope["query_string"]),
-            self.settings,
-            started,
-        )
+        request = await read_predict_request(scope, receive, self.settings, started)
         if request.media_type not in ACCEPTED_MEDIA_TYPES:
             # The contract's 415, as the API method would answer it. NOTE: BentoML itself
             # refuses its pickle media type before the method, in a shape of its own.

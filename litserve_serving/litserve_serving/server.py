@@ -28,7 +28,7 @@ from serving_common.serve import exit_with_parent
 from serving_common.startup import Launch, fatal
 
 from litserve_serving.api import OnnxPredictorAPI
-from litserve_serving.front import ContractFront
+from litserve_serving.front import contract_front
 
 # LitServe's own health and info routes, moved (its options) off the contract's /info; its
 # GET / cannot be moved, and the front answers / before it.
@@ -59,7 +59,7 @@ def run_litserve(launch: Launch, health: dict[str, Any], info: dict[str, Any]) -
         healthcheck_path=LITSERVE_HEALTH_PATH,
         info_path=LITSERVE_INFO_PATH,
         disable_openapi_url=True,
-        middlewares=[(ContractFront, front)],
+        middlewares=[(contract_front, front)],
     )
     server.app.state.settings = settings  # read by request.read_predict_request
     install_error_handlers(server.app)

@@ -187,7 +187,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     async def client_gone(_: Request, __: Exception) -> Response:
         # Nobody reads this answer; uvicorn drops it. Its host counts it as 499
-        # (counted_request, or LitServe's ContractFront).
+        # (counted_request, or serving_common.front.ContractFront).
         return Response(status_code=protocol.CLIENT_GONE_STATUS)
 
     async def http_error(_: Request, exc: Exception) -> Response:

@@ -2,9 +2,11 @@
 
 The main process reads the strategy's manifest and the settings and fetches the model once
 (checking its sha256). With WORKERS=1 it loads the model and serves in-process; with more,
-every uvicorn worker loads the already-downloaded file. Any startup problem ends the
-process with status 1 and one line naming the cause; so does a worker's startup problem,
-which ends the whole service.
+every uvicorn worker loads the already-downloaded file. The app is serving_common's FastAPI
+host (app.create_app), or one a strategy builds around a framework's app from the same
+loaded predictor (`app_factory`). Any startup problem ends the process with status 1 and
+one line naming the cause; so does a worker's startup problem, which ends the whole
+service.
 """
 
 import ctypes
@@ -16,23 +18,27 @@ from pathlib import Path
 from typing import Any
 
 import uvicorn
-from fastapi import FastAPI
+from starlette.types import ASGIApp
 from uvicorn.config import STARTUP_FAILURE
+from uvicorn.importer import import_from_string
 from uvicorn.supervisors import Multiprocess
 
-from serving_common.app import create_app
 from serving_common.startup import Launch, StartupError, fatal, prepare
 
 # Hand the launch (the fetched model) and the supervisor's pid to uvicorn's worker processes.
 _FETCHED_ENV = "SERVING_FETCHED_MODEL"
 _SUPERVISOR_ENV = "SERVING_SUPERVISOR_PID"
+_APP_FACTORY_ENV = "SERVING_APP_FACTORY"
+# The app every worker builds from its ServiceState, unless a strategy names its own.
+DEFAULT_APP_FACTORY = "serving_common.app:create_app"
 # Seconds in-flight requests get to finish after SIGTERM.
 DRAIN_SECONDS = 30
 
 
-def run_service(folder: Path) -> None:
+def run_service(folder: Path, app_factory: str = DEFAULT_APP_FACTORY) -> None:
     """Entry point of a Python strategy: `folder` holds its strategy.toml, which names its
-    Predictor class."""
+    Predictor class; `app_factory`, "module:function", builds the ASGI app from the loaded
+    ServiceState (StartupError for a startup problem)."""
     launch = prepare(folder)
     settings, name = launch.settings, launch.strategy.name
     server: dict[str, Any] = {
@@ -44,7 +50,7 @@ def run_service(folder: Path) -> None:
     }
     if settings.workers == 1:
         try:
-            app = create_app(launch.load())
+            app = import_from_string(app_factory)(launch.load())
         except StartupError as exc:
             fatal(name, exc)
         exit_zero_once_drained()
@@ -52,6 +58,7 @@ def run_service(folder: Path) -> None:
         return
     os.environ[_FETCHED_ENV] = launch.handoff()
     os.environ[_SUPERVISOR_ENV] = str(os.getpid())
+    os.environ[_APP_FACTORY_ENV] = app_factory
     os.environ.setdefault("PROMETHEUS_MULTIPROC_DIR", tempfile.mkdtemp(prefix=f"{name}-prom-"))
     serve_workers(settings.workers, server, name)
 
@@ -91,12 +98,12 @@ def exit_with_parent(supervisor: int) -> None:
         os._exit(1)
 
 
-def worker_app() -> FastAPI:
+def worker_app() -> ASGIApp:
     """App factory run inside each uvicorn worker process (WORKERS > 1)."""
     exit_with_parent(int(os.environ[_SUPERVISOR_ENV]))
     launch = Launch.from_handoff(os.environ[_FETCHED_ENV])
     try:
-        return create_app(launch.load())
+        return import_from_string(os.environ[_APP_FACTORY_ENV])(launch.load())
     except StartupError as exc:
         # NOTE: uvicorn's supervisor restarts workers that die, except those that exit with
         # STARTUP_FAILURE: it then stops the others, and `serve_workers` exits 1.

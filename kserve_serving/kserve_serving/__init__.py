@@ -1,0 +1,1 @@
+"""kserve_serving."""
