@@ -31,6 +31,7 @@ from benchmark.plots import plot_results
 from benchmark.record import ClusterRecord, ComposeRecord, NativeRecord, Record, load_record
 from benchmark.tables import (
     efficiency_text,
+    measured,
     render_cluster,
     render_deployment,
     render_fidelity,
@@ -238,13 +239,13 @@ def render_machine(
 
 
 def render_overload_run(record: NativeRecord) -> str:
-    """An overload plan's record: which run, then its Past capacity table."""
-    machine = record["machine"]
+    """An overload plan's record: which run (each run, where `--add` grew it), then its
+    Past capacity table."""
     return "\n".join(
         [
             f"The overload phase alone (`make bench PLAN=overload`), each service on cpu(s) "
-            f"{machine['service_cpus']}: the run of {machine['date'][:10]}, commit "
-            f"`{machine['git_commit'][:10]}`." + rounds_caption(record),
+            f"{record['machine']['service_cpus']}: measured {measured(record)}."
+            + rounds_caption(record),
             *render_overload(record, derive(record)),
         ]
     )
