@@ -56,7 +56,8 @@ def v1_predict_path(model: str) -> str:
 
 class KServeForward:
     """An admitted prediction, its body read within the contract's limits, through KServe's
-    v1 predict route; anything unexpected escaping KServe answered as the contract's 500."""
+    v1 predict route; an exception escaping KServe is logged once and, where nothing was
+    answered yet, answered as the contract's 500."""
 
     def __init__(self, app: ASGIApp, model: str, settings: Settings) -> None:
         self.app = app
@@ -86,8 +87,10 @@ class KServeForward:
             forwarded = opaque(scope, self.path, len(request.body))
             await self.app(forwarded, replay(request.body, receive), send_answer)
         except Exception:
-            log.exception("internal error")
+            # Answered: serving_common's handler on KServe's app logged it and sent the 500,
+            # and Starlette raised it again after; otherwise it escaped before any handler.
             if not answered:
+                log.exception("internal error")
                 internal = ServiceError(ErrorType.INTERNAL, "internal error")
                 await error_response(internal)(scope, receive, send)
         finally:
